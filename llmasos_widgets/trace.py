@@ -1,0 +1,252 @@
+"""One forward pass over a text, kept in a form every view and analysis can read.
+
+A Trace holds the residual stream before each block and the MLP hidden activations, both
+[pos, width] per layer. Attention patterns are not kept: ``attention(layer)`` recomputes one layer's
+pattern exactly from that layer's residual input, so memory grows as layers × tokens × width rather
+than layers × heads × tokens², and a few recent layers are cached.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from .models import LanguageModel
+
+_HOOK = re.compile(r"^blocks\.(\d+)\.(hook_resid_pre|hook_resid_post|mlp\.hook_post|attn\.hook_pattern)$")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One candidate next token: its text, id and probability."""
+
+    token: str
+    id: int
+    prob: float
+
+
+class Trace:
+    """The result of one forward pass over a text (or a prompt plus its generation).
+
+    Build it with ``model.trace(text)`` or ``model.generate_trace(prompt)``.
+
+    Examples
+    --------
+    >>> from llmasos_widgets import load_model
+    >>> trace = load_model("tiny-gpt2").trace("The capital of France is")
+    >>> trace.attention(1).shape  # [head, query_pos, key_pos]
+    torch.Size([4, 7, 7])
+    >>> trace["blocks.0.mlp.hook_post"].shape  # [pos, d_mlp]
+    torch.Size([7, 256])
+    """
+
+    max_cached_layers = 4  # attention layers kept after computing: a view revisits recent layers
+
+    def __init__(
+        self,
+        model: LanguageModel,
+        text: str,
+        token_ids: list[int],
+        offsets: list[tuple[int, int]],
+        generated: list[bool],
+        resid: list[Tensor],
+        mlp_post: list[Tensor],
+    ) -> None:
+        self.model = model
+        self.text = text
+        self.token_ids = token_ids
+        self.tokens = [model.decode_token(i) for i in token_ids]
+        self.offsets = offsets
+        self.generated = generated
+        self._resid = resid  # n_layers + 1 entries of [pos, d_model]: each block's input, then the final
+        self._mlp_post = mlp_post  # n_layers entries of [pos, d_mlp]
+        self._attention: OrderedDict[int, Tensor] = OrderedDict()
+        self._logits: Tensor | None = None
+
+    @classmethod
+    def run(
+        cls,
+        model: LanguageModel,
+        text: str,
+        token_ids: list[int],
+        offsets: list[tuple[int, int]],
+        generated: list[bool],
+    ) -> Trace:
+        """Run the forward pass with hooks that keep the residual stream and MLP activations."""
+        adapter = model.adapter
+        n_layers = adapter.n_layers
+        resid: list[Tensor | None] = [None] * (n_layers + 1)
+        mlp_post: list[Tensor | None] = [None] * n_layers
+        handles = []
+
+        def keep_block_input(layer: int):  # type: ignore[no-untyped-def]
+            def hook(module, args, kwargs):  # type: ignore[no-untyped-def]
+                hidden = args[0] if args else kwargs["hidden_states"]
+                resid[layer] = hidden[0].detach()
+
+            return hook
+
+        def keep_mlp_input(layer: int):  # type: ignore[no-untyped-def]
+            def hook(module, args):  # type: ignore[no-untyped-def]
+                mlp_post[layer] = args[0][0].detach()
+
+            return hook
+
+        def keep_final_input(module, args, kwargs):  # type: ignore[no-untyped-def]
+            resid[n_layers] = (args[0] if args else kwargs["hidden_states"])[0].detach()
+
+        def keep_final_output(module, args, output):  # type: ignore[no-untyped-def]
+            resid[n_layers] = (output[0] if isinstance(output, tuple) else output)[0].detach()
+
+        try:
+            for layer, block in enumerate(adapter.blocks()):
+                handles.append(block.register_forward_pre_hook(keep_block_input(layer), with_kwargs=True))
+                handles.append(adapter.mlp_out(layer).register_forward_pre_hook(keep_mlp_input(layer)))
+            final_norm = adapter.final_norm()
+            if final_norm is not None:
+                handles.append(final_norm.register_forward_pre_hook(keep_final_input, with_kwargs=True))
+            else:
+                handles.append(adapter.blocks()[-1].register_forward_hook(keep_final_output))
+            device = model.device
+            with torch.no_grad():
+                # The base model only: logits are derived on demand from the final residual stream,
+                # which saves a [pos, vocab] tensor on long texts.
+                adapter.base()(
+                    input_ids=torch.tensor([token_ids], device=device),
+                    attention_mask=torch.ones(1, len(token_ids), dtype=torch.long, device=device),
+                )
+        finally:
+            for handle in handles:
+                handle.remove()
+        if any(r is None for r in resid) or any(m is None for m in mlp_post):
+            raise RuntimeError("the forward pass did not reach every hooked module; please report this model")
+        return cls(model, text, token_ids, offsets, generated, resid, mlp_post)  # type: ignore[arg-type]
+
+    # -- shape and validation ------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.token_ids)
+
+    def __repr__(self) -> str:
+        n_gen = sum(self.generated)
+        gen = f", {n_gen} generated" if n_gen else ""
+        return f"Trace({self.model.name!r}, {len(self)} tokens{gen}, {self.n_layers} layers)"
+
+    @property
+    def n_layers(self) -> int:
+        return len(self._mlp_post)
+
+    @property
+    def n_heads(self) -> int:
+        return self.model.n_heads
+
+    def check_layer(self, layer: int) -> int:
+        """Return ``layer`` if it exists (negative counts from the end), else raise a ValueError."""
+        if not isinstance(layer, int) or isinstance(layer, bool) or not -self.n_layers <= layer < self.n_layers:
+            raise ValueError(f"layer {layer!r} is out of range: {self.model.name} has layers 0..{self.n_layers - 1}")
+        return layer % self.n_layers
+
+    def check_position(self, pos: int) -> int:
+        """Return ``pos`` if it is a token position (negative counts from the end), else raise."""
+        n = len(self)
+        if not isinstance(pos, int) or isinstance(pos, bool) or not -n <= pos < n:
+            raise ValueError(f"position {pos!r} is out of range: this trace has tokens 0..{n - 1}")
+        return pos % n
+
+    # -- activations ---------------------------------------------------------------------------
+    def resid_pre(self, layer: int) -> Tensor:  # [pos, d_model]
+        """The residual stream entering block ``layer`` (``layer == n_layers``: after the last block)."""
+        if layer == self.n_layers:
+            return self._resid[layer]
+        return self._resid[self.check_layer(layer)]
+
+    @property
+    def residual(self) -> Tensor:  # [layer + 1, pos, d_model]
+        """The residual stream before every block and after the last, on the CPU, float32."""
+        return torch.stack([r.float().cpu() for r in self._resid])
+
+    def mlp_post(self, layer: int) -> Tensor:  # [pos, d_mlp]
+        """MLP hidden activations of ``layer`` (the input of its output projection)."""
+        return self._mlp_post[self.check_layer(layer)]
+
+    def attention(self, layer: int) -> Tensor:  # [head, query_pos, key_pos]
+        """The attention pattern of ``layer``, float32 on the CPU, equal to the model's eager attention.
+
+        Examples
+        --------
+        >>> from llmasos_widgets import load_model
+        >>> pattern = load_model("tiny-llama").trace("Hello there").attention(0)
+        >>> bool(torch.allclose(pattern.sum(-1), torch.ones(pattern.shape[:2])))
+        True
+        """
+        layer = self.check_layer(layer)
+        if layer in self._attention:
+            self._attention.move_to_end(layer)
+            return self._attention[layer]
+        block_device = next(self.model.adapter.blocks()[layer].parameters()).device
+        with torch.no_grad():
+            resid = self._resid[layer].to(block_device)
+            pattern = self.model.adapter.attention_pattern(layer, resid).float().cpu()
+        self._attention[layer] = pattern
+        while len(self._attention) > self.max_cached_layers:
+            self._attention.popitem(last=False)
+        return pattern
+
+    def __getitem__(self, name: str) -> Tensor:
+        """Activations by TransformerLens name, e.g. ``trace["blocks.3.attn.hook_pattern"]``."""
+        match = _HOOK.match(name)
+        if not match:
+            raise KeyError(
+                f"unknown activation {name!r}: use blocks.{{layer}}.hook_resid_pre, blocks.{{layer}}.hook_resid_post, "
+                "blocks.{layer}.mlp.hook_post or blocks.{layer}.attn.hook_pattern"
+            )
+        layer, what = self.check_layer(int(match.group(1))), match.group(2)
+        if what == "hook_resid_pre":
+            return self.resid_pre(layer)
+        if what == "hook_resid_post":
+            return self.resid_pre(layer + 1)
+        if what == "mlp.hook_post":
+            return self.mlp_post(layer)
+        return self.attention(layer)
+
+    # -- predictions ---------------------------------------------------------------------------
+    def logits_at(self, pos: int) -> Tensor:  # [vocab]
+        """Output logits at one position (the next-token distribution for causal models)."""
+        pos = self.check_position(pos)
+        if self._logits is not None:
+            return self._logits[pos]
+        with torch.no_grad():
+            final = self._resid[-1][pos : pos + 1]
+            return self.model.adapter.logits(final.to(self.model.device))[0].float().cpu()
+
+    @property
+    def logits(self) -> Tensor:  # [pos, vocab]
+        """Output logits at every position, computed on first use from the final residual stream."""
+        if self._logits is None:
+            with torch.no_grad():
+                self._logits = self.model.adapter.logits(self._resid[-1].to(self.model.device)).float().cpu()
+        return self._logits
+
+    def top_predictions(self, pos: int = -1, k: int = 5) -> list[Prediction]:
+        """The ``k`` most likely tokens the model predicts at position ``pos`` (next token if causal).
+
+        Examples
+        --------
+        >>> from llmasos_widgets import load_model
+        >>> preds = load_model("tiny-llama").trace("The capital of France is").top_predictions(-1, k=3)
+        >>> len(preds), preds[0].prob >= preds[1].prob
+        (3, True)
+        """
+        if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= 1000:
+            raise ValueError(f"k must be an int from 1 to 1000, got {k!r}")
+        probs = torch.softmax(self.logits_at(pos), dim=-1)
+        top = torch.topk(probs, min(k, probs.shape[0]))
+        return [
+            Prediction(self.model.decode_token(i), int(i), float(p))
+            for p, i in zip(top.values.tolist(), top.indices.tolist())
+        ]
