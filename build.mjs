@@ -1,0 +1,89 @@
+// Bundles each view (js/<view>/index.ts) into one self-contained ES module under
+// llmasos_widgets/static/<view>.js, which anywidget loads as the view's _esm.
+//
+//   node build.mjs            production bundles (minified), checked to import nothing
+//   node build.mjs --watch    rebuild on change, inline source maps
+//   node build.mjs --tests    also bundle js/**/*.test.ts into build/tests/ for `node --test`
+import * as esbuild from "esbuild";
+import { existsSync, readdirSync, rmSync } from "node:fs";
+import { join, relative } from "node:path";
+
+const watch = process.argv.includes("--watch");
+const tests = process.argv.includes("--tests");
+const outdir = "llmasos_widgets/static";
+
+/** Views are the folders of js/ that hold an index.ts; js/shared is library code. */
+function viewEntries() {
+  const entries = {};
+  for (const dir of readdirSync("js", { withFileTypes: true })) {
+    if (!dir.isDirectory() || dir.name === "shared") continue;
+    const index = join("js", dir.name, "index.ts");
+    if (existsSync(index)) entries[dir.name] = index;
+  }
+  return entries;
+}
+
+function testEntries(dir = "js", found = []) {
+  for (const item of readdirSync(dir, { withFileTypes: true })) {
+    const path = join(dir, item.name);
+    if (item.isDirectory()) testEntries(path, found);
+    else if (item.name.endsWith(".test.ts")) found.push(path);
+  }
+  return found;
+}
+
+/** A view must load with no import map and no network: fail the build on any import left. */
+function checkSelfContained(metafile) {
+  const bad = [];
+  for (const [file, output] of Object.entries(metafile.outputs)) {
+    for (const imp of output.imports) bad.push(`${file} imports ${imp.path}`);
+  }
+  if (bad.length) throw new Error(`bundles are not self-contained:\n  ${bad.join("\n  ")}`);
+}
+
+const entryPoints = viewEntries();
+if (Object.keys(entryPoints).length === 0) throw new Error("no view found (js/<view>/index.ts)");
+
+/** @type {import("esbuild").BuildOptions} */
+const viewOptions = {
+  entryPoints,
+  outdir,
+  bundle: true,
+  format: "esm",
+  target: "es2020",
+  platform: "browser",
+  minify: !watch,
+  sourcemap: watch ? "inline" : false,
+  loader: { ".css": "text" },
+  metafile: true,
+  logLevel: "info",
+};
+
+if (watch) {
+  const ctx = await esbuild.context(viewOptions);
+  await ctx.watch();
+  console.log(`watching js/ → ${outdir}/ (${Object.keys(entryPoints).join(", ")})`);
+} else {
+  const result = await esbuild.build(viewOptions);
+  checkSelfContained(result.metafile);
+}
+
+if (tests) {
+  const testdir = "build/tests";
+  rmSync(testdir, { recursive: true, force: true });
+  const files = testEntries();
+  await esbuild.build({
+    entryPoints: files,
+    outdir: testdir,
+    outbase: "js",
+    outExtension: { ".js": ".mjs" },
+    bundle: true,
+    format: "esm",
+    target: "node20",
+    platform: "node",
+    packages: "external",
+    sourcemap: "inline",
+    logLevel: "warning",
+  });
+  console.log(`bundled ${files.length} test file(s) into ${testdir}/: ${files.map((f) => relative("js", f)).join(", ")}`);
+}

@@ -1,0 +1,178 @@
+// Request/response over an anywidget model's custom messages (DESIGN.md, "Messages"): each request
+// has an id and a slot; a newer request in a slot makes the older one stale, and a stale answer is
+// dropped, never shown.
+
+import { decodeArrays, type ArrayDescriptor, type Buffers, type DecodedArray } from "./wire";
+
+/** The part of anywidget's AnyModel the client uses (AnyModel satisfies it). */
+export interface MessageModel {
+  send(content: any, callbacks?: any, buffers?: ArrayBuffer[] | ArrayBufferView[]): void;
+  on(eventName: "msg:custom", callback: (msg: any, buffers: DataView[]) => void): void;
+  off(eventName?: "msg:custom" | null, callback?: ((...args: any[]) => void) | null): void;
+}
+
+/** A kernel's answer: the JSON message and its arrays decoded by name. */
+export interface Response {
+  msg: ResponseMessage;
+  arrays: Record<string, DecodedArray>;
+}
+
+export interface ResponseMessage {
+  type: "response";
+  id: number;
+  what: string;
+  arrays?: ArrayDescriptor[];
+  [field: string]: unknown;
+}
+
+export interface Progress {
+  done: number;
+  total: number;
+}
+
+export interface RequestOptions {
+  /** Reject when no answer came after this many milliseconds (default: the client's). */
+  timeoutMs?: number;
+}
+
+export interface ClientOptions {
+  /** Default timeout of a request in milliseconds (120 s). */
+  timeoutMs?: number;
+}
+
+interface Pending {
+  slot: string;
+  what: string;
+  resolve: (r: Response | null) => void;
+  reject: (e: Error) => void;
+  onProgress: ((p: Progress) => void) | undefined;
+  timer: ReturnType<typeof setTimeout> | undefined;
+}
+
+// Ids are unique across every client of this module: two views of one model share the model's
+// messages, so each must recognise only its own answers.
+let nextId = 1;
+
+export class Client {
+  private readonly pending = new Map<number, Pending>();
+  private readonly slots = new Map<string, number>();
+  private readonly timeoutMs: number;
+  private disposed = false;
+  private readonly listener = (msg: unknown, buffers: Buffers | undefined): void => this.receive(msg, buffers ?? []);
+
+  constructor(
+    private readonly model: MessageModel,
+    options: ClientOptions = {},
+  ) {
+    this.timeoutMs = options.timeoutMs ?? 120_000;
+    model.on("msg:custom", this.listener);
+  }
+
+  /**
+   * Ask the kernel for `what`. Resolves with the response, or with null when a newer request in the
+   * same slot (or dispose) made this one stale: the caller then does nothing. Rejects with the
+   * kernel's message on an error reply, and on timeout.
+   */
+  request(
+    slot: string,
+    what: string,
+    params: Record<string, unknown> = {},
+    onProgress?: (p: Progress) => void,
+    options: RequestOptions = {},
+  ): Promise<Response | null> {
+    if (this.disposed) return Promise.resolve(null);
+    this.cancel(slot);
+    const id = nextId++;
+    const timeoutMs = options.timeoutMs ?? this.timeoutMs;
+    return new Promise<Response | null>((resolve, reject) => {
+      const entry: Pending = { slot, what, resolve, reject, onProgress, timer: undefined };
+      if (Number.isFinite(timeoutMs) && timeoutMs > 0) {
+        entry.timer = setTimeout(() => {
+          if (this.pending.get(id) !== entry) return;
+          this.forget(id);
+          const seconds = Number((timeoutMs / 1000).toFixed(3));
+          reject(new Error(`no answer to "${what}" after ${seconds} s: the kernel may be busy, stopped or disconnected`));
+        }, timeoutMs);
+      }
+      this.pending.set(id, entry);
+      this.slots.set(slot, id);
+      try {
+        // Params first, so they can never overwrite the protocol's own fields.
+        this.model.send({ ...params, type: "request", id, what });
+      } catch (e) {
+        this.forget(id);
+        reject(e instanceof Error ? e : new Error(String(e)));
+      }
+    });
+  }
+
+  /** Make the pending request of a slot stale (it resolves to null). */
+  cancel(slot: string): void {
+    const id = this.slots.get(slot);
+    if (id === undefined) return;
+    const entry = this.pending.get(id);
+    this.forget(id);
+    entry?.resolve(null);
+  }
+
+  /** Whether a request in the slot is waiting for its answer. */
+  isPending(slot: string): boolean {
+    return this.slots.has(slot);
+  }
+
+  /** Stop listening; pending requests resolve to null. Call from render's cleanup. */
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    this.model.off("msg:custom", this.listener);
+    for (const slot of [...this.slots.keys()]) this.cancel(slot);
+  }
+
+  private forget(id: number): void {
+    const entry = this.pending.get(id);
+    if (!entry) return;
+    if (entry.timer !== undefined) clearTimeout(entry.timer);
+    this.pending.delete(id);
+    if (this.slots.get(entry.slot) === id) this.slots.delete(entry.slot);
+  }
+
+  private receive(msg: unknown, buffers: Buffers): void {
+    if (typeof msg !== "object" || msg === null) return;
+    const m = msg as { type?: unknown; id?: unknown };
+    if (typeof m.id !== "number") return;
+    const entry = this.pending.get(m.id);
+    if (!entry) return; // another view's, or stale: drop
+    switch (m.type) {
+      case "progress": {
+        const p = msg as { done?: unknown; total?: unknown };
+        if (entry.onProgress && typeof p.done === "number" && typeof p.total === "number") {
+          try {
+            entry.onProgress({ done: p.done, total: p.total });
+          } catch (e) {
+            console.error("llmasos_widgets: progress callback failed", e);
+          }
+        }
+        return;
+      }
+      case "response": {
+        this.forget(m.id);
+        let arrays: Record<string, DecodedArray>;
+        try {
+          arrays = decodeArrays(msg as ResponseMessage, buffers);
+        } catch (e) {
+          const reason = e instanceof Error ? e.message : String(e);
+          entry.reject(new Error(`could not decode the answer to "${entry.what}": ${reason}`));
+          return;
+        }
+        entry.resolve({ msg: msg as ResponseMessage, arrays });
+        return;
+      }
+      case "error": {
+        this.forget(m.id);
+        const message = (msg as { message?: unknown }).message;
+        entry.reject(new Error(typeof message === "string" && message ? message : `the kernel failed on "${entry.what}"`));
+        return;
+      }
+    }
+  }
+}

@@ -1,0 +1,135 @@
+// Token rendering shared by every view. Model text is untrusted: it only ever reaches the page
+// through textContent, never innerHTML.
+
+/** Create an element; `text` is set with textContent. */
+export function el<K extends keyof HTMLElementTagNameMap>(
+  tag: K,
+  className?: string,
+  text?: string,
+): HTMLElementTagNameMap[K] {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+/** The visible stand-in of a whitespace or control character, or undefined for ordinary ones. */
+function marker(ch: string): string | undefined {
+  switch (ch) {
+    case " ":
+      return "·";
+    case "\n":
+      return "↵";
+    case "\t":
+      return "→";
+    case "\r":
+      return "␍";
+    case "\u00a0":
+      return "⍽";
+    case "\u007f":
+      return "␡";
+  }
+  const code = ch.charCodeAt(0);
+  if (ch.length === 1 && code < 0x20) return String.fromCharCode(0x2400 + code); // ␀ ␁ …
+  return undefined;
+}
+
+/** Shown for a token that decodes to the empty string. */
+const EMPTY = "∅";
+
+/** The token with its whitespace made visible: " the" → "·the", "\n" → "↵", "\t" → "→". */
+export function visibleText(token: string): string {
+  if (token === "") return EMPTY;
+  let out = "";
+  for (const ch of token) out += marker(ch) ?? ch;
+  return out;
+}
+
+/**
+ * Append a token's text to `parent`: ordinary characters as text nodes, whitespace as faint
+ * markers in `<span class="lw-ws">` (so a leading space shows as a faint "·").
+ */
+export function appendVisibleToken(parent: HTMLElement, token: string): void {
+  if (token === "") {
+    parent.appendChild(el("span", "lw-ws", EMPTY));
+    return;
+  }
+  let run = "";
+  for (const ch of token) {
+    const m = marker(ch);
+    if (m === undefined) {
+      run += ch;
+      continue;
+    }
+    if (run) parent.appendChild(document.createTextNode(run));
+    run = "";
+    parent.appendChild(el("span", "lw-ws", m));
+  }
+  if (run) parent.appendChild(document.createTextNode(run));
+}
+
+export interface TokenStripOptions {
+  tokenIds?: readonly number[];
+  /** Character offsets into the text ([0, 0] for special tokens). */
+  offsets?: readonly (readonly number[])[];
+  generated?: readonly boolean[];
+  /** Index of the selected token, -1 for none. */
+  selected?: number;
+  /** Called with a token's index when it is clicked. */
+  onSelect?: (index: number) => void;
+}
+
+/** The hover text of token i: "#i  id 1234  chars 3–11". */
+export function tokenTitle(i: number, id?: number, offset?: readonly number[], generated?: boolean): string {
+  let title = `#${i}`;
+  if (id !== undefined) title += `  id ${id}`;
+  const start = offset?.[0];
+  const end = offset?.[1];
+  if (start !== undefined && end !== undefined) title += end > start ? `  chars ${start}–${end}` : "  special (no chars)";
+  if (generated) title += "  generated";
+  return title;
+}
+
+/**
+ * Fill `container` with one `<span class="lw-token" data-testid="token" data-index=i>` per token
+ * (replacing what it held). A token holding a newline is followed by a real line break.
+ * Returns the spans, indexed like `tokens`.
+ */
+export function renderTokenStrip(
+  container: HTMLElement,
+  tokens: readonly string[],
+  opts: TokenStripOptions = {},
+): HTMLSpanElement[] {
+  container.replaceChildren();
+  container.classList.add("lw-strip");
+  const spans: HTMLSpanElement[] = [];
+  tokens.forEach((token, i) => {
+    const span = el("span", "lw-token");
+    span.dataset.index = String(i);
+    span.dataset.testid = "token";
+    appendVisibleToken(span, String(token));
+    span.title = tokenTitle(i, opts.tokenIds?.[i], opts.offsets?.[i], opts.generated?.[i]);
+    if (opts.generated?.[i]) span.classList.add("lw-generated");
+    if (opts.onSelect) {
+      const onSelect = opts.onSelect;
+      span.addEventListener("click", () => onSelect(i));
+    }
+    spans.push(span);
+    container.appendChild(span);
+    // At most two breaks, so a run of blank lines does not push the strip off the screen.
+    const newlines = Math.min(2, String(token).split("\n").length - 1);
+    for (let n = 0; n < newlines; n++) container.appendChild(document.createElement("br"));
+  });
+  setSelected(spans, opts.selected ?? -1);
+  return spans;
+}
+
+/** Mark spans[index] as the selected token (index -1: none). */
+export function setSelected(spans: readonly HTMLElement[], index: number): void {
+  spans.forEach((span, i) => {
+    const on = i === index;
+    span.classList.toggle("lw-selected", on);
+    if (on) span.setAttribute("aria-current", "true");
+    else span.removeAttribute("aria-current");
+  });
+}
