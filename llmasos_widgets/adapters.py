@@ -86,23 +86,51 @@ class Adapter:
         return head(hidden)
 
     # -- attention -----------------------------------------------------------------------------
-    def attention_pattern(self, layer: int, resid_pre: Tensor) -> Tensor:
-        """Recompute ``blocks.{layer}.attn.hook_pattern`` [head, query_pos, key_pos] from its input."""
+    def attention_qk(self, layer: int, resid_pre: Tensor) -> tuple[Tensor, Tensor, float]:
+        """Queries and keys of ``layer`` as its attention scores see them: ``q, k, scale``.
+
+        ``q`` and ``k`` are [head, pos, head_dim], keys already repeated over grouped query heads
+        and rotated where the family uses RoPE, so that ``scores = q @ k.T * scale``.
+        """
         raise NotImplementedError
 
-    @staticmethod
-    def _softmax_pattern(scores: Tensor, causal: bool, window: int | None = None) -> Tensor:
-        # scores: [head, query_pos, key_pos]. Masked positions get the dtype's minimum, as HF's
-        # eager attention adds them, so the softmax is bit-for-bit the same operation.
-        n = scores.shape[-1]
-        if causal:
-            q = torch.arange(n, device=scores.device)[:, None]
-            k = torch.arange(n, device=scores.device)[None, :]
-            allowed = k <= q
-            if window is not None:
-                allowed &= k > q - window
-            scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
-        return torch.softmax(scores, dim=-1, dtype=torch.float32)
+    @property
+    def window(self) -> int | None:
+        """Sliding-window size of causal attention (keys older than this are masked), if any."""
+        return None
+
+    def attention_pattern(self, layer: int, resid_pre: Tensor) -> Tensor:
+        """Recompute ``blocks.{layer}.attn.hook_pattern`` [head, query_pos, key_pos] from its input.
+
+        One head at a time into the output, so the peak is the pattern plus one head's scores.
+        """
+        q, k, scale = self.attention_qk(layer, resid_pre)
+        out = torch.empty(q.shape[0], q.shape[1], k.shape[1], dtype=torch.float32, device=q.device)
+        for head in range(q.shape[0]):
+            scores = torch.matmul(q[head].float(), k[head].float().T, out=out[head]).mul_(scale)
+            self.softmax_(scores, 0)
+        return out
+
+    def mask_(self, scores: Tensor, first_query: int) -> Tensor:
+        """Mask scores [..., query, key] of queries ``first_query``.. in place, as HF's eager attention does.
+
+        Masked positions get the dtype's minimum (as HF adds it), so they come out of the softmax as 0.
+        """
+        if not self.causal:
+            return scores
+        n_q, n_k = scores.shape[-2], scores.shape[-1]
+        q = torch.arange(first_query, first_query + n_q, device=scores.device)[:, None]
+        k = torch.arange(n_k, device=scores.device)[None, :]
+        allowed = k <= q
+        if self.window is not None:
+            allowed &= k > q - self.window
+        return scores.masked_fill_(~allowed, torch.finfo(scores.dtype).min)
+
+    def softmax_(self, scores: Tensor, first_query: int) -> Tensor:
+        """Masked softmax over keys, in place (float32 scores of queries ``first_query``..)."""
+        self.mask_(scores, first_query)
+        scores.sub_(scores.amax(dim=-1, keepdim=True)).exp_()
+        return scores.div_(scores.sum(dim=-1, keepdim=True))
 
     @staticmethod
     def _heads(x: Tensor, head_dim: int) -> Tensor:  # [pos, heads*head_dim] -> [heads, pos, head_dim]
@@ -124,7 +152,12 @@ class LlamaAdapter(Adapter):
     def final_norm(self) -> nn.Module | None:
         return self.base().norm
 
-    def attention_pattern(self, layer: int, resid_pre: Tensor) -> Tensor:
+    @property
+    def window(self) -> int | None:
+        window = getattr(self.config, "sliding_window", None)
+        return window if window and getattr(self.config, "use_sliding_window", True) else None
+
+    def attention_qk(self, layer: int, resid_pre: Tensor) -> tuple[Tensor, Tensor, float]:
         block = self.blocks()[layer]
         attn = block.self_attn
         head_dim = attn.head_dim
@@ -138,10 +171,7 @@ class LlamaAdapter(Adapter):
         cos, sin = self.base().rotary_emb(x, positions)
         q, k = _apply_rope(q, cos, sin), _apply_rope(k, cos, sin)
         k = k.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)  # GQA: kv head j serves queries j*g..
-        scores = (q @ k.transpose(-1, -2))[0] * attn.scaling
-        window = getattr(self.config, "sliding_window", None)
-        use_window = window is not None and getattr(self.config, "use_sliding_window", True)
-        return self._softmax_pattern(scores, causal=True, window=window if use_window else None)
+        return q[0], k[0], float(attn.scaling)
 
 
 def _apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
@@ -173,14 +203,11 @@ class GPT2Adapter(Adapter):
     def final_norm(self) -> nn.Module | None:
         return self.base().ln_f
 
-    def attention_pattern(self, layer: int, resid_pre: Tensor) -> Tensor:
+    def attention_qk(self, layer: int, resid_pre: Tensor) -> tuple[Tensor, Tensor, float]:
         block = self.blocks()[layer]
         attn = block.attn
-        x = block.ln_1(resid_pre)
-        q, k, _ = attn.c_attn(x).split(attn.split_size, dim=-1)
-        q, k = self._heads(q, attn.head_dim), self._heads(k, attn.head_dim)
-        scores = (q @ k.transpose(-1, -2)) * attn.scaling
-        return self._softmax_pattern(scores, causal=True)
+        q, k, _ = attn.c_attn(block.ln_1(resid_pre)).split(attn.split_size, dim=-1)
+        return self._heads(q, attn.head_dim), self._heads(k, attn.head_dim), float(attn.scaling)
 
 
 class BertAdapter(Adapter):
@@ -203,13 +230,12 @@ class BertAdapter(Adapter):
                 return getattr(self.model, name)
         return None
 
-    def attention_pattern(self, layer: int, resid_pre: Tensor) -> Tensor:
+    def attention_qk(self, layer: int, resid_pre: Tensor) -> tuple[Tensor, Tensor, float]:
         attn = self.blocks()[layer].attention.self
         head_dim = attn.attention_head_size
         q = self._heads(attn.query(resid_pre), head_dim)
         k = self._heads(attn.key(resid_pre), head_dim)
-        scores = (q @ k.transpose(-1, -2)) * attn.scaling
-        return self._softmax_pattern(scores, causal=False)
+        return q, k, float(attn.scaling)
 
 
 ADAPTERS: tuple[type[Adapter], ...] = (LlamaAdapter, GPT2Adapter, BertAdapter)

@@ -46,7 +46,10 @@ class Trace:
     torch.Size([7, 256])
     """
 
-    max_cached_layers = 4  # attention layers kept after computing: a view revisits recent layers
+    # Computed attention layers are kept up to this many bytes (always at least one): views revisit
+    # recent layers, but a long text's patterns must not pile up (one layer of SmolLM2 at 2048 tokens
+    # is 151 MB).
+    attention_cache_bytes = 256 * 2**20
 
     def __init__(
         self,
@@ -193,7 +196,7 @@ class Trace:
             resid = self._resid[layer].to(block_device)
             pattern = self.model.adapter.attention_pattern(layer, resid).float().cpu()
         self._attention[layer] = pattern
-        while len(self._attention) > self.max_cached_layers:
+        while len(self._attention) > 1 and sum(p.nbytes for p in self._attention.values()) > self.attention_cache_bytes:
             self._attention.popitem(last=False)
         return pattern
 

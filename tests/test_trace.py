@@ -99,7 +99,7 @@ def test_generate_trace_marks_generated_tokens_and_matches_generate():
 
 def test_attention_cache_is_bounded_and_nothing_quadratic_is_kept():
     trace = lw.load_model("tiny-gpt2").trace(TEXT * 3)
-    trace.max_cached_layers = 1
+    trace.attention_cache_bytes = 1
     first = trace.attention(0)
     trace.attention(1)
     assert list(trace._attention) == [1]  # layer 0 was evicted ...

@@ -1,0 +1,117 @@
+"""Fixtures for browser tests: a real JupyterLab on loopback and headless Debian Chromium.
+
+Every test under tests/browser/ gets the ``browser`` marker. Without /usr/bin/chromium (or without
+playwright / jupyterlab) the tests are skipped, unless LW_REQUIRE_BROWSER is set: then they fail.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+_HERE = Path(__file__).resolve().parent
+# Tests import the helpers as `_lab` whatever pytest's import mode (prepend or importlib).
+if str(_HERE) not in sys.path:
+    sys.path.insert(0, str(_HERE))
+
+from _lab import (  # noqa: E402
+    DEFAULT_TIMEOUT,
+    LabServer,
+    NotebookSession,
+    browser_required,
+    launch_chromium,
+    missing_requirement,
+    open_notebook,
+    remove_lab_dirs,
+    require_browser,
+    start_lab,
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "browser: runs in real JupyterLab with headless Chromium (tests/browser/)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    why = missing_requirement()
+    for item in items:
+        if _HERE not in Path(str(item.path)).resolve().parents:
+            continue
+        item.add_marker(pytest.mark.browser)
+        if why is not None and not browser_required():
+            item.add_marker(
+                pytest.mark.skip(reason=f"browser tests need {why}; set LW_REQUIRE_BROWSER=1 to fail instead")
+            )
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Iterator[None]:
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, f"_lw_rep_{rep.when}", rep)
+
+
+@pytest.fixture(scope="session")
+def lab(request: pytest.FixtureRequest) -> Iterator[LabServer]:
+    """JupyterLab served on 127.0.0.1 with its own token, root, runtime and config dirs."""
+    require_browser()
+    server = start_lab(timeout=DEFAULT_TIMEOUT)
+    print(f"\n[lab] {server.base_url} root={server.root_dir} log={server.log_path}")
+    try:
+        yield server
+    finally:
+        server.stop()
+        remove_lab_dirs(server, keep=request.session.testsfailed > 0)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """Headless Debian Chromium driven by Playwright's sync API (a playwright ``Browser``)."""
+    require_browser()
+    from playwright.sync_api import sync_playwright
+
+    pw = sync_playwright().start()
+    try:
+        b = launch_chromium(pw)
+        try:
+            yield b
+        finally:
+            b.close()
+    finally:
+        pw.stop()
+
+
+@pytest.fixture
+def notebook(request: pytest.FixtureRequest, lab: LabServer, browser: Any) -> Iterator[Callable[..., NotebookSession]]:
+    """Factory ``notebook(cells, name=None, timeout=120, run=True) -> NotebookSession``.
+
+    Sessions opened through it are closed after the test; if the test failed, each open page is
+    screenshotted first and the paths, page errors and console errors are printed.
+    """
+    opened: list[NotebookSession] = []
+
+    def factory(
+        cells: list[str], name: str | None = None, timeout: float = DEFAULT_TIMEOUT, run: bool = True
+    ) -> NotebookSession:
+        if name is None:
+            stem = request.node.name.replace("[", "-").replace("]", "").replace("/", "_")
+            name = f"{stem}-{len(opened)}.ipynb"
+        nb = open_notebook(lab, browser, name, cells, timeout=timeout, run=run)
+        opened.append(nb)
+        return nb
+
+    yield factory
+
+    rep = getattr(request.node, "_lw_rep_call", None)
+    failed = rep is not None and rep.failed
+    for nb in opened:
+        if failed:
+            shot = nb.screenshot("failed")
+            print(f"\n[lab] {nb.name}: screenshot {shot}")
+            print(f"[lab] page errors: {nb.errors}")
+            print(f"[lab] console errors: {nb.console_errors}")
+        nb.close()
