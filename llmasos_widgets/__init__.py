@@ -4,12 +4,24 @@
 >>> model = lw.load_model("tiny-llama")
 >>> trace = model.trace("The capital of France is")
 >>> len(trace.tokens)
-6
+5
 """
 
+from .attention import AttentionIndex
+from .attention_view import AttentionView
 from .models import BUNDLED, DEFAULT_MODEL, LanguageModel, load_model
 from .tokens_view import TokensView
 from .trace import Prediction, Trace
 
-__all__ = ["BUNDLED", "DEFAULT_MODEL", "LanguageModel", "Prediction", "TokensView", "Trace", "load_model"]
+__all__ = [
+    "AttentionIndex",
+    "AttentionView",
+    "BUNDLED",
+    "DEFAULT_MODEL",
+    "LanguageModel",
+    "Prediction",
+    "TokensView",
+    "Trace",
+    "load_model",
+]
 __version__ = "0.1.0"

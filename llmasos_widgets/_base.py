@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import traceback
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ def bundle(view: str) -> Path | str:
         f"llmasos_widgets: the front-end bundle {path.name} is missing. Install the package with "
         "`pip install .` (it runs the npm build) or run `npm install && npm run build` in the repository."
     )
-    return "export default { render({ el }) { el.textContent = %s; } };" % json.dumps(message)
+    return f"export default {{ render({{ el }}) {{ el.textContent = {json.dumps(message)}; }} }};"
 
 
 class ViewBase(anywidget.AnyWidget):
@@ -51,7 +52,9 @@ class ViewBase(anywidget.AnyWidget):
 
     def __init__(self, trace: Trace, **kwargs: Any) -> None:
         if not isinstance(trace, Trace):
-            raise ValueError(f"{type(self).__name__} needs a Trace (from model.trace(text)), not {type(trace).__name__}")
+            raise ValueError(
+                f"{type(self).__name__} needs a Trace (from model.trace(text)), not {type(trace).__name__}"
+            )
         self.trace = trace
         super().__init__(
             tokens=trace.tokens,
@@ -61,6 +64,7 @@ class ViewBase(anywidget.AnyWidget):
             model_name=trace.model.name,
             **kwargs,
         )
+        self._streams: dict[str, Reply] = {}
         self.on_msg(self._on_custom_msg)
 
     # -- selection -----------------------------------------------------------------------------
@@ -85,26 +89,68 @@ class ViewBase(anywidget.AnyWidget):
         return int(value)
 
     # -- protocol ------------------------------------------------------------------------------
-    def _on_custom_msg(self, _widget: Any, content: Any, _buffers: Any) -> None:
-        if not isinstance(content, dict) or content.get("type") != "request":
+    def _on_custom_msg(self, _widget: Any, content: Any, buffers: Any) -> None:
+        if not isinstance(content, dict):
             return
-        request_id, what = content.get("id"), str(content.get("what", ""))
+        if content.get("type") == "snapshot":
+            self._on_snapshot(content, buffers)
+            return
+        if content.get("type") != "request":
+            return
+        reply = Reply(self, content.get("id"), str(content.get("what", "")))
         params = {k: v for k, v in content.items() if k not in ("type", "id", "what")}
-        serve = getattr(self, f"_serve_{what}", None)
-        try:
-            if serve is None:
-                raise ValueError(f"{type(self).__name__} cannot answer {what!r}")
-            fields, arrays = serve(**params)
-        except (ValueError, TypeError, KeyError) as e:
-            self.send({"type": "error", "id": request_id, "what": what, "message": str(e)})
+        stream = getattr(self, f"_stream_{reply.what}", None)
+        if stream is not None:
+            # Long answers run on a worker thread so the view's other requests are answered
+            # meanwhile; a newer request of the same kind cancels the older one.
+            previous = self._streams.get(reply.what)
+            if previous is not None:
+                previous.cancelled = True
+            self._streams[reply.what] = reply
+            threading.Thread(target=reply.run, args=(stream, params), daemon=True).start()
             return
-        except Exception as e:  # a bug must reach the view as a message, never kill the comm
-            log.error("request %r failed:\n%s", what, traceback.format_exc())
-            self.send({"type": "error", "id": request_id, "what": what, "message": f"{type(e).__name__}: {e}"})
+        serve = getattr(self, f"_serve_{reply.what}", None)
+        if serve is None:
+            reply.error(f"{type(self).__name__} cannot answer {reply.what!r}")
             return
-        descs, buffers = _wire.pack(arrays)
-        self.send({"type": "response", "id": request_id, "what": what, "arrays": descs, **fields}, buffers)
+        reply.run(lambda reply, **p: reply.done(*serve(**p)), params)
+
+    def _on_snapshot(self, content: dict[str, Any], buffers: Any) -> None:
+        """Views that export PNGs override this."""
 
     def progress(self, request_id: Any, done: int, total: int) -> None:
         """Tell the front-end how far a long request has got."""
         self.send({"type": "progress", "id": request_id, "done": done, "total": total})
+
+
+class Reply:
+    """The answer to one request: chunks, progress, then exactly one response or error."""
+
+    def __init__(self, view: ViewBase, request_id: Any, what: str) -> None:
+        self.view, self.id, self.what = view, request_id, what
+        self.cancelled = False
+
+    def run(self, handler: Any, params: dict[str, Any]) -> None:
+        try:
+            handler(self, **params)
+        except (ValueError, TypeError, KeyError) as e:
+            self.error(str(e))
+        except Exception as e:  # a bug must reach the view as a message, never kill the comm
+            log.error("request %r failed:\n%s", self.what, traceback.format_exc())
+            self.error(f"{type(e).__name__}: {e}")
+
+    def _send(self, kind: str, fields: dict[str, Any], arrays: Arrays) -> None:
+        descs, buffers = _wire.pack(arrays)
+        self.view.send({"type": kind, "id": self.id, "what": self.what, "arrays": descs, **fields}, buffers)
+
+    def chunk(self, fields: dict[str, Any], arrays: Arrays) -> None:
+        self._send("chunk", fields, arrays)
+
+    def done(self, fields: dict[str, Any], arrays: Arrays) -> None:
+        self._send("response", fields, arrays)
+
+    def error(self, message: str) -> None:
+        self.view.send({"type": "error", "id": self.id, "what": self.what, "message": message})
+
+    def progress(self, done: int, total: int) -> None:
+        self.view.progress(self.id, done, total)

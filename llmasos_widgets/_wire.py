@@ -25,6 +25,7 @@ def encode(name: str, array: torch.Tensor | np.ndarray, dtype: str = "float32") 
     >>> desc, data = encode("p", torch.tensor([0.0, 0.5, 1.0]), "uint8")
     >>> desc["dtype"], desc["shape"], list(data)
     ('uint8', [3], [0, 128, 255])
+
     """
     if dtype not in DTYPES:
         raise ValueError(f"unknown wire dtype {dtype!r}: use one of {', '.join(DTYPES)}")
@@ -53,6 +54,7 @@ def decode(desc: dict[str, Any], data: bytes | memoryview) -> np.ndarray:
     --------
     >>> decode(*encode("x", torch.tensor([1.5, -2.0]), "float16")).tolist()
     [1.5, -2.0]
+
     """
     dtype = desc["dtype"]
     arr = np.frombuffer(bytes(data), dtype=np.dtype(dtype).newbyteorder("<")).reshape(desc["shape"])
@@ -69,6 +71,7 @@ def pack(arrays: list[tuple[dict[str, Any], bytes]]) -> tuple[list[dict[str, Any
     >>> descs, buffers = pack([encode("a", torch.zeros(2)), encode("b", torch.ones(1))])
     >>> [d["buffer"] for d in descs], len(buffers)
     ([0, 1], 2)
+
     """
     descs, buffers = [], []
     for i, (desc, data) in enumerate(arrays):

@@ -127,10 +127,16 @@ class Adapter:
         return scores.masked_fill_(~allowed, torch.finfo(scores.dtype).min)
 
     def softmax_(self, scores: Tensor, first_query: int) -> Tensor:
-        """Masked softmax over keys, in place (float32 scores of queries ``first_query``..)."""
+        """Masked softmax over keys, in place on float32 scores of queries ``first_query``...
+
+        Returns the log-sum-exp of each query's masked scores [..., query], so that any single
+        weight can later be recomputed as ``exp(score - lse)``.
+        """
         self.mask_(scores, first_query)
-        scores.sub_(scores.amax(dim=-1, keepdim=True)).exp_()
-        return scores.div_(scores.sum(dim=-1, keepdim=True))
+        top = scores.amax(dim=-1, keepdim=True)
+        total = scores.sub_(top).exp_().sum(dim=-1, keepdim=True)
+        scores.div_(total)
+        return (top + total.log()).squeeze(-1)
 
     @staticmethod
     def _heads(x: Tensor, head_dim: int) -> Tensor:  # [pos, heads*head_dim] -> [heads, pos, head_dim]
@@ -248,6 +254,7 @@ def adapter_class(model_type: str) -> type[Adapter]:
     --------
     >>> adapter_class("qwen2").family
     'llama'
+
     """
     for adapter in ADAPTERS:
         if model_type in adapter.model_types:
@@ -264,5 +271,6 @@ def adapter_for(model: nn.Module) -> Adapter:
     >>> from llmasos_widgets.tiny import tiny_model
     >>> adapter_for(tiny_model("tiny-gpt2")[0]).family
     'gpt2'
+
     """
     return adapter_class(getattr(model.config, "model_type", "?"))(model)

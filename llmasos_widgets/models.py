@@ -47,6 +47,7 @@ def cache_dir() -> Path:
     --------
     >>> cache_dir().name
     'llmasos_widgets'
+
     """
     if os.environ.get("LLMASOS_CACHE"):
         return Path(os.environ["LLMASOS_CACHE"]) / "llmasos_widgets"
@@ -61,6 +62,7 @@ def bundled_path(name: str) -> Path:
     --------
     >>> bundled_path("minilm-l6").name
     'model'
+
     """
     dist_name, version, inner = BUNDLED[name]
     try:
@@ -84,6 +86,7 @@ class LanguageModel:
     >>> model = load_model("tiny-llama")
     >>> model.n_layers, model.n_heads, model.is_causal
     (2, 4, True)
+
     """
 
     def __init__(self, name: str, model: PreTrainedModel, tokenizer: Any) -> None:
@@ -131,6 +134,7 @@ class LanguageModel:
         --------
         >>> load_model("tiny-gpt2").decode_token(0)
         '<|endoftext|>'
+
         """
         return str(self.tokenizer.decode([int(token_id)]))
 
@@ -168,6 +172,7 @@ class LanguageModel:
         >>> trace = load_model("tiny-llama").trace("The capital of France is")
         >>> trace.tokens[:3]
         ['The', ' capital', ' of']
+
         """
         ids, offsets = self._encode(text, truncate)
         return Trace.run(self, text, ids, offsets, generated=[False] * len(ids))
@@ -180,6 +185,7 @@ class LanguageModel:
         >>> trace = load_model("tiny-llama").generate_trace("The capital", max_new_tokens=3)
         >>> sum(trace.generated)
         3
+
         """
         if not self.is_causal:
             raise ValueError(f"{self.name} is an encoder ({self.adapter.family}); generation needs a causal LM")
@@ -247,6 +253,7 @@ def load_model(
     --------
     >>> load_model("tiny-bert")
     LanguageModel('tiny-bert', bert encoder, 2 layers, 4 heads, device=cpu)
+
     """
     if not isinstance(name_or_path, str) or not name_or_path.strip():
         raise ValueError(f"name_or_path must be a model name, id or path, got {name_or_path!r}")

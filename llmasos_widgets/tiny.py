@@ -33,7 +33,7 @@ _CORPUS = [
 ]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _byte_bpe(vocab_size: int = 512) -> PreTrainedTokenizerFast:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -47,7 +47,7 @@ def _byte_bpe(vocab_size: int = 512) -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _wordpiece(vocab_size: int = 512) -> PreTrainedTokenizerFast:
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
@@ -85,6 +85,7 @@ def tiny_model(name: str, seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTok
     >>> model, tokenizer = tiny_model("tiny-llama")
     >>> model.config.num_hidden_layers, model.config.num_attention_heads
     (2, 4)
+
     """
     if name not in TINY_NAMES:
         raise ValueError(f"unknown tiny model {name!r}: choose one of {', '.join(TINY_NAMES)}")

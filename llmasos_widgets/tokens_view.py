@@ -29,6 +29,7 @@ class TokensView(ViewBase):
     >>> view.selected_token = 2
     >>> view.selected_token
     2
+
     """
 
     _esm = bundle("tokens")

@@ -41,9 +41,10 @@ class Trace:
     >>> from llmasos_widgets import load_model
     >>> trace = load_model("tiny-gpt2").trace("The capital of France is")
     >>> trace.attention(1).shape  # [head, query_pos, key_pos]
-    torch.Size([4, 7, 7])
+    torch.Size([4, 5, 5])
     >>> trace["blocks.0.mlp.hook_post"].shape  # [pos, d_mlp]
-    torch.Size([7, 256])
+    torch.Size([5, 256])
+
     """
 
     # Computed attention layers are kept up to this many bytes (always at least one): views revisit
@@ -186,6 +187,7 @@ class Trace:
         >>> pattern = load_model("tiny-llama").trace("Hello there").attention(0)
         >>> bool(torch.allclose(pattern.sum(-1), torch.ones(pattern.shape[:2])))
         True
+
         """
         layer = self.check_layer(layer)
         if layer in self._attention:
@@ -244,6 +246,7 @@ class Trace:
         >>> preds = load_model("tiny-llama").trace("The capital of France is").top_predictions(-1, k=3)
         >>> len(preds), preds[0].prob >= preds[1].prob
         (3, True)
+
         """
         if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= 1000:
             raise ValueError(f"k must be an int from 1 to 1000, got {k!r}")
@@ -251,5 +254,5 @@ class Trace:
         top = torch.topk(probs, min(k, probs.shape[0]))
         return [
             Prediction(self.model.decode_token(i), int(i), float(p))
-            for p, i in zip(top.values.tolist(), top.indices.tolist())
+            for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=False)
         ]

@@ -10,13 +10,15 @@ from llmasos_widgets.adapters import adapter_for
 
 def test_tiny_models_are_seeded_and_identical_across_loads():
     a, b = lw.load_model("tiny-llama"), lw.load_model("tiny-llama")
-    for (name, p), (_, q) in zip(a.model.named_parameters(), b.model.named_parameters()):
+    for (name, p), (_, q) in zip(a.model.named_parameters(), b.model.named_parameters(), strict=False):
         assert (p == q).all(), name
 
 
 def test_unsupported_architecture_lists_the_supported_ones():
     t5 = T5ForConditionalGeneration(T5Config(d_model=16, d_ff=32, num_layers=1, num_heads=2, vocab_size=32))
-    with pytest.raises(ValueError, match=r"unsupported architecture 't5': supported model types are llama, .*gpt2.*bert"):
+    with pytest.raises(
+        ValueError, match=r"unsupported architecture 't5': supported model types are llama, .*gpt2.*bert"
+    ):
         adapter_for(t5)
 
 

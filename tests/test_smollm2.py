@@ -24,7 +24,8 @@ def test_attention_equals_eager_on_200_tokens(smollm2):
     trace = smollm2.trace(smollm2.tokenizer.decode(trace.token_ids[:200]))
     assert len(trace) >= 195
     ref = eager_outputs(smollm2, trace.token_ids)
-    worst = max((trace.attention(l) - ref.attentions[l][0]).abs().max().item() for l in range(trace.n_layers))
+    diffs = [(trace.attention(layer) - ref.attentions[layer][0]).abs().max().item() for layer in range(trace.n_layers)]
+    worst = max(diffs)
     assert worst <= 1e-5
     assert trace.attention(0).shape == (9, len(trace), len(trace))
 
@@ -40,6 +41,6 @@ def test_minilm_loads_offline_and_its_attention_is_exact():
     assert (model.n_layers, model.n_heads, model.is_causal) == (6, 12, False)
     trace = model.trace("Paris is the capital of France.")
     ref = eager_outputs(model, trace.token_ids)
-    assert max((trace.attention(l) - ref.attentions[l][0]).abs().max().item() for l in range(6)) <= 1e-5
+    assert max((trace.attention(layer) - ref.attentions[layer][0]).abs().max().item() for layer in range(6)) <= 1e-5
     with pytest.raises(ValueError, match="no language-model head"):
         trace.top_predictions(-1)

@@ -41,7 +41,7 @@ def test_logits_and_residual_stream_match_the_model(tiny):
     assert (trace.logits_at(3) - ref.logits[0, 3]).abs().max().item() <= 1e-4
     # HF's hidden_states[l] is the input of block l for l < n_layers.
     for layer in range(trace.n_layers):
-        assert torch.allclose(trace["blocks.%d.hook_resid_pre" % layer], ref.hidden_states[layer][0], atol=1e-6)
+        assert torch.allclose(trace[f"blocks.{layer}.hook_resid_pre"], ref.hidden_states[layer][0], atol=1e-6)
     assert trace.residual.shape == (trace.n_layers + 1, len(trace), tiny.d_model)
 
 
@@ -63,7 +63,7 @@ def test_tokens_and_offsets_point_into_the_text():
     trace = model.trace(TEXT)
     assert trace.tokens[:3] == ["The", " capital", " of"]
     assert "".join(trace.tokens) == TEXT
-    for token, (start, end) in zip(trace.tokens, trace.offsets):
+    for token, (start, end) in zip(trace.tokens, trace.offsets, strict=False):
         assert TEXT[start:end] == token
 
 
