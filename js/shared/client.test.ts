@@ -7,9 +7,11 @@ type Listener = (msg: any, buffers: DataView[]) => void;
 
 class FakeModel implements MessageModel {
   sent: any[] = [];
+  sentBuffers: (ArrayBuffer[] | ArrayBufferView[] | undefined)[] = [];
   listeners: Listener[] = [];
-  send(content: any): void {
+  send(content: any, _callbacks?: any, buffers?: ArrayBuffer[] | ArrayBufferView[]): void {
     this.sent.push(content);
+    this.sentBuffers.push(buffers);
   }
   on(_event: "msg:custom", callback: Listener): void {
     this.listeners.push(callback);
@@ -196,5 +198,127 @@ describe("Client", () => {
     assert.equal(await client.request("c", "x"), null);
     assert.equal(model.sent.length, sentBefore);
     await tick();
+  });
+
+  test("chunks reach onChunk in order, decoded, before the response resolves", async () => {
+    const model = new FakeModel();
+    const client = new Client(model);
+    const seen: [unknown, number[]][] = [];
+    let resolved = false;
+    const p = client.request("overview", "overview", { size: 8 }, undefined, {
+      onChunk: (msg, arrays) => {
+        assert.equal(resolved, false);
+        seen.push([msg["layer"], Array.from(arrays["scores"]!.data)]);
+      },
+    });
+    const id = model.last().id;
+    const desc = [{ name: "scores", dtype: "float32", shape: [2], buffer: 0 }];
+    model.emit({ type: "chunk", id, what: "overview", layer: 0, arrays: desc }, [f32([1, 2])]);
+    model.emit({ type: "chunk", id, what: "overview", layer: 1, arrays: desc }, [f32([3, 4])]);
+    assert.equal(client.isPending("overview"), true);
+    model.emit({ type: "response", id, what: "overview", layers: 2 });
+    const r = await p;
+    resolved = true;
+    assert.equal(r?.msg["layers"], 2);
+    assert.deepEqual(seen, [
+      [0, [1, 2]],
+      [1, [3, 4]],
+    ]);
+    // A chunk after the response (a confused kernel) is dropped.
+    model.emit({ type: "chunk", id, what: "overview", layer: 2, arrays: desc }, [f32([5, 6])]);
+    assert.equal(seen.length, 2);
+    client.dispose();
+  });
+
+  test("a stale request's chunks are dropped; the live one's still arrive", async () => {
+    const model = new FakeModel();
+    const client = new Client(model);
+    const seen: string[] = [];
+    const first = client.request("token", "token", { position: 1 }, undefined, { onChunk: (m) => seen.push(`a${m["part"]}`) });
+    const firstId = model.last().id;
+    model.emit({ type: "chunk", id: firstId, what: "token", part: 0 });
+    const second = client.request("token", "token", { position: 2 }, undefined, { onChunk: (m) => seen.push(`b${m["part"]}`) });
+    const secondId = model.last().id;
+    assert.equal(await first, null);
+    model.emit({ type: "chunk", id: firstId, what: "token", part: 1 }); // late: stale
+    model.emit({ type: "chunk", id: secondId, what: "token", part: 0 });
+    model.emit({ type: "response", id: firstId, what: "token" });
+    model.emit({ type: "response", id: secondId, what: "token", marker: "b" });
+    assert.equal((await second)?.msg["marker"], "b");
+    assert.deepEqual(seen, ["a0", "b0"]);
+
+    // Cancelled and disposed requests get no chunks either.
+    const third = client.request("x", "x", {}, undefined, { onChunk: () => seen.push("c") });
+    const thirdId = model.last().id;
+    client.cancel("x");
+    model.emit({ type: "chunk", id: thirdId, what: "x" });
+    assert.equal(await third, null);
+    assert.deepEqual(seen, ["a0", "b0"]);
+    client.dispose();
+  });
+
+  test("a chunk that does not decode, or an onChunk that throws, rejects the request", async () => {
+    const model = new FakeModel();
+    const client = new Client(model);
+    const p = client.request("s", "overview", {}, undefined, { onChunk: () => undefined });
+    const id = model.last().id;
+    model.emit({ type: "chunk", id, arrays: [{ name: "thumbs", dtype: "uint8", shape: [4], buffer: 0 }] }, [f32([1])]);
+    await assert.rejects(p, /could not decode a part of the answer to "overview": array "thumbs"/);
+    assert.equal(client.isPending("s"), false);
+
+    const q = client.request("s", "overview", {}, undefined, {
+      onChunk: () => {
+        throw new Error("bad chunk");
+      },
+    });
+    model.emit({ type: "chunk", id: model.last().id });
+    await assert.rejects(q, /bad chunk/);
+    assert.equal(client.isPending("s"), false);
+    client.dispose();
+  });
+
+  test("chunks and progress keep a long stream alive past the timeout", async () => {
+    const model = new FakeModel();
+    const client = new Client(model, { timeoutMs: 40 });
+    const p = client.request("s", "overview", {}, undefined, { onChunk: () => undefined });
+    const id = model.last().id;
+    for (let i = 0; i < 4; i++) {
+      await new Promise((r) => setTimeout(r, 25));
+      model.emit({ type: i % 2 ? "progress" : "chunk", id, done: i, total: 4 });
+    }
+    model.emit({ type: "response", id, what: "overview" });
+    assert.ok(await p);
+    client.dispose();
+  });
+
+  test("snapshot messages from the kernel are answered with the PNG as the one buffer", async () => {
+    const model = new FakeModel();
+    const client = new Client(model);
+    const png = new Uint8Array([0x89, 0x50, 0x4e, 0x47]).buffer;
+    model.emit({ type: "snapshot", id: 3 }); // no handler yet: ignored
+    assert.equal(model.sent.length, 0);
+    client.onSnapshot(async () => ({ panel: "matrix", png }));
+    model.emit({ type: "snapshot", id: 3 });
+    await tick();
+    assert.equal(model.sent.length, 1);
+    assert.deepEqual(model.sentBuffers[0], [png]);
+    assert.deepEqual(model.last(), { type: "snapshot", id: 3, panel: "matrix" });
+
+    client.onSnapshot(() => Promise.reject(new Error("nothing to draw")));
+    model.emit({ type: "snapshot", id: 4 });
+    await tick();
+    assert.deepEqual(model.last(), { type: "snapshot", id: 4, panel: "", error: "nothing to draw" });
+    assert.equal(model.sentBuffers[1], undefined);
+
+    // A snapshot id that equals a pending request's id is still a snapshot, not an answer.
+    client.onSnapshot(async () => ({ panel: "overview", png }));
+    const r = client.request("s", "x");
+    const id = model.last().id;
+    model.emit({ type: "snapshot", id });
+    await tick();
+    assert.equal(model.last().panel, "overview");
+    assert.equal(client.isPending("s"), true);
+    client.dispose();
+    assert.equal(await r, null);
   });
 });

@@ -1,6 +1,6 @@
 // Request/response over an anywidget model's custom messages (DESIGN.md, "Messages"): each request
-// has an id and a slot; a newer request in a slot makes the older one stale, and a stale answer is
-// dropped, never shown.
+// has an id and a slot; a newer request in a slot makes the older one stale, and a stale answer (its
+// chunks included) is dropped, never shown. Also answers the kernel's snapshot requests.
 
 import { decodeArrays, type ArrayDescriptor, type Buffers, type DecodedArray } from "./wire";
 
@@ -25,14 +25,39 @@ export interface ResponseMessage {
   [field: string]: unknown;
 }
 
+/** One part of a streamed answer ("chunk" message), handed to the request's onChunk. */
+export interface ChunkMessage {
+  type: "chunk";
+  id: number;
+  what: string;
+  arrays?: ArrayDescriptor[];
+  [field: string]: unknown;
+}
+
 export interface Progress {
   done: number;
   total: number;
 }
 
 export interface RequestOptions {
-  /** Reject when no answer came after this many milliseconds (default: the client's). */
+  /**
+   * Reject when the kernel said nothing about the request (no chunk, progress or answer) for this
+   * many milliseconds (default: the client's).
+   */
   timeoutMs?: number;
+  /**
+   * Called with each streamed part of a live request, in order, before the final response. Never
+   * called for a stale request. If it throws, the request rejects with that error.
+   */
+  onChunk?: (msg: ChunkMessage, arrays: Record<string, DecodedArray>) => void;
+}
+
+/** What a view hands back for the kernel's `{"type": "snapshot"}` message. */
+export interface Snapshot {
+  /** The panel rendered ("overview", "head", "matrix", ...). */
+  panel: string;
+  /** The PNG file's bytes. */
+  png: ArrayBuffer;
 }
 
 export interface ClientOptions {
@@ -46,6 +71,8 @@ interface Pending {
   resolve: (r: Response | null) => void;
   reject: (e: Error) => void;
   onProgress: ((p: Progress) => void) | undefined;
+  onChunk: RequestOptions["onChunk"];
+  timeoutMs: number;
   timer: ReturnType<typeof setTimeout> | undefined;
 }
 
@@ -58,6 +85,7 @@ export class Client {
   private readonly slots = new Map<string, number>();
   private readonly timeoutMs: number;
   private disposed = false;
+  private snapshotHandler: (() => Promise<Snapshot>) | undefined;
   private readonly listener = (msg: unknown, buffers: Buffers | undefined): void => this.receive(msg, buffers ?? []);
 
   constructor(
@@ -85,17 +113,19 @@ export class Client {
     const id = nextId++;
     const timeoutMs = options.timeoutMs ?? this.timeoutMs;
     return new Promise<Response | null>((resolve, reject) => {
-      const entry: Pending = { slot, what, resolve, reject, onProgress, timer: undefined };
-      if (Number.isFinite(timeoutMs) && timeoutMs > 0) {
-        entry.timer = setTimeout(() => {
-          if (this.pending.get(id) !== entry) return;
-          this.forget(id);
-          const seconds = Number((timeoutMs / 1000).toFixed(3));
-          reject(new Error(`no answer to "${what}" after ${seconds} s: the kernel may be busy, stopped or disconnected`));
-        }, timeoutMs);
-      }
+      const entry: Pending = {
+        slot,
+        what,
+        resolve,
+        reject,
+        onProgress,
+        onChunk: options.onChunk,
+        timeoutMs,
+        timer: undefined,
+      };
       this.pending.set(id, entry);
       this.slots.set(slot, id);
+      this.arm(id, entry);
       try {
         // Params first, so they can never overwrite the protocol's own fields.
         this.model.send({ ...params, type: "request", id, what });
@@ -104,6 +134,15 @@ export class Client {
         reject(e instanceof Error ? e : new Error(String(e)));
       }
     });
+  }
+
+  /**
+   * Answer the kernel's `{"type": "snapshot", "id": n}` messages with `render()`'s PNG:
+   * `{"type": "snapshot", "id": n, "panel": ...}` plus the bytes as the one buffer. When render fails
+   * the answer carries `error` (the message) and no buffer. Replaces an earlier handler.
+   */
+  onSnapshot(render: (() => Promise<Snapshot>) | undefined): void {
+    this.snapshotHandler = render;
   }
 
   /** Make the pending request of a slot stale (it resolves to null). */
@@ -128,6 +167,45 @@ export class Client {
     for (const slot of [...this.slots.keys()]) this.cancel(slot);
   }
 
+  /** (Re)start the request's silence timer: any word from the kernel about it resets it. */
+  private arm(id: number, entry: Pending): void {
+    if (entry.timer !== undefined) clearTimeout(entry.timer);
+    entry.timer = undefined;
+    const timeoutMs = entry.timeoutMs;
+    if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) return;
+    entry.timer = setTimeout(() => {
+      if (this.pending.get(id) !== entry) return;
+      this.forget(id);
+      const seconds = Number((timeoutMs / 1000).toFixed(3));
+      entry.reject(
+        new Error(`no answer to "${entry.what}" after ${seconds} s: the kernel may be busy, stopped or disconnected`),
+      );
+    }, timeoutMs);
+  }
+
+  private answerSnapshot(id: unknown): void {
+    const render = this.snapshotHandler;
+    if (!render || this.disposed) return;
+    const reply = (content: Record<string, unknown>, buffers?: ArrayBuffer[]): void => {
+      if (this.disposed) return;
+      try {
+        this.model.send({ ...content, type: "snapshot", id }, undefined, buffers);
+      } catch (e) {
+        console.error("llmasos_widgets: could not send the snapshot", e);
+      }
+    };
+    let pending: Promise<Snapshot>;
+    try {
+      pending = render();
+    } catch (e) {
+      pending = Promise.reject(e);
+    }
+    pending.then(
+      ({ panel, png }) => reply({ panel }, [png]),
+      (e: unknown) => reply({ panel: "", error: e instanceof Error ? e.message : String(e) }),
+    );
+  }
+
   private forget(id: number): void {
     const entry = this.pending.get(id);
     if (!entry) return;
@@ -139,11 +217,17 @@ export class Client {
   private receive(msg: unknown, buffers: Buffers): void {
     if (typeof msg !== "object" || msg === null) return;
     const m = msg as { type?: unknown; id?: unknown };
+    if (m.type === "snapshot") {
+      // Asked by the kernel, not an answer: its ids are the kernel's own.
+      this.answerSnapshot(m.id);
+      return;
+    }
     if (typeof m.id !== "number") return;
     const entry = this.pending.get(m.id);
     if (!entry) return; // another view's, or stale: drop
     switch (m.type) {
       case "progress": {
+        this.arm(m.id, entry);
         const p = msg as { done?: unknown; total?: unknown };
         if (entry.onProgress && typeof p.done === "number" && typeof p.total === "number") {
           try {
@@ -151,6 +235,26 @@ export class Client {
           } catch (e) {
             console.error("llmasos_widgets: progress callback failed", e);
           }
+        }
+        return;
+      }
+      case "chunk": {
+        this.arm(m.id, entry);
+        if (!entry.onChunk) return;
+        let arrays: Record<string, DecodedArray>;
+        try {
+          arrays = decodeArrays(msg as ChunkMessage, buffers);
+        } catch (e) {
+          this.forget(m.id);
+          const reason = e instanceof Error ? e.message : String(e);
+          entry.reject(new Error(`could not decode a part of the answer to "${entry.what}": ${reason}`));
+          return;
+        }
+        try {
+          entry.onChunk(msg as ChunkMessage, arrays);
+        } catch (e) {
+          this.forget(m.id);
+          entry.reject(e instanceof Error ? e : new Error(String(e)));
         }
         return;
       }
