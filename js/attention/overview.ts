@@ -217,6 +217,7 @@ export class OverviewPanel implements Panel {
     }
     this.streamState = "loading";
     this.onStatus();
+    const started = performance.now();
     ctx.client
       .request("overview", "overview", { size }, undefined, {
         onChunk: (msg, arrays) => {
@@ -229,6 +230,8 @@ export class OverviewPanel implements Panel {
           if (r === null || this.streamKey !== key) return;
           this.streamState = "ready";
           this.afterStream();
+          // Measured from asking to every layer drawn: benchmarks read it (bench/attention.py).
+          this.el.dataset.overviewMs = (performance.now() - started).toFixed(1);
         },
         (e: unknown) => {
           if (this.streamKey !== key) return;
