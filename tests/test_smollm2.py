@@ -44,3 +44,11 @@ def test_minilm_loads_offline_and_its_attention_is_exact():
     assert max((trace.attention(layer) - ref.attentions[layer][0]).abs().max().item() for layer in range(6)) <= 1e-5
     with pytest.raises(ValueError, match="no language-model head"):
         trace.top_predictions(-1)
+
+
+def test_a_gguf_file_loads_directly():
+    from llmasos_widgets.models import bundled_path
+
+    model = lw.load_model(str(bundled_path("smollm2-135m")))  # the .gguf path: dequantized in memory
+    assert model.adapter.family == "llama" and model.n_layers == 30
+    assert model.trace("The capital of France is").top_predictions(-1, k=1)[0].token == " Paris"
