@@ -142,3 +142,37 @@ def test_save_png_writes_what_the_view_sends(view, tmp_path):
     view._on_custom_msg(view, {"type": "snapshot", "id": 1, "panel": "overview"}, [png])
     assert future.result(timeout=1) == tmp_path / "panel.png"
     assert (tmp_path / "panel.png").read_bytes() == png
+
+
+def test_requests_are_answered_while_the_overview_streams(view, monkeypatch):
+    slow = view.index.overview
+
+    def slow_overview(layer, size):
+        time.sleep(0.5)
+        return slow(layer, size)
+
+    monkeypatch.setattr(view.index, "overview", slow_overview)
+    view._on_custom_msg(view, {"type": "request", "id": 1, "what": "overview", "size": 8}, [])
+    view._on_custom_msg(view, {"type": "request", "id": 2, "what": "token", "position": 3}, [])
+    with view.lock:
+        kinds = [(c["type"], c["id"]) for c, _ in view.sent]
+    assert ("response", 2) in kinds and ("response", 1) not in kinds  # the click did not wait
+    wait_for(view, "response")
+    end = time.time() + 10
+    while time.time() < end and ("response", 1) not in [(c["type"], c["id"]) for c, _ in view.sent]:
+        time.sleep(0.05)
+    assert ("response", 1) in [(c["type"], c["id"]) for c, _ in view.sent]
+
+
+def test_a_new_overview_request_cancels_the_old_stream(view, monkeypatch):
+    slow = view.index.overview
+    monkeypatch.setattr(view.index, "overview", lambda layer, size: (time.sleep(0.3), slow(layer, size))[1])
+    view._on_custom_msg(view, {"type": "request", "id": 1, "what": "overview", "size": 8}, [])
+    time.sleep(0.1)
+    view._on_custom_msg(view, {"type": "request", "id": 2, "what": "overview", "size": 4}, [])
+    end = time.time() + 10
+    while time.time() < end and not any(c["type"] == "response" and c["id"] == 2 for c, _ in view.sent):
+        time.sleep(0.05)
+    time.sleep(0.5)
+    ids = [(c["type"], c["id"]) for c, _ in view.sent]
+    assert ("response", 2) in ids and ("response", 1) not in ids
