@@ -1,0 +1,60 @@
+// Normalisation and the diverging colour scale of attribution scores. Pure functions, tested in node.
+
+export type Normalization = "max_abs" | "sum_abs" | "none";
+
+/**
+ * Scale one row of scores for display. Non-finite scores stay NaN (they are drawn hatched, never
+ * coloured as if they were numbers). "none" divides by `globalMaxAbs` so rows stay comparable.
+ */
+export function normalizeRow(row: ArrayLike<number>, how: Normalization, globalMaxAbs: number): Float32Array {
+  const out = new Float32Array(row.length);
+  let denom = 0;
+  for (let i = 0; i < row.length; i++) {
+    const v = row[i]!;
+    if (!Number.isFinite(v)) continue;
+    if (how === "sum_abs") denom += Math.abs(v);
+    else if (how === "max_abs") denom = Math.max(denom, Math.abs(v));
+  }
+  if (how === "none") denom = globalMaxAbs;
+  // A row summed to one is small per token: stretch it by its own max so colours stay visible.
+  let stretch = 1;
+  if (how === "sum_abs" && denom > 0) {
+    let m = 0;
+    for (let i = 0; i < row.length; i++) if (Number.isFinite(row[i]!)) m = Math.max(m, Math.abs(row[i]!) / denom);
+    stretch = m > 0 ? 1 / m : 1;
+  }
+  for (let i = 0; i < row.length; i++) {
+    const v = row[i]!;
+    out[i] = Number.isFinite(v) ? (denom > 0 ? (v / denom) * stretch : 0) : NaN;
+  }
+  return out;
+}
+
+/** The largest finite |score| in an array (0 when none is finite). */
+export function maxAbs(values: ArrayLike<number>): number {
+  let m = 0;
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i]!;
+    if (Number.isFinite(v)) m = Math.max(m, Math.abs(v));
+  }
+  return m;
+}
+
+/**
+ * Colour of a normalised value in [-1, 1]: red for positive (supports the target), blue for
+ * negative, alpha by magnitude. Unsigned methods (saliency) use one hue. NaN: undefined.
+ */
+export function scoreColor(v: number, signed: boolean): string | undefined {
+  if (!Number.isFinite(v)) return undefined;
+  const a = Math.min(1, Math.abs(v));
+  const alpha = (0.85 * a).toFixed(3);
+  if (!signed) return `rgba(120, 60, 200, ${alpha})`;
+  return v >= 0 ? `rgba(214, 39, 40, ${alpha})` : `rgba(31, 119, 180, ${alpha})`;
+}
+
+/** A score as text: 3 significant digits, or "NaN" / "inf". */
+export function formatScore(v: number): string {
+  if (Number.isNaN(v)) return "NaN";
+  if (!Number.isFinite(v)) return v > 0 ? "+inf" : "-inf";
+  return v.toPrecision(3);
+}

@@ -1,0 +1,181 @@
+"""SaliencyView: input tokens coloured by their attribution; pick the method, target or contrast in the view.
+
+For a generation, it shows the output × input matrix; clicking an output token lays its row over
+the text. Recomputing runs :func:`~llmasos_widgets.attribution.attribute` on a worker thread and
+streams progress. See DESIGN.md ("SaliencyView") for the requests.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from typing import Any
+
+import torch
+import traitlets
+
+from . import _wire
+from ._base import Arrays, Reply, ViewBase, bundle
+from .attribution import METHODS, SIGNED, Attribution
+from .trace import Trace
+
+NORMALIZATIONS = ("max_abs", "sum_abs", "none")
+
+
+class SaliencyView(ViewBase):
+    """Token attributions of an :class:`~llmasos_widgets.attribution.Attribution`, recomputable in the view.
+
+    Parameters
+    ----------
+    result : Attribution
+        From :func:`llmasos_widgets.attribute` (it keeps the model and the input, so the view can
+        recompute it with another method, target or contrast).
+    normalize : str
+        ``"max_abs"`` (each row scaled by its largest magnitude), ``"sum_abs"`` or ``"none"``.
+    n_candidates : int
+        How many of the model's top next tokens the target picker offers.
+
+    Examples
+    --------
+    >>> import llmasos_widgets as lw
+    >>> model = lw.load_model("tiny-llama")
+    >>> view = lw.SaliencyView(lw.attribute(model, "The cat sat", target=" on", method="saliency"))
+    >>> view.method, view.target, view.target_tokens
+    ('saliency', ' on', [' on'])
+
+    """
+
+    _esm = bundle("saliency")
+    method = traitlets.Unicode("").tag(sync=True)
+    methods = traitlets.List(traitlets.Unicode(), default_value=list(METHODS)).tag(sync=True)
+    target = traitlets.Unicode("").tag(sync=True)
+    contrast = traitlets.Unicode("").tag(sync=True)
+    candidates = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    target_tokens = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    is_matrix = traitlets.Bool(False).tag(sync=True)
+    can_retarget = traitlets.Bool(True).tag(sync=True)
+    normalize = traitlets.Unicode("max_abs").tag(sync=True)
+    selected_row = traitlets.Int(0).tag(sync=True)
+    version = traitlets.Int(0).tag(sync=True)
+    notice = traitlets.Unicode("").tag(sync=True)
+
+    def __init__(
+        self, result: Attribution, *, normalize: str = "max_abs", n_candidates: int = 8, **kwargs: Any
+    ) -> None:
+        if not isinstance(result, Attribution):
+            raise ValueError(f"SaliencyView needs an Attribution (from lw.attribute), not {type(result).__name__}")
+        model = result.model
+        trace = result.source if isinstance(result.source, Trace) else model.trace(result.source)
+        candidates: list[str] = []
+        if not result.is_matrix and model.is_causal:
+            candidates = [p.token for p in trace.top_predictions(-1, k=n_candidates)]
+        self._lock = threading.Lock()
+        self.result = result
+        super().__init__(
+            trace,
+            normalize=normalize,
+            candidates=candidates,
+            is_matrix=result.is_matrix,
+            can_retarget=not result.is_matrix and model.is_causal,
+            **kwargs,
+        )
+        self._show(result)
+
+    @traitlets.validate("normalize")
+    def _check_normalize(self, proposal: Any) -> str:
+        if proposal["value"] not in NORMALIZATIONS:
+            raise ValueError(f"normalize {proposal['value']!r} is not one of {', '.join(NORMALIZATIONS)}")
+        return str(proposal["value"])
+
+    @traitlets.validate("selected_row")
+    def _check_row(self, proposal: Any) -> int:
+        value, n = proposal["value"], len(self.result.target_tokens)
+        if not isinstance(value, int) or not 0 <= value < n:
+            raise ValueError(f"row {value!r} is out of range: this attribution has target rows 0..{n - 1}")
+        return value
+
+    def _show(self, result: Attribution) -> None:
+        """Make ``result`` the one shown (traits first, then ``version`` tells the view to fetch it)."""
+        with self._lock:
+            self.result = result
+            settings = result.settings
+            with self.hold_trait_notifications():
+                self.method = result.method
+                own = result.target_tokens[0] if self.can_retarget else ""  # the model's own next token
+                self.target = settings.get("target") or own
+                self.contrast = settings.get("contrast") or ""
+                self.target_tokens = result.target_tokens
+                self.selected_row = 0
+                self.notice = _notice(result)
+                self.version += 1
+
+    def recompute(self, progress: Any = True, **changes: Any) -> Attribution:
+        """Recompute with some arguments changed (``method=``, ``target=``, ``contrast=``...) and show it.
+
+        Examples
+        --------
+        >>> import llmasos_widgets as lw
+        >>> view = lw.SaliencyView(lw.attribute(lw.load_model("tiny-llama"), "The cat sat", method="saliency"))
+        >>> view.recompute(method="input_x_gradient").method
+        'input_x_gradient'
+
+        """
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = self.result.recompute(progress=progress, **changes)
+        for w in caught:  # shown in the view (notice) and, as usual, in the cell
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        self._show(result)
+        return result
+
+    # -- requests ------------------------------------------------------------------------------
+    def _serve_scores(self, version: int | None = None) -> tuple[dict[str, Any], Arrays]:
+        with self._lock:
+            return _payload(self.result, self.version)
+
+    def _stream_recompute(self, reply: Reply, method: str, target: str = "", contrast: str = "", **_: Any) -> None:
+        changes: dict[str, Any] = {"method": method}
+        if self.can_retarget:
+            changes["target"] = target or None
+            changes["contrast"] = contrast or None
+        result = self.recompute(progress=lambda done, total: reply.progress(done, total), **changes)
+        if reply.cancelled:
+            return
+        fields, arrays = _payload(result, self.version)
+        reply.done(fields, arrays)
+
+
+def _notice(result: Attribution) -> str:
+    notes = []
+    if result.n_nonfinite:
+        notes.append(
+            f"{result.n_nonfinite} score(s) are NaN or infinite (baseline={result.settings['baseline']!r}); "
+            "they are drawn hatched, not coloured"
+        )
+    if result.convergence_delta is not None and result.baseline_objective is not None:
+        gap = (result.objective - result.baseline_objective).abs().clamp_min(1e-12)
+        worst = float((result.convergence_delta.abs() / gap).max())
+        if worst > 0.05:
+            notes.append(f"IG completeness gap is {worst:.0%} of f(x) - f(baseline): raise n_steps")
+    return "; ".join(notes)
+
+
+def _payload(result: Attribution, version: int) -> tuple[dict[str, Any], Arrays]:
+    delta = result.convergence_delta
+    fields = {
+        "version": version,
+        "method": result.method,
+        "signed": SIGNED[result.method],
+        "target_tokens": result.target_tokens,
+        "contrast_tokens": result.contrast_tokens or [],
+        "positions": result.positions,
+        "objective": [float(v) for v in result.objective],
+        "delta": [float(v) for v in delta] if delta is not None else None,
+        "n_nonfinite": result.n_nonfinite,
+        "n_inputs": len(result.input_tokens),
+    }
+    arrays = [
+        _wire.encode("scores", result.scores.float(), "float32"),  # NaN/inf travel as they are
+        _wire.encode("mask", result.mask.to(torch.uint8), "uint8"),
+    ]
+    return fields, arrays

@@ -1,0 +1,102 @@
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import llmasos_widgets as lw
+from llmasos_widgets import _wire
+
+TEXT = "The capital of France is"
+
+
+@pytest.fixture()
+def view():
+    model = lw.load_model("tiny-llama")
+    view = lw.SaliencyView(lw.attribute(model, TEXT, target=" Paris", baseline="mean", n_steps=8, progress=False))
+    view.sent = []
+    view.lock = threading.Lock()
+
+    def send(content, buffers=None):
+        with view.lock:
+            view.sent.append((content, buffers))
+
+    view.send = send
+    return view
+
+
+def arrays(content, buffers):
+    return {d["name"]: _wire.decode(d, buffers[d["buffer"]]) for d in content["arrays"]}
+
+
+def wait_for(view, kind, timeout=60):
+    end = time.time() + timeout
+    while time.time() < end:
+        with view.lock:
+            done = [(c, b) for c, b in view.sent if c["type"] == kind]
+        if done:
+            return done
+        time.sleep(0.01)
+    raise AssertionError(f"no {kind} message")
+
+
+def test_scores_request_sends_the_results_numbers(view):
+    view._on_custom_msg(view, {"type": "request", "id": 1, "what": "scores"}, [])
+    content, buffers = view.sent[-1]
+    got = arrays(content, buffers)
+    assert np.array_equal(got["scores"], view.result.scores.numpy())
+    assert got["mask"].tolist() == [[1.0] * 5]
+    assert content["target_tokens"] == [" Paris"] and content["signed"] is True
+    assert view.tokens == view.result.tokens and view.target == " Paris"
+
+
+def test_recompute_streams_progress_and_changes_the_kernel_state(view):
+    before = view.version
+    request = {"type": "request", "id": 2, "what": "recompute", "method": "integrated_gradients", "target": " Rome"}
+    view._on_custom_msg(view, request, [])
+    content, buffers = wait_for(view, "response")[0]
+    assert wait_for(view, "progress")
+    assert view.result.target_tokens == [" Rome"] and view.target == " Rome" and view.version == before + 1
+    expected = lw.attribute(view.result.model, TEXT, target=" Rome", baseline="mean", n_steps=8, progress=False)
+    assert np.allclose(arrays(content, buffers)["scores"], expected.scores.numpy(), atol=1e-6)
+
+
+def test_recompute_errors_reach_the_view_and_keep_the_result(view):
+    old = view.result
+    request = {
+        "type": "request",
+        "id": 3,
+        "what": "recompute",
+        "method": "saliency",
+        "target": " Paris",
+        "contrast": " Paris",
+    }
+    view._on_custom_msg(view, request, [])
+    content, _ = wait_for(view, "error")[0]
+    assert "is the target itself" in content["message"] and view.result is old
+
+
+def test_generation_matrix_view_rows_and_selection():
+    model = lw.load_model("tiny-llama")
+    gen = model.generate_trace("The capital of", max_new_tokens=3)
+    view = lw.SaliencyView(lw.attribute(model, gen, method="saliency"))
+    assert view.is_matrix and not view.can_retarget and len(view.target_tokens) == 3
+    view.selected_row = 2
+    with pytest.raises(ValueError, match="row 3 is out of range"):
+        view.selected_row = 3
+
+
+def test_nonfinite_scores_are_announced(view):
+    res = view.result
+    res.scores[0, 1] = float("nan")
+    view._show(res)
+    assert "1 score(s) are NaN or infinite" in view.notice
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="needs an Attribution"):
+        lw.SaliencyView("text")
+    model = lw.load_model("tiny-gpt2")
+    view = lw.SaliencyView(lw.attribute(model, TEXT, method="saliency"))
+    with pytest.raises(ValueError, match="normalize 'max' is not one of"):
+        view.normalize = "max"
