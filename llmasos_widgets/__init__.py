@@ -9,19 +9,46 @@
 
 from .attention import AttentionIndex
 from .attention_view import AttentionView
+from .attribution import Attribution, SanityCheck, attribute
+from .concept_view import ConceptView
+from .concepts import CAV, Concept, TCAVResult, tcav, train_cav
+from .corpus import sample_texts, sample_topics
+from .lens_view import LensView
 from .models import BUNDLED, DEFAULT_MODEL, LanguageModel, load_model
+from .neuron_view import NeuronView
+from .neurons import NeuronIndex, logit_lens, neuron_contributions, top_neurons, vocab_projection
+from .saliency_view import SaliencyView
 from .tokens_view import TokensView
 from .trace import Prediction, Trace
 
 __all__ = [
+    "Attribution",
+    "SaliencyView",
+    "SanityCheck",
+    "attribute",
     "AttentionIndex",
     "AttentionView",
     "BUNDLED",
+    "CAV",
+    "Concept",
+    "ConceptView",
     "DEFAULT_MODEL",
     "LanguageModel",
+    "LensView",
+    "NeuronIndex",
+    "NeuronView",
     "Prediction",
+    "TCAVResult",
     "TokensView",
     "Trace",
     "load_model",
+    "logit_lens",
+    "neuron_contributions",
+    "sample_texts",
+    "sample_topics",
+    "tcav",
+    "top_neurons",
+    "train_cav",
+    "vocab_projection",
 ]
 __version__ = "0.1.0"
