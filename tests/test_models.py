@@ -53,3 +53,16 @@ def test_local_folder_loads_through_the_hub_code_path(tmp_path):
     assert again.adapter.family == "gpt2"
     text = "The capital of France is"
     assert again.trace(text).top_predictions(-1, 3) == model.trace(text).top_predictions(-1, 3)
+
+
+def test_device_map_is_passed_to_from_pretrained(tmp_path):
+    # On this CPU-only machine "auto" places every module on the CPU, so this checks the plumbing,
+    # not sharding over GPUs (which needs a GPU machine).
+    model = lw.load_model("tiny-llama")
+    model.model.save_pretrained(tmp_path)
+    model.tokenizer.save_pretrained(tmp_path)
+    mapped = lw.load_model(str(tmp_path), device_map="auto")
+    text = "The capital of France is"
+    ours, ref = mapped.trace(text), model.trace(text)
+    assert (ours.attention(1) - ref.attention(1)).abs().max().item() <= 1e-6
+    assert ours.top_predictions(-1, 3) == ref.top_predictions(-1, 3)
