@@ -175,10 +175,10 @@ class AttentionIndex:
         return torch.stack(out)
 
     # -- overview ------------------------------------------------------------------------------
-    def overview(self, layer: int, size: int, block: int = 256) -> LayerOverview:
+    def overview(self, layer: int, size: int, block: int = 64) -> LayerOverview:
         """Thumbnails, scores (and pooled rollout) of one layer, from every head's full pattern.
 
-        Each head is computed in blocks of ``block`` queries, which for causal models only meet
+        All heads are computed together in blocks of ``block`` queries, which for causal models only meet
         the keys before them (half the work), and reduced on the fly: thumbnails by two pooling
         matrix products, entropy as ``lse - sum(p * score)``. Layers must be asked in order
         0, 1, ... for the rollout, which multiplies up layer by layer.
@@ -192,25 +192,25 @@ class AttentionIndex:
         thumbs = torch.zeros(n_heads, size, size)
         entropy, prev, sink, lse = (torch.zeros(n_heads, n) for _ in range(4))
         mean = torch.zeros(n, n) if n <= self.rollout_limit else None
-        for head in range(n_heads):
-            for q0 in range(0, n, block):
-                q1 = min(n, q0 + block)
-                keys = q1 if causal else n
-                scores = (q[head, q0:q1] @ k[head, :keys].T).mul_(scale)
-                self.adapter.mask_(scores, q0)
-                top = scores.amax(-1)
-                pattern = torch.softmax(scores, dim=-1)
-                block_lse = top - pattern.amax(-1).log()  # the largest weight is >= 1/n: no underflow
-                lse[head, q0:q1] = block_lse
-                # H(row) = lse - sum_k p_k * score_k; masked scores are finite (dtype min), p = 0 there.
-                entropy[head, q0:q1] = block_lse - torch.bmm(pattern[:, None, :], scores[:, :, None])[:, 0, 0]
-                rows = torch.arange(q0, q1)
-                prev_rows = rows[rows > 0]
-                prev[head, prev_rows] = pattern[prev_rows - q0, prev_rows - 1]
-                sink[head, q0:q1] = pattern[:, 0]
-                thumbs[head] += bins[:, q0:q1] @ (pattern @ bins[:, :keys].T)
-                if mean is not None:
-                    mean[q0:q1, :keys] += pattern / n_heads
+        heads = torch.arange(n_heads)
+        for q0 in range(0, n, block):  # every head at once: few large operations, not many small ones
+            q1 = min(n, q0 + block)
+            keys = q1 if causal else n
+            scores = torch.bmm(q[:, q0:q1], k[:, :keys].transpose(1, 2)).mul_(scale)  # [head, query, key]
+            self.adapter.mask_(scores, q0)
+            top = scores.amax(-1)
+            pattern = torch.softmax(scores, dim=-1)
+            block_lse = top - pattern.amax(-1).log()  # the largest weight is >= 1/n: no underflow
+            lse[:, q0:q1] = block_lse
+            # H(row) = lse - sum_k p_k * score_k; masked scores are finite (dtype min), p = 0 there.
+            dots = torch.bmm(pattern.reshape(-1, 1, keys), scores.reshape(-1, keys, 1)).view(n_heads, -1)
+            entropy[:, q0:q1] = block_lse - dots
+            rows = torch.arange(max(q0, 1), q1)
+            prev[:, rows] = pattern[heads[:, None], rows - q0, rows - 1]
+            sink[:, q0:q1] = pattern[:, :, 0]
+            thumbs += bins[:, q0:q1] @ (pattern @ bins[:, :keys].T)
+            if mean is not None:
+                mean[q0:q1, :keys] += pattern.mean(0)
         first = 1 if causal and n > 1 else 0
         scores = torch.stack(
             [entropy.mean(-1), prev[:, 1:].mean(-1) if n > 1 else prev[:, 0], sink[:, first:].mean(-1)]
