@@ -215,13 +215,13 @@ class AttentionIndex:
         scores = torch.stack(
             [entropy.mean(-1), prev[:, 1:].mean(-1) if n > 1 else prev[:, 0], sink[:, first:].mean(-1)]
         )
-        with self._lock:
-            self._lse.setdefault(layer, lse)  # columns need it: it came for free here
         rollout = None
-        if mean is not None and len(self._rollout) == layer:
-            self._rollout.append(self._rollout_step(mean, layer))
-        if mean is not None and len(self._rollout) > layer:
-            rollout = bins @ self._rollout[layer] @ bins.T
+        with self._lock:  # two threads may compute overviews (a prefetch and a request)
+            self._lse.setdefault(layer, lse)  # columns need it: it came for free here
+            if mean is not None and len(self._rollout) == layer:
+                self._rollout.append(self._rollout_step(mean, layer))
+            if mean is not None and len(self._rollout) > layer:
+                rollout = bins @ self._rollout[layer] @ bins.T
         return LayerOverview(layer, thumbs, scores, rollout)
 
     # -- aggregates ----------------------------------------------------------------------------
