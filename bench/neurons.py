@@ -22,18 +22,7 @@ import subprocess
 import sys
 import time
 
-
-def rss_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(field)
-
-
-def reset_peak() -> None:
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
+from _memory import reset_peak, rss_kib  # bench/ is on sys.path when a script runs
 
 
 def corpus(n: int) -> list[str]:

@@ -15,24 +15,13 @@ import subprocess
 import sys
 import time
 
+from _memory import reset_peak, rss_kib  # bench/ is on sys.path when a script runs
+
 SAMPLE = (
     "The history of the city is long. Merchants came by river and by road, and the market grew "
     "around the old bridge. Every spring the town held a fair where farmers sold wool, cheese and "
     "horses, and travellers told stories of distant places. "
 )
-
-
-def rss_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(field)
-
-
-def reset_peak() -> None:
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
 
 
 def one(case: str, model_name: str, n_tokens: int) -> dict:

@@ -1,47 +1,17 @@
-import threading
 import time
 
 import numpy as np
 import pytest
 
 import llmasos_widgets as lw
-from llmasos_widgets import _wire
+from tests._views import arrays, ask, capture, wait_for
 
 TEXT = "The capital of France is Paris, and the capital of Italy is Rome."
 
 
 @pytest.fixture()
 def view():
-    view = lw.AttentionView(lw.load_model("tiny-llama").trace(TEXT))
-    view.sent = []
-    view.lock = threading.Lock()
-
-    def send(content, buffers=None):
-        with view.lock:
-            view.sent.append((content, buffers))
-
-    view.send = send
-    return view
-
-
-def ask(view, **content):
-    view._on_custom_msg(view, {"type": "request", "id": 7, **content}, [])
-    return view.sent[-1]
-
-
-def arrays(content, buffers):
-    return {d["name"]: _wire.decode(d, buffers[d["buffer"]]) for d in content["arrays"]}
-
-
-def wait_for(view, kind, timeout=30):
-    end = time.time() + timeout
-    while time.time() < end:
-        with view.lock:
-            done = [c for c, _ in view.sent if c["type"] == kind]
-        if done:
-            return done
-        time.sleep(0.01)
-    raise AssertionError(f"no {kind} message")
+    return capture(lw.AttentionView(lw.load_model("tiny-llama").trace(TEXT)))
 
 
 def test_overview_streams_one_chunk_per_layer_then_a_response(view):
@@ -112,7 +82,7 @@ def test_bad_requests_are_answered_with_errors(view, request_, message):
 
 def test_bad_overview_size_is_an_error_from_the_stream(view):
     view._on_custom_msg(view, {"type": "request", "id": 3, "what": "overview", "size": 0}, [])
-    assert "size must be an int from 1 to 256" in wait_for(view, "error")[0]["message"]
+    assert "size must be an int from 1 to 256" in wait_for(view, "error")[0][0]["message"]
 
 
 def test_traits_are_validated():

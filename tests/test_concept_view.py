@@ -7,6 +7,7 @@ import torch
 import llmasos_widgets as lw
 from llmasos_widgets import _wire
 from llmasos_widgets.concepts import projection
+from tests._views import ask, capture
 
 SHOUT = [
     f"STOP {w.upper()} NOW!!! GET OUT!!!"
@@ -35,14 +36,8 @@ def result(model):
 @pytest.fixture()
 def view(result):
     view = lw.ConceptView(result)
-    view.sent = []
-    view.send = lambda content, buffers=None: view.sent.append((content, buffers))
+    capture(view)
     return view
-
-
-def ask(view, **content):
-    view._on_custom_msg(view, {"type": "request", "id": 7, **content}, [])
-    return view.sent[-1]
 
 
 def test_state_mirrors_the_result(view, result):

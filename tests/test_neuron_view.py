@@ -1,29 +1,14 @@
 """NeuronView and LensView controllers: each request answered with the trace's own numbers."""
 
-import threading
-import time
-
 import numpy as np
 import pytest
 import torch
 
 import llmasos_widgets as lw
-from llmasos_widgets import _wire
 from llmasos_widgets.neurons import NeuronIndex
+from tests._views import arrays, ask, capture, wait_for
 
 TEXT = "The capital of France is Paris, and the capital of Italy is Rome."
-
-
-def capture(view):
-    view.sent = []
-    view.lock = threading.Lock()
-
-    def send(content, buffers=None):
-        with view.lock:
-            view.sent.append((content, buffers))
-
-    view.send = send
-    return view
 
 
 @pytest.fixture(scope="module")
@@ -39,15 +24,6 @@ def index(model):
 @pytest.fixture()
 def view(model, index):
     return capture(lw.NeuronView(model.trace(TEXT), index=index))
-
-
-def ask(view, **content):
-    view._on_custom_msg(view, {"type": "request", "id": 7, **content}, [])
-    return view.sent[-1]
-
-
-def arrays(content, buffers):
-    return {d["name"]: _wire.decode(d, buffers[d["buffer"]]) for d in content["arrays"]}
 
 
 def test_defaults_and_selection(model, index):
@@ -147,17 +123,6 @@ def test_one_layer_costs_little_on_the_wire(model):
 
 
 # -- LensView -------------------------------------------------------------------------------------
-def wait_for(view, kind, timeout=30):
-    end = time.time() + timeout
-    while time.time() < end:
-        with view.lock:
-            done = [c for c, _ in view.sent if c["type"] == kind]
-        if done:
-            return done
-        time.sleep(0.01)
-    raise AssertionError(f"no {kind} message")
-
-
 def test_lens_streams_every_layer_with_the_direct_computation(model):
     trace = model.trace(TEXT)
     view = capture(lw.LensView(trace))

@@ -1,11 +1,8 @@
-import threading
-import time
-
 import numpy as np
 import pytest
 
 import llmasos_widgets as lw
-from llmasos_widgets import _wire
+from tests._views import arrays, capture, wait_for
 
 TEXT = "The capital of France is"
 
@@ -14,30 +11,7 @@ TEXT = "The capital of France is"
 def view():
     model = lw.load_model("tiny-llama")
     view = lw.SaliencyView(lw.attribute(model, TEXT, target=" Paris", baseline="mean", n_steps=8, progress=False))
-    view.sent = []
-    view.lock = threading.Lock()
-
-    def send(content, buffers=None):
-        with view.lock:
-            view.sent.append((content, buffers))
-
-    view.send = send
-    return view
-
-
-def arrays(content, buffers):
-    return {d["name"]: _wire.decode(d, buffers[d["buffer"]]) for d in content["arrays"]}
-
-
-def wait_for(view, kind, timeout=60):
-    end = time.time() + timeout
-    while time.time() < end:
-        with view.lock:
-            done = [(c, b) for c, b in view.sent if c["type"] == kind]
-        if done:
-            return done
-        time.sleep(0.01)
-    raise AssertionError(f"no {kind} message")
+    return capture(view)
 
 
 def test_scores_request_sends_the_results_numbers(view):

@@ -3,20 +3,15 @@ import pytest
 
 import llmasos_widgets as lw
 from llmasos_widgets import _wire
+from tests._views import ask, capture
 
 
 @pytest.fixture()
 def view():
     trace = lw.load_model("tiny-llama").trace("The capital of France is <b>bold</b>")
     view = lw.TokensView(trace)
-    view.sent = []
-    view.send = lambda content, buffers=None: view.sent.append((content, buffers))
+    capture(view)
     return view
-
-
-def ask(view, **content):
-    view._on_custom_msg(view, {"type": "request", "id": 1, **content}, [])
-    return view.sent[-1]
 
 
 def test_state_carries_tokens_and_offsets(view):
@@ -27,7 +22,7 @@ def test_state_carries_tokens_and_offsets(view):
 
 def test_predictions_request_answers_in_binary(view):
     content, buffers = ask(view, what="predictions", position=2, k=4)
-    assert content["type"] == "response" and content["id"] == 1 and content["position"] == 2
+    assert content["type"] == "response" and content["id"] == 7 and content["position"] == 2
     arrays = {d["name"]: _wire.decode(d, buffers[d["buffer"]]) for d in content["arrays"]}
     expected = view.trace.top_predictions(2, k=4)
     assert arrays["ids"].tolist() == [p.id for p in expected]

@@ -5,7 +5,7 @@
 import type { RenderProps } from "@anywidget/types";
 import { Client } from "../shared/client";
 import { injectStyle, sharedCss } from "../shared/style";
-import { el, renderTokenStrip, setSelected } from "../shared/tokens";
+import { el, renderTokenStrip, setSelected, tokenKeyTarget } from "../shared/tokens";
 import { type AttentionTraits, type Panel, type PanelName, Ctx, PANELS } from "./context";
 import { HeadPanel } from "./headview";
 import { MatrixPanel } from "./matrix";
@@ -368,29 +368,9 @@ function render({ model, el: root }: RenderProps<AttentionTraits>): () => void {
   for (const [event, handler] of handlers) model.on(event, handler);
 
   function moveSelection(event: KeyboardEvent): void {
-    const n = spans.length;
-    if (n === 0) return;
     const i = ctx.selectedToken();
-    let to: number;
-    switch (event.key) {
-      case "ArrowRight":
-        to = i < 0 ? 0 : Math.min(n - 1, i + 1);
-        break;
-      case "ArrowLeft":
-        to = i < 0 ? n - 1 : Math.max(0, i - 1);
-        break;
-      case "Home":
-        to = 0;
-        break;
-      case "End":
-        to = n - 1;
-        break;
-      case "Escape":
-        to = -1;
-        break;
-      default:
-        return;
-    }
+    const to = tokenKeyTarget(event.key, i, spans.length);
+    if (to === null) return;
     event.preventDefault();
     event.stopPropagation();
     if (to !== i) ctx.set({ selected_token: to });

@@ -6,7 +6,7 @@
 import type { RenderProps } from "@anywidget/types";
 import { Client } from "../shared/client";
 import { injectStyle, sharedCss } from "../shared/style";
-import { el, renderTokenStrip, setSelected } from "../shared/tokens";
+import { el, renderTokenStrip, setSelected, type TokenTraits } from "../shared/tokens";
 import { floats } from "../shared/wire";
 import { cosineColour, formatCosine, maxAbs } from "./colour";
 
@@ -25,14 +25,8 @@ interface Row {
   reliable: boolean;
 }
 
-interface ConceptModel {
-  tokens: string[];
-  token_ids: number[];
-  offsets: [number, number][];
-  generated: boolean[];
-  selected_token: number;
+interface ConceptModel extends TokenTraits {
   selected_layer: number;
-  model_name: string;
   concepts: string[];
   layers: number[];
   selected_concept: number;

@@ -5,18 +5,12 @@
 import type { RenderProps } from "@anywidget/types";
 import { Client } from "../shared/client";
 import { injectStyle, sharedCss } from "../shared/style";
-import { appendVisibleToken, el, renderTokenStrip, setSelected, visibleText } from "../shared/tokens";
+import { appendVisibleToken, el, renderTokenStrip, setSelected, type TokenTraits, visibleText } from "../shared/tokens";
 import { floats, ints } from "../shared/wire";
 import { columnWindow, probColor, shorten } from "./grid";
 
-interface LensModel {
-  tokens: string[];
-  token_ids: number[];
-  offsets: [number, number][];
-  generated: boolean[];
-  selected_token: number;
+interface LensModel extends TokenTraits {
   selected_layer: number;
-  model_name: string;
   n_layers: number;
   k: number;
 }

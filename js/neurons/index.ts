@@ -6,18 +6,12 @@
 import type { RenderProps } from "@anywidget/types";
 import { Client } from "../shared/client";
 import { injectStyle, sharedCss } from "../shared/style";
-import { appendVisibleToken, el, renderTokenStrip, setSelected } from "../shared/tokens";
+import { appendVisibleToken, el, renderTokenStrip, setSelected, tokenKeyTarget, type TokenTraits } from "../shared/tokens";
 import { floats, ints } from "../shared/wire";
 import { activationColor, formatValue, maxAbs, rowAt, splitByLengths } from "./format";
 
-interface NeuronModel {
-  tokens: string[];
-  token_ids: number[];
-  offsets: [number, number][];
-  generated: boolean[];
-  selected_token: number;
+interface NeuronModel extends TokenTraits {
   selected_layer: number;
-  model_name: string;
   n_layers: number;
   d_mlp: number;
   selected_neuron: number;
@@ -482,28 +476,14 @@ function render({ model, el: root }: RenderProps<NeuronModel>): () => void {
   }
 
   function onKey(event: KeyboardEvent): void {
-    const n = spans.length;
     const i = selected();
-    let to = i;
-    switch (event.key) {
-      case "ArrowRight":
-        to = i < 0 ? 0 : Math.min(n - 1, i + 1);
-        break;
-      case "ArrowLeft":
-        to = i < 0 ? n - 1 : Math.max(0, i - 1);
-        break;
-      case "ArrowUp":
-        stepLayer(-1);
-        break;
-      case "ArrowDown":
-        stepLayer(1);
-        break;
-      default:
-        return;
-    }
+    let to: number | null = i;
+    if (event.key === "ArrowUp" || event.key === "ArrowDown") stepLayer(event.key === "ArrowUp" ? -1 : 1);
+    else if (event.key === "ArrowLeft" || event.key === "ArrowRight") to = tokenKeyTarget(event.key, i, spans.length);
+    else return;
     event.preventDefault();
     event.stopPropagation();
-    if (to !== i && to >= 0) set({ selected_token: to });
+    if (to !== null && to !== i && to >= 0) set({ selected_token: to });
   }
 
   prev.addEventListener("click", () => stepLayer(-1));

@@ -5,17 +5,11 @@
 import type { RenderProps } from "@anywidget/types";
 import { Client } from "../shared/client";
 import { injectStyle, sharedCss } from "../shared/style";
-import { appendVisibleToken, el, renderTokenStrip, setSelected } from "../shared/tokens";
+import { appendVisibleToken, el, renderTokenStrip, setSelected, type TokenTraits } from "../shared/tokens";
 import { floats, type DecodedArray } from "../shared/wire";
 import { formatScore, maxAbs, normalizeRow, scoreColor, type Normalization } from "./scale";
 
-interface SaliencyModel {
-  tokens: string[];
-  token_ids: number[];
-  offsets: [number, number][];
-  generated: boolean[];
-  selected_token: number;
-  model_name: string;
+interface SaliencyModel extends TokenTraits {
   method: string;
   methods: string[];
   target: string;

@@ -133,3 +133,35 @@ export function setSelected(spans: readonly HTMLElement[], index: number): void 
     else span.removeAttribute("aria-current");
   });
 }
+
+/** The token traits every view syncs with ViewBase (same names in Python). */
+export interface TokenTraits {
+  tokens: string[];
+  token_ids: number[];
+  offsets: [number, number][];
+  generated: boolean[];
+  selected_token: number;
+  model_name: string;
+}
+
+/**
+ * Where a key press moves the token selection in a strip of `n` tokens (−1: none selected),
+ * or null when the key is not a navigation key. ←/→ step, Home/End jump, Escape clears.
+ */
+export function tokenKeyTarget(key: string, current: number, n: number): number | null {
+  if (n === 0) return null;
+  switch (key) {
+    case "ArrowRight":
+      return current < 0 ? 0 : Math.min(n - 1, current + 1);
+    case "ArrowLeft":
+      return current < 0 ? n - 1 : Math.max(0, current - 1);
+    case "Home":
+      return 0;
+    case "End":
+      return n - 1;
+    case "Escape":
+      return -1;
+    default:
+      return null;
+  }
+}

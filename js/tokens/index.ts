@@ -4,16 +4,10 @@
 import type { RenderProps } from "@anywidget/types";
 import { Client } from "../shared/client";
 import { injectStyle, sharedCss } from "../shared/style";
-import { appendVisibleToken, el, renderTokenStrip, setSelected } from "../shared/tokens";
+import { appendVisibleToken, el, renderTokenStrip, setSelected, tokenKeyTarget, type TokenTraits } from "../shared/tokens";
 import { floats, ints } from "../shared/wire";
 
-interface TokensModel {
-  tokens: string[];
-  token_ids: number[];
-  offsets: [number, number][];
-  generated: boolean[];
-  selected_token: number;
-  model_name: string;
+interface TokensModel extends TokenTraits {
   k: number;
 }
 
@@ -218,29 +212,9 @@ function render({ model, el: root }: RenderProps<TokensModel>): () => void {
   }
 
   function moveSelection(event: KeyboardEvent): void {
-    const n = spans.length;
-    if (n === 0) return;
     const i = selected();
-    let to: number;
-    switch (event.key) {
-      case "ArrowRight":
-        to = i < 0 ? 0 : Math.min(n - 1, i + 1);
-        break;
-      case "ArrowLeft":
-        to = i < 0 ? n - 1 : Math.max(0, i - 1);
-        break;
-      case "Home":
-        to = 0;
-        break;
-      case "End":
-        to = n - 1;
-        break;
-      case "Escape":
-        to = -1;
-        break;
-      default:
-        return;
-    }
+    const to = tokenKeyTarget(event.key, i, spans.length);
+    if (to === null) return;
     event.preventDefault();
     event.stopPropagation();
     if (to !== i) select(to);
