@@ -77,13 +77,7 @@ class Adapter:
                 "load a *ForCausalLM or *ForMaskedLM checkpoint to get predictions"
             )
         norm = self.final_norm()
-        hidden = norm(resid_final) if norm is not None else resid_final
-        return self._head_transform(hidden)
-
-    def _head_transform(self, hidden: Tensor) -> Tensor:
-        head = self.unembed()
-        assert head is not None
-        return head(hidden)
+        return head(norm(resid_final) if norm is not None else resid_final)
 
     # -- attention -----------------------------------------------------------------------------
     def attention_qk(self, layer: int, resid_pre: Tensor) -> tuple[Tensor, Tensor, float]:
