@@ -69,15 +69,19 @@ class Adapter:
         head = self.model.get_output_embeddings() if hasattr(self.model, "get_output_embeddings") else None
         return head
 
-    def logits(self, resid_final: Tensor) -> Tensor:  # [pos, d_model] -> [pos, vocab]
+    def head(self) -> nn.Module:
+        """The unembedding (LM head), or a ValueError saying that this model predicts no tokens."""
         head = self.unembed()
         if head is None:
             raise ValueError(
                 f"this {self.family} model has no language-model head, so it predicts no tokens; "
                 "load a *ForCausalLM or *ForMaskedLM checkpoint to get predictions"
             )
+        return head
+
+    def logits(self, resid_final: Tensor) -> Tensor:  # [pos, d_model] -> [pos, vocab]
         norm = self.final_norm()
-        return head(norm(resid_final) if norm is not None else resid_final)
+        return self.head()(norm(resid_final) if norm is not None else resid_final)
 
     # -- attention -----------------------------------------------------------------------------
     def attention_qk(self, layer: int, resid_pre: Tensor) -> tuple[Tensor, Tensor, float]:

@@ -197,7 +197,7 @@ def _grad_of_logit(trace: Trace, layer: int, pos: int, target: int) -> Tensor:  
         with torch.enable_grad():
             hidden = adapter.base()(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state
             # The base model's output is already through the final norm; the head maps it to logits.
-            logit = adapter._head_transform(hidden[0, pos : pos + 1])[0, target]
+            logit = adapter.head()(hidden[0, pos : pos + 1])[0, target]
             (grad,) = torch.autograd.grad(logit, kept["leaf"])
     finally:
         handle.remove()
