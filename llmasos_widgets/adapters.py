@@ -117,12 +117,15 @@ class Adapter:
         if not self.causal:
             return scores
         n_q, n_k = scores.shape[-2], scores.shape[-1]
+        # Without a window, keys before the first query are seen by every query: mask only the rest.
+        k0 = min(first_query, n_k) if self.window is None else 0
         q = torch.arange(first_query, first_query + n_q, device=scores.device)[:, None]
-        k = torch.arange(n_k, device=scores.device)[None, :]
+        k = torch.arange(k0, n_k, device=scores.device)[None, :]
         allowed = k <= q
         if self.window is not None:
             allowed &= k > q - self.window
-        return scores.masked_fill_(~allowed, torch.finfo(scores.dtype).min)
+        scores[..., k0:].masked_fill_(~allowed, torch.finfo(scores.dtype).min)
+        return scores
 
     def softmax_(self, scores: Tensor, first_query: int) -> Tensor:
         """Masked softmax over keys, in place on float32 scores of queries ``first_query``...

@@ -189,6 +189,9 @@ class AttentionIndex:
         causal = self.adapter.causal
         size = min(size, n)
         bins = _pooling_matrix(n, size)  # [size, n]
+        touched = (bins > 0).int()  # bins overlap by a position where n / size is not whole
+        lowest_bin = touched.argmax(0).tolist()  # [n]: the first and last bin each position falls in
+        highest_bin = (size - 1 - touched.flip(0).argmax(0)).tolist()
         thumbs = torch.zeros(n_heads, size, size)
         entropy, prev, sink, lse = (torch.zeros(n_heads, n) for _ in range(4))
         mean = torch.zeros(n, n) if n <= self.rollout_limit else None
@@ -203,12 +206,14 @@ class AttentionIndex:
             block_lse = top - pattern.amax(-1).log()  # the largest weight is >= 1/n: no underflow
             lse[:, q0:q1] = block_lse
             # H(row) = lse - sum_k p_k * score_k; masked scores are finite (dtype min), p = 0 there.
-            dots = torch.bmm(pattern.reshape(-1, 1, keys), scores.reshape(-1, keys, 1)).view(n_heads, -1)
-            entropy[:, q0:q1] = block_lse - dots
+            entropy[:, q0:q1] = block_lse - torch.linalg.vecdot(pattern, scores)
             rows = torch.arange(max(q0, 1), q1)
             prev[:, rows] = pattern[heads[:, None], rows - q0, rows - 1]
             sink[:, q0:q1] = pattern[:, :, 0]
-            thumbs += bins[:, q0:q1] @ (pattern @ bins[:, :keys].T)
+            # Pool the block's rows first: they fall in one or a few thumbnail rows, so the key pooling
+            # then multiplies a few rows instead of all of them.
+            r0, r1 = lowest_bin[q0], highest_bin[q1 - 1] + 1
+            thumbs[:, r0:r1] += (bins[r0:r1, q0:q1] @ pattern) @ bins[:, :keys].T
             if mean is not None:
                 mean[q0:q1, :keys] += pattern.mean(0)
         first = 1 if causal and n > 1 else 0

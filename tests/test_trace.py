@@ -141,3 +141,21 @@ def test_generation_needs_a_causal_model_and_positive_length():
         lw.load_model("tiny-bert").generate_trace("hello")
     with pytest.raises(ValueError, match="max_new_tokens"):
         lw.load_model("tiny-llama").generate_trace("hello", max_new_tokens=0)
+
+
+@pytest.mark.parametrize("window", [None, 3])
+def test_mask_of_a_query_block_equals_the_full_mask(window):
+    adapter = lw.load_model("tiny-llama").adapter
+    before = getattr(adapter.config, "sliding_window", None)
+    adapter.config.sliding_window = window
+    try:
+        full = adapter.mask_(torch.zeros(2, 12, 12), 0)
+        for first in (0, 4, 9):  # a block of queries first..first+3 against every key
+            block = adapter.mask_(torch.zeros(2, 3, 12), first)
+            assert torch.equal(block, full[:, first : first + 3])
+    finally:
+        adapter.config.sliding_window = before
+    allowed = full[0] == 0
+    assert allowed.tril().equal(allowed)  # causal
+    if window:
+        assert not allowed[5, 5 - window] and allowed[5, 5 - window + 1]
