@@ -38,6 +38,17 @@ def bundle(view: str) -> Path | str:
     return f"export default {{ render({{ el }}) {{ el.textContent = {json.dumps(message)}; }} }};"
 
 
+def text_traits(trace: Trace) -> dict[str, Any]:
+    """The synced traits that describe a trace's text."""
+    return {
+        "tokens": trace.tokens,
+        "token_ids": trace.token_ids,
+        "offsets": [list(o) for o in trace.offsets],
+        "generated": trace.generated,
+        "model_name": trace.model.name,
+    }
+
+
 class ViewBase(anywidget.AnyWidget):
     """Selection traits shared (same names) by every view, and the request protocol."""
 
@@ -50,22 +61,25 @@ class ViewBase(anywidget.AnyWidget):
     selected_layer = traitlets.Int(-1).tag(sync=True)
     selected_head = traitlets.Int(-1).tag(sync=True)
 
-    def __init__(self, trace: Trace, **kwargs: Any) -> None:
-        if not isinstance(trace, Trace):
+    text_optional = False  # True for a view that can be built before it has a text to show
+
+    def __init__(self, trace: Trace | None, **kwargs: Any) -> None:
+        if not (isinstance(trace, Trace) or (trace is None and self.text_optional)):
             raise ValueError(
                 f"{type(self).__name__} needs a Trace (from model.trace(text)), not {type(trace).__name__}"
             )
-        self.trace = trace
-        super().__init__(
-            tokens=trace.tokens,
-            token_ids=trace.token_ids,
-            offsets=[list(o) for o in trace.offsets],
-            generated=trace.generated,
-            model_name=trace.model.name,
-            **kwargs,
-        )
+        self.trace = trace  # before the traits: their validators check against it
+        super().__init__(**{**(text_traits(trace) if trace is not None else {}), **kwargs})
         self._streams: dict[str, Reply] = {}
         self.on_msg(self._on_custom_msg)
+
+    def _show_text(self, trace: Trace) -> None:
+        """Show another text (views with ``text_optional``): the selection is cleared."""
+        self.trace = trace
+        with self.hold_trait_notifications():
+            self.selected_token = -1
+            for name, value in text_traits(trace).items():
+                setattr(self, name, value)
 
     # -- selection -----------------------------------------------------------------------------
     @traitlets.validate("selected_token")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import anywidget
 import traitlets
 
 from . import _wire
@@ -48,6 +47,7 @@ class ConceptView(ViewBase):
     """
 
     _esm = bundle("concepts")
+    text_optional = True  # the projection's text comes with show_projection
     concepts = traitlets.List(traitlets.Unicode()).tag(sync=True)
     layers = traitlets.List(traitlets.Int()).tag(sync=True)
     selected_concept = traitlets.Int(0).tag(sync=True)
@@ -61,12 +61,9 @@ class ConceptView(ViewBase):
         if not isinstance(result, TCAVResult):
             raise ValueError(f"ConceptView needs a TCAVResult (from lw.tcav(...)), not {type(result).__name__}")
         self.result = result
-        self.trace = None  # type: ignore[assignment]
-        # ViewBase.__init__ needs a Trace; a ConceptView may start without one, so set up the same
-        # state here: the widget, the stream registry and the request handler.
         best = min(range(len(result.layers)), key=lambda j: float(result.p_values[0, j]))
-        anywidget.AnyWidget.__init__(
-            self,
+        super().__init__(
+            None,
             model_name=result.model_name,
             concepts=result.concepts,
             layers=result.layers,
@@ -77,8 +74,6 @@ class ConceptView(ViewBase):
             selected_layer=result.layers[best],
             **kwargs,
         )
-        self._streams = {}
-        self.on_msg(self._on_custom_msg)
         if trace is not None:
             self.show_projection(trace)
 
@@ -102,14 +97,8 @@ class ConceptView(ViewBase):
             raise ValueError(
                 f"the trace is of {trace.model.name!r} but the concepts were measured on {self.result.model_name!r}"
             )
-        self.trace = trace
-        with self.hold_trait_notifications():
-            self.selected_token = -1
-            self.tokens = trace.tokens
-            self.token_ids = trace.token_ids
-            self.offsets = [list(o) for o in trace.offsets]
-            self.generated = trace.generated
-            self.has_trace = True
+        self._show_text(trace)
+        self.has_trace = True
         return self
 
     # -- selection -----------------------------------------------------------------------------
