@@ -3,16 +3,11 @@
 
 import type { AnyModel } from "@anywidget/types";
 import type { Client } from "../shared/client";
+import type { TokenTraits } from "../shared/tokens";
 import { inRange } from "./format";
 
 /** The synced traits of AttentionView (same names as in Python). */
-export interface AttentionTraits {
-  tokens: string[];
-  token_ids: number[];
-  offsets: number[][];
-  generated: boolean[];
-  model_name: string;
-  selected_token: number;
+export interface AttentionTraits extends TokenTraits {
   selected_layer: number;
   selected_head: number;
   n_layers: number;

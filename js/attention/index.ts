@@ -5,7 +5,7 @@
 import type { RenderProps } from "@anywidget/types";
 import { Client } from "../shared/client";
 import { injectStyle, sharedCss } from "../shared/style";
-import { el, renderTokenStrip, setSelected, tokenKeyTarget } from "../shared/tokens";
+import { el, renderTokenStrip, setSelected, textStripOptions, tokenKeyTarget } from "../shared/tokens";
 import { type AttentionTraits, type Panel, type PanelName, Ctx, PANELS } from "./context";
 import { HeadPanel } from "./headview";
 import { MatrixPanel } from "./matrix";
@@ -160,9 +160,7 @@ function render({ model, el: root }: RenderProps<AttentionTraits>): () => void {
       return;
     }
     spans = renderTokenStrip(strip, tokens, {
-      tokenIds: model.get("token_ids") ?? [],
-      offsets: model.get("offsets") ?? [],
-      generated: model.get("generated") ?? [],
+      ...textStripOptions(model),
       selected: ctx.selectedToken(),
       onSelect: selectToken,
     });

@@ -6,7 +6,7 @@
 import type { RenderProps } from "@anywidget/types";
 import { Client } from "../shared/client";
 import { injectStyle, sharedCss } from "../shared/style";
-import { el, renderTokenStrip, setSelected, type TokenTraits } from "../shared/tokens";
+import { el, renderTokenStrip, setSelected, textStripOptions, type TokenTraits } from "../shared/tokens";
 import { floats } from "../shared/wire";
 import { cosineColour, formatCosine, maxAbs } from "./colour";
 
@@ -261,9 +261,7 @@ function render({ model, el: root }: RenderProps<ConceptModel>): () => void {
       return;
     }
     spans = renderTokenStrip(strip, model.get("tokens") ?? [], {
-      tokenIds: model.get("token_ids") ?? [],
-      offsets: model.get("offsets") ?? [],
-      generated: model.get("generated") ?? [],
+      ...textStripOptions(model),
       selected: selectedToken(),
       onSelect: (i) => {
         model.set("selected_token", i === selectedToken() ? -1 : i);

@@ -5,7 +5,7 @@
 import type { RenderProps } from "@anywidget/types";
 import { Client } from "../shared/client";
 import { injectStyle, sharedCss } from "../shared/style";
-import { appendVisibleToken, el, renderTokenStrip, setSelected, type TokenTraits, visibleText } from "../shared/tokens";
+import { appendVisibleToken, el, renderTokenStrip, setSelected, textStripOptions, type TokenTraits, visibleText } from "../shared/tokens";
 import { floats, ints } from "../shared/wire";
 import { columnWindow, probColor, shorten } from "./grid";
 
@@ -95,9 +95,7 @@ function render({ model, el: root }: RenderProps<LensModel>): () => void {
 
   function renderStrip(): void {
     spans = renderTokenStrip(strip, tokens(), {
-      tokenIds: model.get("token_ids") ?? [],
-      offsets: model.get("offsets") ?? [],
-      generated: model.get("generated") ?? [],
+      ...textStripOptions(model),
       selected: selected(),
       onSelect: (i) => set({ selected_token: i }),
     });

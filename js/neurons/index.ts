@@ -6,7 +6,7 @@
 import type { RenderProps } from "@anywidget/types";
 import { Client } from "../shared/client";
 import { injectStyle, sharedCss } from "../shared/style";
-import { appendVisibleToken, el, renderTokenStrip, setSelected, tokenKeyTarget, type TokenTraits } from "../shared/tokens";
+import { appendVisibleToken, el, renderTokenStrip, setSelected, textStripOptions, tokenKeyTarget, type TokenTraits } from "../shared/tokens";
 import { floats, ints } from "../shared/wire";
 import { activationColor, formatValue, maxAbs, rowAt, splitByLengths } from "./format";
 
@@ -180,9 +180,7 @@ function render({ model, el: root }: RenderProps<NeuronModel>): () => void {
 
   function renderStrip(): void {
     spans = renderTokenStrip(strip, tokens(), {
-      tokenIds: model.get("token_ids") ?? [],
-      offsets: model.get("offsets") ?? [],
-      generated: model.get("generated") ?? [],
+      ...textStripOptions(model),
       selected: selected(),
       onSelect: (i) => set({ selected_token: i }),
     });

@@ -5,7 +5,7 @@
 import type { RenderProps } from "@anywidget/types";
 import { Client } from "../shared/client";
 import { injectStyle, sharedCss } from "../shared/style";
-import { appendVisibleToken, el, renderTokenStrip, setSelected, type TokenTraits } from "../shared/tokens";
+import { appendVisibleToken, el, renderTokenStrip, setSelected, textStripOptions, type TokenTraits } from "../shared/tokens";
 import { floats, type DecodedArray } from "../shared/wire";
 import { formatScore, maxAbs, normalizeRow, scoreColor, type Normalization } from "./scale";
 
@@ -146,9 +146,7 @@ function render({ model, el: root }: RenderProps<SaliencyModel>): () => void {
 
   function renderStrip(): void {
     spans = renderTokenStrip(strip, model.get("tokens") ?? [], {
-      tokenIds: model.get("token_ids") ?? [],
-      offsets: model.get("offsets") ?? [],
-      generated: model.get("generated") ?? [],
+      ...textStripOptions(model),
       selected: model.get("selected_token") ?? -1,
       onSelect: select,
     });

@@ -144,6 +144,17 @@ export interface TokenTraits {
   model_name: string;
 }
 
+/** The strip options that come from a view's synced text traits (ids, offsets, generated flags). */
+export function textStripOptions<T extends TokenTraits>(model: {
+  get<K extends keyof T>(key: K): T[K];
+}): Pick<TokenStripOptions, "tokenIds" | "offsets" | "generated"> {
+  return {
+    tokenIds: model.get("token_ids") ?? [],
+    offsets: model.get("offsets") ?? [],
+    generated: model.get("generated") ?? [],
+  };
+}
+
 /**
  * Where a key press moves the token selection in a strip of `n` tokens (−1: none selected),
  * or null when the key is not a navigation key. ←/→ step, Home/End jump, Escape clears.

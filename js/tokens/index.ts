@@ -4,7 +4,7 @@
 import type { RenderProps } from "@anywidget/types";
 import { Client } from "../shared/client";
 import { injectStyle, sharedCss } from "../shared/style";
-import { appendVisibleToken, el, renderTokenStrip, setSelected, tokenKeyTarget, type TokenTraits } from "../shared/tokens";
+import { appendVisibleToken, el, renderTokenStrip, setSelected, textStripOptions, tokenKeyTarget, type TokenTraits } from "../shared/tokens";
 import { floats, ints } from "../shared/wire";
 
 interface TokensModel extends TokenTraits {
@@ -89,9 +89,7 @@ function render({ model, el: root }: RenderProps<TokensModel>): () => void {
       return;
     }
     spans = renderTokenStrip(strip, list, {
-      tokenIds: model.get("token_ids") ?? [],
-      offsets: model.get("offsets") ?? [],
-      generated: model.get("generated") ?? [],
+      ...textStripOptions(model),
       selected: selected(),
       onSelect: select,
     });
