@@ -41,29 +41,51 @@ def layers_for(case: str, n_layers: int) -> list[int]:
     return sorted({n_layers - 2, n_layers - 1})
 
 
-def one(case: str, model_name: str, n_texts: int, batch_size: int) -> dict:
+def loaded(model_name: str, n_texts: int):  # type: ignore[no-untyped-def]
+    """The model (warmed up, gradients off) and the corpus."""
     import torch
 
     import llmasos_widgets as lw
-    from llmasos_widgets.neurons import _pieces
 
     torch.set_grad_enabled(False)
     model = lw.load_model(model_name)
     texts = corpus(n_texts)
     model.model(torch.tensor([model.tokenizer(texts[0])["input_ids"]]))  # warm-up
+    return model, texts
+
+
+def sorted_pieces(model, texts: list[str]) -> tuple[list, dict]:  # type: ignore[no-untyped-def]
+    """The texts cut to the context and sorted by length, as the index cuts and batches them."""
+    from llmasos_widgets.neurons import _pieces
+
+    pieces, counts = _pieces(model, texts, model.context_length)
+    pieces.sort(key=lambda p: len(p[1]))
+    return pieces, counts
+
+
+def plain_forward(model, pieces: list, batch_size: int) -> None:  # type: ignore[no-untyped-def]
+    """The base model over the pieces, batched and padded exactly as the index batches them."""
+    import torch
+
+    pad = model.tokenizer.pad_token_id or 0
+    for s in range(0, len(pieces), batch_size):
+        batch = [ids for _, ids in pieces[s : s + batch_size]]
+        n = max(map(len, batch))
+        ids = torch.tensor([b + [pad] * (n - len(b)) for b in batch])
+        mask = torch.tensor([[1] * len(b) + [0] * (n - len(b)) for b in batch])
+        model.adapter.base()(input_ids=ids, attention_mask=mask)
+
+
+def one(case: str, model_name: str, n_texts: int, batch_size: int) -> dict:
+    import llmasos_widgets as lw
+
+    model, texts = loaded(model_name, n_texts)
     base = rss_kib("VmRSS")
     reset_peak()
     start = time.perf_counter()
     if case == "forward":
-        pieces, counts = _pieces(model, texts, model.context_length)
-        pieces.sort(key=lambda p: len(p[1]))
-        pad = model.tokenizer.pad_token_id or 0
-        for s in range(0, len(pieces), batch_size):
-            batch = [ids for _, ids in pieces[s : s + batch_size]]
-            n = max(map(len, batch))
-            ids = torch.tensor([b + [pad] * (n - len(b)) for b in batch])
-            mask = torch.tensor([[1] * len(b) + [0] * (n - len(b)) for b in batch])
-            model.adapter.base()(input_ids=ids, attention_mask=mask)
+        pieces, counts = sorted_pieces(model, texts)
+        plain_forward(model, pieces, batch_size)
         tokens = counts["tokens"]
     else:
         index = lw.NeuronIndex.build(
@@ -78,26 +100,13 @@ def one(case: str, model_name: str, n_texts: int, batch_size: int) -> dict:
 def speed(model_name: str, n_texts: int, batch_size: int, rounds: int) -> dict:
     """The three cases alternated in one process, best of ``rounds`` each: other jobs on a shared
     machine slow whichever case runs while they do, and alternating spreads that evenly."""
-    import torch
-
     import llmasos_widgets as lw
-    from llmasos_widgets.neurons import _pieces
 
-    torch.set_grad_enabled(False)
-    model = lw.load_model(model_name)
-    texts = corpus(n_texts)
-    model.model(torch.tensor([model.tokenizer(texts[0])["input_ids"]]))  # warm-up
-    pieces, counts = _pieces(model, texts, model.context_length)
-    pieces.sort(key=lambda p: len(p[1]))
-    pad = model.tokenizer.pad_token_id or 0
+    model, texts = loaded(model_name, n_texts)
+    pieces, counts = sorted_pieces(model, texts)
 
     def forward() -> None:
-        for s in range(0, len(pieces), batch_size):
-            batch = [ids for _, ids in pieces[s : s + batch_size]]
-            n = max(map(len, batch))
-            ids = torch.tensor([b + [pad] * (n - len(b)) for b in batch])
-            mask = torch.tensor([[1] * len(b) + [0] * (n - len(b)) for b in batch])
-            model.adapter.base()(input_ids=ids, attention_mask=mask)
+        plain_forward(model, pieces, batch_size)
 
     def index(case: str):  # type: ignore[no-untyped-def]
         layers = layers_for(case, model.n_layers)
