@@ -1,17 +1,27 @@
 #!/usr/bin/env bash
-# Set up a fresh machine: torch (CPU, pinned first), Debian's chromium for the browser tests, the
-# package with its npm build and test extras, and the bundled offline models (cached once).
+# Set up a fresh machine: a virtual environment in .venv (nothing outside it is used, so a package
+# installed by hand elsewhere cannot hide a missing dependency), torch (CPU, pinned first), Debian's
+# chromium and CJK fonts for the browser tests, the package with its npm build and test extras, and
+# the bundled offline models (cached once).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY="${PYTHON:-python3}"
+BASE_PY="${PYTHON:-python3}"
+
+[ -x .venv/bin/python ] || "$BASE_PY" -m venv .venv
+PY=.venv/bin/python
+"$PY" -m pip install --quiet --upgrade pip
 
 # A plain `torch` requirement can pull a CUDA build of several GB: pin the CPU build first.
 "$PY" -m pip install --quiet torch==2.13.0
 
-if ! command -v chromium >/dev/null 2>&1; then
+# chromium drives the browser tests; fonts-noto-cjk lets it draw Chinese and Japanese tokens.
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+dpkg -s fonts-noto-cjk >/dev/null 2>&1 || missing+=(fonts-noto-cjk)
+if [ ${#missing[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 # The editable install runs the npm build (hatch-jupyter-builder) into llmasos_widgets/static/.
