@@ -7,8 +7,10 @@ every view reads from.
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -130,13 +132,83 @@ class LanguageModel:
     def decode_token(self, token_id: int) -> str:
         """The text of one token id, as the tokenizer decodes it alone.
 
+        A byte-level token that holds only part of a character's UTF-8 bytes has no text of its own:
+        its bytes are shown escaped (backslash, x, two hex digits each) rather than as U+FFFD.
+
         Examples
         --------
         >>> load_model("tiny-gpt2").decode_token(0)
         '<|endoftext|>'
 
         """
-        return str(self.tokenizer.decode([int(token_id)]))
+        text = str(self.tokenizer.decode([int(token_id)]))
+        if "\ufffd" in text:
+            raw = self.token_bytes(token_id)
+            if raw is not None:
+                return raw.decode("utf-8", errors="backslashreplace")
+        return text
+
+    def token_bytes(self, token_id: int) -> bytes | None:
+        """The UTF-8 bytes a token stands for, where the vocabulary is byte-level; else None.
+
+        Examples
+        --------
+        >>> load_model("tiny-gpt2").token_bytes(load_model("tiny-gpt2").tokenizer.encode(" the")[0])
+        b' the'
+
+        """
+        piece = self.tokenizer.convert_ids_to_tokens(int(token_id))
+        if not isinstance(piece, str):
+            return None
+        fallback = _BYTE_FALLBACK.fullmatch(piece)  # SentencePiece byte fallback: "<0xE5>"
+        if fallback:
+            return bytes([int(fallback.group(1), 16)])
+        if self._byte_level and all(c in _UNICODE_TO_BYTE for c in piece):
+            return bytes(_UNICODE_TO_BYTE[c] for c in piece)
+        return None
+
+    @functools.cached_property
+    def _byte_level(self) -> bool:
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        return backend is not None and "ByteLevel" in repr(backend.decoder)
+
+    def token_texts(self, text: str, token_ids: list[int], offsets: list[tuple[int, int]]) -> list[str]:
+        """What each token stands for in ``text``, read from the character offsets.
+
+        A character whose bytes are split over several tokens (CJK, emoji, accents in byte-level BPE)
+        is shown whole on the token where it starts; the tokens carrying its other bytes get ``""``.
+        Text the tokenizer skipped (spaces, control or invisible characters) goes with the next token,
+        so that ``"".join(token_texts)`` is the text. Tokens with no characters (``[CLS]``, ``<s>``)
+        keep their own name.
+
+        Examples
+        --------
+        >>> model = load_model("tiny-gpt2")
+        >>> trace = model.trace("naïve 🤖")
+        >>> "".join(trace.tokens) == "naïve 🤖", trace.tokens.count("")
+        (True, 4)
+
+        """
+        special = set(self.tokenizer.all_special_ids)
+        real = [i for i, (s, e) in enumerate(offsets) if e > s]
+        last_real = real[-1] if real else -1
+        out, shown = [], 0
+        for i, (token_id, (start, end)) in enumerate(zip(token_ids, offsets, strict=True)):
+            raw = self.token_bytes(token_id)
+            piece = str(self.tokenizer.convert_ids_to_tokens(int(token_id)))
+            if (raw.isspace() if raw else piece == "▁") and not text[start:end].isspace():
+                # SentencePiece's word-start "▁" that the tokenizer added before the text: it stands
+                # for no character, so it keeps its own name and the character goes to the next token.
+                out.append(piece)
+            elif (end <= shown and not (end <= start and token_id in special)) or _continuation_only(raw):
+                out.append("")  # carries the rest of a character an earlier token shows
+            elif end <= start:
+                out.append(self.decode_token(token_id))  # no characters: a special token
+            else:
+                piece = text[shown:end] + (text[end:] if i == last_real else "")
+                out.append(piece)
+                shown = end
+        return out
 
     def _encode(self, text: str, truncate: bool) -> tuple[list[int], list[tuple[int, int]]]:
         if not isinstance(text, str):
@@ -204,17 +276,38 @@ class LanguageModel:
                 pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
             )
         new_ids = out[0, len(ids) :].tolist()
-        # Offsets of generated tokens: where each one's decoded text lands after the prompt.
-        text, pieces = prompt, []
-        for i in range(len(new_ids)):
-            pieces.append(self.tokenizer.decode(new_ids[: i + 1]))
-        prev_len = 0
+        # Offsets of generated tokens from incremental decoding. A token that leaves a character
+        # incomplete decodes with a trailing U+FFFD: it spans that character, and the next token
+        # starts from the last complete one, so split characters share a span as a fast
+        # tokenizer's offset mapping gives them.
+        pieces = [str(self.tokenizer.decode(new_ids[: i + 1])) for i in range(len(new_ids))]
+        generated_text = pieces[-1] if pieces else ""
+        complete = 0  # characters complete before this token
         for piece in pieces:
-            offsets.append((len(prompt) + prev_len, len(prompt) + len(piece)))
-            prev_len = len(piece)
-        text = prompt + (pieces[-1] if pieces else "")
+            end = min(len(piece), len(generated_text))
+            offsets.append((len(prompt) + min(complete, end), len(prompt) + end))
+            complete = len(piece.rstrip("\ufffd"))
+        text = prompt + generated_text
         generated = [False] * len(ids) + [True] * len(new_ids)
         return Trace.run(self, text, ids + new_ids, offsets, generated=generated)
+
+
+# GPT-2's printable stand-ins for the 256 byte values, used by every byte-level BPE vocabulary.
+_BYTE_STANDINS = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+_UNICODE_TO_BYTE = {
+    chr(c): b
+    for b, c in zip(
+        [*_BYTE_STANDINS, *(b for b in range(256) if b not in _BYTE_STANDINS)],
+        [*_BYTE_STANDINS, *(256 + n for n in range(256 - len(_BYTE_STANDINS)))],
+        strict=True,
+    )
+}
+_BYTE_FALLBACK = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+
+
+def _continuation_only(raw: bytes | None) -> bool:
+    """Whether a token's bytes are all UTF-8 continuation bytes: it can start no character."""
+    return bool(raw) and all(0x80 <= b < 0xC0 for b in raw)  # type: ignore[union-attr]
 
 
 def _offsets(model: LanguageModel, ids: list[int]) -> list[tuple[int, int]]:

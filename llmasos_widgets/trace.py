@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from . import _checks
+
 if TYPE_CHECKING:
     from .models import LanguageModel
 
@@ -65,7 +67,8 @@ class Trace:
         self.model = model
         self.text = text
         self.token_ids = token_ids
-        self.tokens = [model.decode_token(i) for i in token_ids]
+        # What each token stands for in the text ("" for one carrying the rest of a split character).
+        self.tokens = model.token_texts(text, token_ids, offsets)
         self.offsets = offsets
         self.generated = generated
         self._resid = resid  # n_layers + 1 entries of [pos, d_model]: each block's input, then the final
@@ -151,16 +154,11 @@ class Trace:
 
     def check_layer(self, layer: int) -> int:
         """Return ``layer`` if it exists (negative counts from the end), else raise a ValueError."""
-        if not isinstance(layer, int) or isinstance(layer, bool) or not -self.n_layers <= layer < self.n_layers:
-            raise ValueError(f"layer {layer!r} is out of range: {self.model.name} has layers 0..{self.n_layers - 1}")
-        return layer % self.n_layers
+        return _checks.layer(layer, self.n_layers, self.model.name)
 
     def check_position(self, pos: int) -> int:
         """Return ``pos`` if it is a token position (negative counts from the end), else raise."""
-        n = len(self)
-        if not isinstance(pos, int) or isinstance(pos, bool) or not -n <= pos < n:
-            raise ValueError(f"position {pos!r} is out of range: this trace has tokens 0..{n - 1}")
-        return pos % n
+        return _checks.index(pos, len(self), "position", "this trace has tokens")
 
     # -- activations ---------------------------------------------------------------------------
     def resid_pre(self, layer: int) -> Tensor:  # [pos, d_model]

@@ -41,7 +41,7 @@ test("token labels show whitespace and cut long tokens", () => {
   assert.equal(tokenLabel(12, " the"), "#12 “·the”");
   assert.equal(tokenLabel(0, "\n"), "#0 “↵”");
   assert.equal(tokenLabel(1, "<img src=x onerror=alert(1)>", 10), "#1 “<img·src=…”");
-  assert.equal(tokenLabel(2, undefined), "#2 “∅”");
+  assert.equal(tokenLabel(2, undefined), "#2 “⋯”");
 });
 
 test("range messages and checks", () => {

@@ -351,9 +351,10 @@ export class HeadPanel implements Panel {
       this.rightRows = [];
       const ids = this.ctx.model.get("token_ids") ?? [];
       const offsets = this.ctx.model.get("offsets") ?? [];
+      const bytes = this.ctx.model.get("token_bytes") ?? [];
       if (s) {
         for (let i = s.start; i < s.end; i++) {
-          const title = tokenTitle(i, ids[i], offsets[i]);
+          const title = tokenTitle(i, { id: ids[i], offset: offsets[i], bytes: bytes[i], text: String(tokens[i] ?? "") });
           for (const side of ["q", "k"] as const) {
             const row = el("div", "lw-hv-tok");
             row.dataset.index = String(i);

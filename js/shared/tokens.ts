@@ -29,29 +29,38 @@ function marker(ch: string): string | undefined {
     case "\u007f":
       return "␡";
   }
-  const code = ch.charCodeAt(0);
-  if (ch.length === 1 && code < 0x20) return String.fromCharCode(0x2400 + code); // ␀ ␁ …
+  const code = ch.codePointAt(0)!;
+  if (code < 0x20) return String.fromCharCode(0x2400 + code); // ␀ ␁ …
+  // Other controls, invisible format characters (zero-width space, joiners, bidi overrides and
+  // isolates, soft hyphen, BOM) and line/paragraph separators are named, never applied: a right-to-left
+  // override in model text must not reorder the page.
+  if (INVISIBLE.test(ch)) return `⟨U+${code.toString(16).toUpperCase().padStart(4, "0")}⟩`;
   return undefined;
 }
 
-/** Shown for a token that decodes to the empty string. */
-const EMPTY = "∅";
+const INVISIBLE = /^[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]$/u;
 
-/** The token with its whitespace made visible: " the" → "·the", "\n" → "↵", "\t" → "→". */
+/**
+ * Shown for a token whose text is "": it carries the rest of a character that an earlier token
+ * shows whole (a CJK character or an emoji split over byte-level tokens).
+ */
+export const CONTINUATION = "⋯";
+
+/** The token with its whitespace and invisible characters made visible: " the" → "·the", "\n" → "↵". */
 export function visibleText(token: string): string {
-  if (token === "") return EMPTY;
+  if (token === "") return CONTINUATION;
   let out = "";
   for (const ch of token) out += marker(ch) ?? ch;
   return out;
 }
 
 /**
- * Append a token's text to `parent`: ordinary characters as text nodes, whitespace as faint
- * markers in `<span class="lw-ws">` (so a leading space shows as a faint "·").
+ * Append a token's text to `parent`: ordinary characters as text nodes, whitespace and invisible
+ * characters as faint markers in `<span class="lw-ws">` (so a leading space shows as a faint "·").
  */
 export function appendVisibleToken(parent: HTMLElement, token: string): void {
   if (token === "") {
-    parent.appendChild(el("span", "lw-ws", EMPTY));
+    parent.appendChild(el("span", "lw-ws lw-cont", CONTINUATION));
     return;
   }
   let run = "";
@@ -73,20 +82,34 @@ export interface TokenStripOptions {
   /** Character offsets into the text ([0, 0] for special tokens). */
   offsets?: readonly (readonly number[])[];
   generated?: readonly boolean[];
+  /** Each token's bytes in hex ("e5 a4"), where the vocabulary is byte-level; "" otherwise. */
+  tokenBytes?: readonly string[];
   /** Index of the selected token, -1 for none. */
   selected?: number;
   /** Called with a token's index when it is clicked. */
   onSelect?: (index: number) => void;
 }
 
-/** The hover text of token i: "#i  id 1234  chars 3–11". */
-export function tokenTitle(i: number, id?: number, offset?: readonly number[], generated?: boolean): string {
+/** What a token's hover text says about it, beside its index. */
+export interface TokenInfo {
+  id?: number;
+  offset?: readonly number[];
+  generated?: boolean;
+  bytes?: string;
+  /** The token's text: "" marks a token carrying the rest of the character before it. */
+  text?: string;
+}
+
+/** The hover text of token i: "#i  id 1234  chars 3–11  bytes e5 a4". */
+export function tokenTitle(i: number, info: TokenInfo = {}): string {
   let title = `#${i}`;
-  if (id !== undefined) title += `  id ${id}`;
-  const start = offset?.[0];
-  const end = offset?.[1];
+  if (info.id !== undefined) title += `  id ${info.id}`;
+  const start = info.offset?.[0];
+  const end = info.offset?.[1];
   if (start !== undefined && end !== undefined) title += end > start ? `  chars ${start}–${end}` : "  special (no chars)";
-  if (generated) title += "  generated";
+  if (info.bytes) title += `  bytes ${info.bytes}`;
+  if (info.text === "") title += "  (the rest of the character before)";
+  if (info.generated) title += "  generated";
   return title;
 }
 
@@ -108,7 +131,13 @@ export function renderTokenStrip(
     span.dataset.index = String(i);
     span.dataset.testid = "token";
     appendVisibleToken(span, String(token));
-    span.title = tokenTitle(i, opts.tokenIds?.[i], opts.offsets?.[i], opts.generated?.[i]);
+    span.title = tokenTitle(i, {
+      id: opts.tokenIds?.[i],
+      offset: opts.offsets?.[i],
+      generated: opts.generated?.[i],
+      bytes: opts.tokenBytes?.[i],
+      text: String(token),
+    });
     if (opts.generated?.[i]) span.classList.add("lw-generated");
     if (opts.onSelect) {
       const onSelect = opts.onSelect;
@@ -139,6 +168,7 @@ export interface TokenTraits {
   tokens: string[];
   token_ids: number[];
   offsets: [number, number][];
+  token_bytes: string[];
   generated: boolean[];
   selected_token: number;
   model_name: string;
@@ -147,10 +177,11 @@ export interface TokenTraits {
 /** The strip options that come from a view's synced text traits (ids, offsets, generated flags). */
 export function textStripOptions<T extends TokenTraits>(model: {
   get<K extends keyof T>(key: K): T[K];
-}): Pick<TokenStripOptions, "tokenIds" | "offsets" | "generated"> {
+}): Pick<TokenStripOptions, "tokenIds" | "offsets" | "generated" | "tokenBytes"> {
   return {
     tokenIds: model.get("token_ids") ?? [],
     offsets: model.get("offsets") ?? [],
+    tokenBytes: model.get("token_bytes") ?? [],
     generated: model.get("generated") ?? [],
   };
 }
