@@ -141,6 +141,51 @@ def test_too_few_steps_warn_with_advice(llama):
         attribute(llama, TEXT, target=" Paris", n_steps=1, progress=False)
 
 
+def dense_trapezoid(model, text, target, n=65537, **kwargs):
+    """A dense uniform trapezoid reference (captum's rule weighs by 1/n; the trapezoid's is 1/(n-1))."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = attribute(model, text, target=target, n_steps=n, ig_rule="riemann_trapezoid", progress=False, **kwargs)
+    scores = res.scores * n / (n - 1)
+    f_diff = res.objective - res.baseline_objective
+    assert (scores.sum(-1) - f_diff).abs().max() < 0.02 * f_diff.abs().max(), "the reference itself is not converged"
+    return scores
+
+
+def test_default_ig_refines_until_complete_and_matches_a_dense_reference(llama):
+    # tiny-llama's pad baseline is its zero padding row: the integrand explodes near alpha = 0, which
+    # a uniform 32-step grid gets badly wrong. The default refines there until the gap is under 5 %.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the default must not warn
+        res = attribute(llama, TEXT, target=" Paris", progress=False)
+    assert float(res.completeness_gap[0]) < 0.05
+    assert 33 < res.ig_steps[0] <= lw.attribution.IG_MAX_STEPS
+    ref = dense_trapezoid(llama, TEXT, " Paris")
+    assert (res.scores - ref).abs().max() <= 0.05 * ref.abs().max()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        uniform = attribute(llama, TEXT, target=" Paris", n_steps=4097, ig_rule="riemann_trapezoid", progress=False)
+    assert float(uniform.completeness_gap[0]) > 0.5  # a uniform grid 40 times denser is still far off
+
+
+def test_default_ig_refines_each_row_of_a_generation_matrix_on_its_own(llama):
+    gen = llama.generate_trace("The capital of", max_new_tokens=3)
+    res = attribute(llama, gen, progress=False)
+    assert len(res.ig_steps) == 3 and (res.completeness_gap < 0.05).all()
+
+
+def test_adaptive_layer_ig_meets_completeness(llama):
+    res = attribute(llama, TEXT, target=" Paris", method="layer_integrated_gradients", layer=-1, progress=False)
+    assert res.settings["layer"] == 1 and float(res.completeness_gap[0]) < 0.05
+
+
+def test_fixed_steps_need_no_rule_and_a_rule_needs_fixed_steps(llama):
+    res = attribute(llama, TEXT, target=" Paris", n_steps=8, progress=False)
+    assert res.ig_steps == [8] and res.settings["ig_rule"] == "gausslegendre"
+    with pytest.raises(ValueError, match="needs a fixed n_steps"):
+        attribute(llama, TEXT, target=" Paris", ig_rule="riemann_left", progress=False)
+
+
 def test_generation_matrix_equals_per_token_captum(llama):
     gen = llama.generate_trace("The capital of", max_new_tokens=4)
     res = attribute(llama, gen, n_steps=8, progress=False)

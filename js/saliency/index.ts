@@ -22,6 +22,7 @@ interface SaliencyModel extends TokenTraits {
   selected_row: number;
   version: number;
   notice: string;
+  convergence: string;
 }
 
 /** What the kernel sent for one result. */
@@ -99,6 +100,10 @@ function render({ model, el: root }: RenderProps<SaliencyModel>): () => void {
   const normSelect = el("select");
   normSelect.dataset.testid = "normalize-select";
   fillSelect(normSelect, ["max_abs", "sum_abs", "none"], "max_abs");
+  normSelect.title =
+    "max_abs: each row divided by its largest |score| (the strongest token at full colour)\n" +
+    "sum_abs: each score as its share of the row's total |score| (a spread-out row stays pale)\n" +
+    "none: every row divided by the largest |score| of all rows (rows comparable)";
   const progress = el("span", "lw-loading");
   progress.dataset.testid = "progress";
   progress.hidden = true;
@@ -108,6 +113,8 @@ function render({ model, el: root }: RenderProps<SaliencyModel>): () => void {
 
   const notice = el("div", "lw-notice");
   notice.dataset.testid = "notice";
+  const convergence = el("div", "lw-muted");
+  convergence.dataset.testid = "convergence";
   const targets = el("div", "lw-targets");
   targets.dataset.testid = "targets";
   const overlay = el("div");
@@ -124,7 +131,7 @@ function render({ model, el: root }: RenderProps<SaliencyModel>): () => void {
   error.dataset.testid = "error";
   error.hidden = true;
   overlay.append(strip, detail);
-  root.append(header, controls, notice, error, targets, overlay, canvas, legend);
+  root.append(header, controls, convergence, notice, error, targets, overlay, canvas, legend);
 
   let shown: Shown | undefined;
   let spans: HTMLSpanElement[] = [];
@@ -142,6 +149,7 @@ function render({ model, el: root }: RenderProps<SaliencyModel>): () => void {
     const can = model.get("can_retarget");
     for (const c of retarget) c.hidden = !can;
     notice.textContent = model.get("notice") ?? "";
+    convergence.textContent = model.get("convergence") ?? "";
   }
 
   function renderStrip(): void {
@@ -361,6 +369,7 @@ function render({ model, el: root }: RenderProps<SaliencyModel>): () => void {
     ["change:contrast", renderHeader],
     ["change:candidates", renderHeader],
     ["change:notice", renderHeader],
+    ["change:convergence", renderHeader],
   ];
   for (const [event, handler] of handlers) model.on(event, handler);
 
