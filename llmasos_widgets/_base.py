@@ -44,9 +44,14 @@ def text_traits(trace: Trace) -> dict[str, Any]:
         "tokens": trace.tokens,
         "token_ids": trace.token_ids,
         "offsets": [list(o) for o in trace.offsets],
+        "token_bytes": [_hex(trace.model.token_bytes(i)) for i in trace.token_ids],
         "generated": trace.generated,
         "model_name": trace.model.name,
     }
+
+
+def _hex(raw: bytes | None) -> str:
+    return "" if raw is None else raw.hex(" ")
 
 
 class ViewBase(anywidget.AnyWidget):
@@ -55,6 +60,7 @@ class ViewBase(anywidget.AnyWidget):
     tokens = traitlets.List(traitlets.Unicode()).tag(sync=True)
     token_ids = traitlets.List(traitlets.Int()).tag(sync=True)
     offsets = traitlets.List(traitlets.List(traitlets.Int())).tag(sync=True)
+    token_bytes = traitlets.List(traitlets.Unicode()).tag(sync=True)  # hex, where the vocabulary is byte-level
     generated = traitlets.List(traitlets.Bool()).tag(sync=True)
     model_name = traitlets.Unicode("").tag(sync=True)
     selected_token = traitlets.Int(-1).tag(sync=True)
@@ -64,14 +70,22 @@ class ViewBase(anywidget.AnyWidget):
     text_optional = False  # True for a view that can be built before it has a text to show
 
     def __init__(self, trace: Trace | None, **kwargs: Any) -> None:
-        if not (isinstance(trace, Trace) or (trace is None and self.text_optional)):
-            raise ValueError(
-                f"{type(self).__name__} needs a Trace (from model.trace(text)), not {type(trace).__name__}"
-            )
+        self._check_trace(trace)
+        # traitlets only warns (DeprecationWarning) about a keyword that is no trait: a typo such as
+        # layr=3 must fail, naming itself.
+        unknown = sorted(set(kwargs) - set(self.trait_names()))
+        if unknown:
+            raise TypeError(f"{type(self).__name__}() got unexpected keyword argument(s): {', '.join(unknown)}")
         self.trace = trace  # before the traits: their validators check against it
         super().__init__(**{**(text_traits(trace) if trace is not None else {}), **kwargs})
         self._streams: dict[str, Reply] = {}
         self.on_msg(self._on_custom_msg)
+
+    @classmethod
+    def _check_trace(cls, trace: Any) -> None:
+        """Raise a ValueError unless ``trace`` is a Trace (or None for a view with ``text_optional``)."""
+        if not (isinstance(trace, Trace) or (trace is None and cls.text_optional)):
+            raise ValueError(f"{cls.__name__} needs a Trace (from model.trace(text)), not {type(trace).__name__}")
 
     def _show_text(self, trace: Trace) -> None:
         """Show another text (views with ``text_optional``): the selection is cleared."""

@@ -81,13 +81,14 @@ class AttentionView(ViewBase):
         max_tokens: int = 8192,
         **kwargs: Any,
     ) -> None:
-        if isinstance(trace, Trace) and len(trace) > max_tokens:
+        self._check_trace(trace)
+        if len(trace) > max_tokens:
             raise ValueError(
                 f"this trace has {len(trace)} tokens; AttentionView computes each head's T x T pattern in "
                 f"turn and accepts up to max_tokens={max_tokens} ({max_tokens**2 * 4 / 2**20:.0f} MB a head). "
                 "Trace a shorter text, or raise max_tokens if you have the memory."
             )
-        self.index = AttentionIndex(trace, rollout_limit=rollout_limit) if isinstance(trace, Trace) else None
+        self.index = AttentionIndex(trace, rollout_limit=rollout_limit)
         super().__init__(
             trace,
             n_layers=trace.n_layers,
@@ -97,7 +98,7 @@ class AttentionView(ViewBase):
             **kwargs,
         )
         if layer is not None:
-            self.selected_layer = layer
+            self.selected_layer = self.trace.check_layer(layer)
         if head is not None:
             self.selected_head = head
             self.heads = [self.selected_head]

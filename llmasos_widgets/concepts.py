@@ -33,6 +33,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from . import _checks
+
 if TYPE_CHECKING:
     from .models import LanguageModel
 
@@ -115,12 +117,7 @@ _CACHE: WeakKeyDictionary[Any, dict[tuple[str, int, str], Tensor]] = WeakKeyDict
 def _check_layers(model: LanguageModel, layers: Any) -> list[int]:
     single = isinstance(layers, int) and not isinstance(layers, bool)
     items = [layers] if single else list(layers) if isinstance(layers, Iterable) else [layers]
-    n = model.n_layers
-    out = []
-    for layer in items:
-        if not isinstance(layer, int) or isinstance(layer, bool) or not -n <= layer < n:
-            raise ValueError(f"layer {layer!r} is out of range: {model.name} has layers 0..{n - 1}")
-        out.append(layer % n)
+    out = [_checks.layer(layer, model.n_layers, model.name) for layer in items]
     if not out:
         raise ValueError("give at least one layer")
     if len(set(out)) != len(out):

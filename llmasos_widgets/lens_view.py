@@ -45,11 +45,12 @@ class LensView(ViewBase):
     def __init__(
         self, trace: Trace, *, k: int = 10, layer: int | None = None, token: int | None = None, **kwargs: Any
     ) -> None:
-        if isinstance(trace, Trace) and trace.model.adapter.unembed() is None:
+        self._check_trace(trace)
+        if trace.model.adapter.unembed() is None:
             raise ValueError(f"{trace.model.name} has no language-model head: the logit lens needs one")
-        super().__init__(trace, n_layers=trace.n_layers if isinstance(trace, Trace) else 0, k=k, **kwargs)
+        super().__init__(trace, n_layers=trace.n_layers, k=k, **kwargs)
         if layer is not None:
-            self.selected_layer = layer
+            self.selected_layer = self.trace.check_layer(layer)
         if token is not None:
             self.selected_token = token
 

@@ -73,11 +73,11 @@ class NeuronView(ViewBase):
         k: int = 20,
         **kwargs: Any,
     ) -> None:
+        self._check_trace(trace)
         if index is not None:
             if not isinstance(index, NeuronIndex):
                 raise ValueError(f"index must be a NeuronIndex, not {type(index).__name__}")
-            if isinstance(trace, Trace):
-                index.check_model(trace.model)
+            index.check_model(trace.model)
         self.index = index
         super().__init__(
             trace,
@@ -89,7 +89,7 @@ class NeuronView(ViewBase):
         )
         if layer is None:
             layer = index.layers[0] if index is not None else trace.n_layers // 2
-        self.selected_layer = layer
+        self.selected_layer = self.trace.check_layer(layer)
         if neuron is not None:
             self.selected_neuron = neuron
         if token is not None:

@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from . import _checks
 from .trace import Trace
 
 if TYPE_CHECKING:
@@ -61,13 +62,6 @@ def check_neuron(model: LanguageModel, neuron: int) -> int:
     return neuron
 
 
-def _check_layer(model: LanguageModel, layer: int) -> int:
-    n = model.n_layers
-    if not isinstance(layer, int) or isinstance(layer, bool) or not 0 <= layer < n:
-        raise ValueError(f"layer {layer!r} is out of range: {model.name} has layers 0..{n - 1}")
-    return layer
-
-
 def neuron_output_weights(model: LanguageModel, layer: int) -> Tensor:  # [neuron, d_model]
     """Each neuron's output weights in ``layer``: what it adds to the residual stream per unit of activation.
 
@@ -78,7 +72,7 @@ def neuron_output_weights(model: LanguageModel, layer: int) -> Tensor:  # [neuro
     torch.Size([128, 64])
 
     """
-    proj = model.adapter.mlp_out(_check_layer(model, layer))
+    proj = model.adapter.mlp_out(_checks.layer(layer, model.n_layers, model.name))
     weight = proj.weight.detach()
     # nn.Linear stores [out, in]; GPT-2's Conv1D stores [in, out].
     return weight if type(proj).__name__ == "Conv1D" else weight.T
@@ -692,7 +686,7 @@ def _build(
         raise ValueError("texts must be a list of str (e.g. lw.sample_texts()), not a single str")
     if len(texts) == 0:
         raise ValueError("the corpus is empty: give at least one text")
-    layers = sorted({_check_layer(model, layer) for layer in layers}) if layers else []
+    layers = sorted({_checks.layer(layer, model.n_layers, model.name) for layer in layers}) if layers else []
     if not layers:
         raise ValueError(f"give at least one layer to index: {model.name} has layers 0..{model.n_layers - 1}")
     if not isinstance(top_k, int) or not 1 <= top_k <= 1000:

@@ -4,19 +4,19 @@ export const attentionCss = `
 .lw-attention .lw-header { display: flex; flex-wrap: wrap; gap: 0 6px; align-items: baseline; }
 .lw-attention .lw-progress { margin-left: 6px; font-variant-numeric: tabular-nums; }
 .lw-attention .lw-progress[data-state="error"] { color: var(--lw-error); }
-.lw-strip-box { margin-bottom: 6px; max-height: 16em; overflow-y: auto; }
-.lw-strip-box.lw-scroll {
+.lw-attention .lw-strip-box { margin-bottom: 6px; max-height: 16em; overflow-y: auto; }
+.lw-attention .lw-strip-box.lw-scroll {
   max-height: 9em;
   overflow-y: auto;
   border: 1px solid var(--lw-border);
   border-radius: 4px;
 }
-.lw-toolbar { display: flex; flex-wrap: wrap; gap: 6px 12px; align-items: center; margin: 6px 0 4px; }
-.lw-toolbar label { display: inline-flex; gap: 4px; align-items: center; color: var(--lw-fg-muted); }
-.lw-group { display: inline-flex; }
-.lw-group > button { border-radius: 0; margin-left: -1px; }
-.lw-group > button:first-child { border-radius: 4px 0 0 4px; margin-left: 0; }
-.lw-group > button:last-child { border-radius: 0 4px 4px 0; }
+.lw-attention .lw-toolbar { display: flex; flex-wrap: wrap; gap: 6px 12px; align-items: center; margin: 6px 0 4px; }
+.lw-attention .lw-toolbar label { display: inline-flex; gap: 4px; align-items: center; color: var(--lw-fg-muted); }
+.lw-attention .lw-group { display: inline-flex; }
+.lw-attention .lw-group > button { border-radius: 0; margin-left: -1px; }
+.lw-attention .lw-group > button:first-child { border-radius: 4px 0 0 4px; margin-left: 0; }
+.lw-attention .lw-group > button:last-child { border-radius: 0 4px 4px 0; }
 .lw-attention button, .lw-attention select {
   font: inherit;
   color: inherit;
@@ -38,16 +38,16 @@ export const attentionCss = `
   position: relative;
 }
 .lw-attention button:focus-visible, .lw-attention select:focus-visible { outline: 2px solid var(--lw-accent); outline-offset: 1px; }
-.lw-help { font-size: 12px; margin-bottom: 6px; }
-.lw-panel { position: relative; min-height: 2em; }
-.lw-panel[hidden] { display: none; }
-.lw-panel > .lw-error { margin: 4px 0; }
-.lw-panel-title { font-weight: 600; margin: 2px 0 4px; }
-.lw-legend { font-size: 12px; margin: 2px 0 6px; }
-.lw-grid-wrap { position: relative; }
-.lw-grid, .lw-grid-overlay { position: absolute; left: 0; top: 0; }
-.lw-grid-overlay { pointer-events: none; }
-.lw-tooltip {
+.lw-attention .lw-help { font-size: 12px; margin-bottom: 6px; }
+.lw-attention .lw-panel { position: relative; min-height: 2em; }
+.lw-attention .lw-panel[hidden] { display: none; }
+.lw-attention .lw-panel > .lw-error { margin: 4px 0; }
+.lw-attention .lw-panel-title { font-weight: 600; margin: 2px 0 4px; }
+.lw-attention .lw-legend { font-size: 12px; margin: 2px 0 6px; }
+.lw-attention .lw-grid-wrap { position: relative; }
+.lw-attention .lw-grid, .lw-attention .lw-grid-overlay { position: absolute; left: 0; top: 0; }
+.lw-attention .lw-grid-overlay { pointer-events: none; }
+.lw-attention .lw-tooltip {
   position: absolute;
   z-index: 10;
   pointer-events: none;
@@ -61,18 +61,18 @@ export const attentionCss = `
   white-space: pre;
   box-shadow: 0 2px 6px rgba(0, 0, 0, 0.18);
 }
-.lw-tooltip[hidden] { display: none; }
-.lw-ov-body { display: flex; flex-wrap: wrap; gap: 8px 16px; align-items: flex-start; }
-.lw-ov-side { width: 230px; flex: none; position: sticky; top: 4px; }
-.lw-sharp { display: flex; flex-direction: column; align-items: flex-start; gap: 3px; margin: 8px 0 4px; font-size: 12px; }
-.lw-sharp[hidden] { display: none; }
-.lw-chips { display: flex; flex-wrap: wrap; gap: 4px; align-items: center; margin: 2px 0 6px; }
+.lw-attention .lw-tooltip[hidden] { display: none; }
+.lw-attention .lw-ov-body { display: flex; flex-wrap: wrap; gap: 8px 16px; align-items: flex-start; }
+.lw-attention .lw-ov-side { width: 230px; flex: none; position: sticky; top: 4px; }
+.lw-attention .lw-sharp { display: flex; flex-direction: column; align-items: flex-start; gap: 3px; margin: 8px 0 4px; font-size: 12px; }
+.lw-attention .lw-sharp[hidden] { display: none; }
+.lw-attention .lw-chips { display: flex; flex-wrap: wrap; gap: 4px; align-items: center; margin: 2px 0 6px; }
 .lw-attention .lw-chip { font-family: var(--lw-mono); font-size: 12px; padding: 0 6px; }
-.lw-hv-nav { display: flex; gap: 8px; align-items: center; margin: 2px 0 4px; }
-.lw-hv-nav[hidden] { display: none; }
-.lw-hv-body { display: grid; grid-template-columns: minmax(110px, 220px) 180px minmax(110px, 220px); align-items: start; }
-.lw-hv-col { font-family: var(--lw-mono); min-width: 0; }
-.lw-hv-tok {
+.lw-attention .lw-hv-nav { display: flex; gap: 8px; align-items: center; margin: 2px 0 4px; }
+.lw-attention .lw-hv-nav[hidden] { display: none; }
+.lw-attention .lw-hv-body { display: grid; grid-template-columns: minmax(110px, 220px) 180px minmax(110px, 220px); align-items: start; }
+.lw-attention .lw-hv-col { font-family: var(--lw-mono); min-width: 0; }
+.lw-attention .lw-hv-tok {
   display: flex;
   gap: 6px;
   align-items: center;
@@ -84,16 +84,16 @@ export const attentionCss = `
   cursor: pointer;
   overflow: hidden;
 }
-.lw-hv-left .lw-hv-tok { justify-content: flex-end; }
-.lw-hv-text { overflow: hidden; text-overflow: ellipsis; }
-.lw-hv-idx { color: var(--lw-fg-muted); font-size: 10px; flex: none; }
-.lw-hv-tok:hover { outline: 1px solid var(--lw-border); }
-.lw-hv-tok.lw-selected { outline: 2px solid var(--lw-accent); outline-offset: -2px; }
-.lw-hv-info { min-height: 1.5em; margin-top: 4px; font-size: 12px; white-space: pre-wrap; }
-.lw-mx-bar { display: flex; gap: 8px; align-items: center; margin: 2px 0 4px; font-size: 12px; }
-.lw-mx-grid { display: grid; grid-template-columns: 130px 480px; grid-template-rows: 96px 480px; }
-.lw-mx-corner { font-size: 11px; align-self: end; padding: 0 4px 4px 0; text-align: right; }
-.lw-mx-plot { position: relative; width: 480px; height: 480px; }
-.lw-mx-canvas { display: block; cursor: crosshair; touch-action: none; }
-.lw-legend-bar { display: inline-block; width: 120px; height: 10px; vertical-align: middle; border: 1px solid var(--lw-border); }
+.lw-attention .lw-hv-left .lw-hv-tok { justify-content: flex-end; }
+.lw-attention .lw-hv-text { overflow: hidden; text-overflow: ellipsis; }
+.lw-attention .lw-hv-idx { color: var(--lw-fg-muted); font-size: 10px; flex: none; }
+.lw-attention .lw-hv-tok:hover { outline: 1px solid var(--lw-border); }
+.lw-attention .lw-hv-tok.lw-selected { outline: 2px solid var(--lw-accent); outline-offset: -2px; }
+.lw-attention .lw-hv-info { min-height: 1.5em; margin-top: 4px; font-size: 12px; white-space: pre-wrap; }
+.lw-attention .lw-mx-bar { display: flex; gap: 8px; align-items: center; margin: 2px 0 4px; font-size: 12px; }
+.lw-attention .lw-mx-grid { display: grid; grid-template-columns: 130px 480px; grid-template-rows: 96px 480px; }
+.lw-attention .lw-mx-corner { font-size: 11px; align-self: end; padding: 0 4px 4px 0; text-align: right; }
+.lw-attention .lw-mx-plot { position: relative; width: 480px; height: 480px; }
+.lw-attention .lw-mx-canvas { display: block; cursor: crosshair; touch-action: none; }
+.lw-attention .lw-legend-bar { display: inline-block; width: 120px; height: 10px; vertical-align: middle; border: 1px solid var(--lw-border); }
 `;

@@ -33,11 +33,9 @@ const css = `
 .lw-lens .lw-nav { display: flex; gap: 8px; align-items: center; margin-top: 6px; }
 .lw-lens button { font: inherit; color: inherit; background: var(--lw-tint); border: 1px solid var(--lw-border); border-radius: 4px; }
 .lw-lens .lw-topk { margin-top: 8px; max-width: 480px; }
-.lw-topk-row { display: grid; grid-template-columns: 2em minmax(6em, 12em) minmax(60px, 1fr) 5.5em; column-gap: 8px; align-items: center; }
-.lw-topk-row .lw-tok { font-family: var(--lw-mono); white-space: pre; overflow: hidden; text-overflow: ellipsis; }
-.lw-topk-row .lw-prob { text-align: right; font-variant-numeric: tabular-nums; }
-.lw-bar-track { height: 0.8em; background: var(--lw-tint); border-radius: 2px; overflow: hidden; }
-.lw-bar { height: 100%; background: var(--lw-accent); opacity: 0.75; }
+.lw-lens .lw-topk-row { display: grid; grid-template-columns: 2em minmax(6em, 12em) minmax(60px, 1fr) 5.5em; column-gap: 8px; align-items: center; }
+.lw-lens .lw-topk-row .lw-tok { font-family: var(--lw-mono); white-space: pre; overflow: hidden; text-overflow: ellipsis; }
+.lw-lens .lw-topk-row .lw-prob { text-align: right; font-variant-numeric: tabular-nums; }
 `;
 
 function intOr(v: unknown, fallback: number): number {

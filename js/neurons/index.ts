@@ -45,31 +45,28 @@ const css = `
 .lw-neurons button:hover { background: var(--lw-tint-strong); cursor: pointer; }
 .lw-neurons .lw-body { display: grid; grid-template-columns: minmax(220px, 320px) minmax(0, 1fr); gap: 14px; margin-top: 8px; }
 .lw-neurons h4 { margin: 0 0 4px 0; font-size: 1em; font-weight: 600; }
-.lw-neuron-row {
+.lw-neurons .lw-neuron-row {
   display: grid; grid-template-columns: 4.5em minmax(50px, 1fr) 5em; column-gap: 6px; align-items: center;
   padding: 1px 4px; border-radius: 3px; cursor: pointer; font-variant-numeric: tabular-nums;
 }
-.lw-neuron-row:hover { background: var(--lw-tint); }
-.lw-neuron-row.lw-selected { background: var(--lw-selected-tint); outline: 1px solid var(--lw-accent); }
-.lw-neuron-row .lw-value { text-align: right; }
-.lw-bar-track { height: 0.8em; background: var(--lw-tint); border-radius: 2px; overflow: hidden; }
-.lw-bar { height: 100%; background: var(--lw-accent); opacity: 0.75; }
-.lw-bar.lw-neg { background: #2a6edc; }
-.lw-overlay { font-family: var(--lw-mono); line-height: 1.9; margin-bottom: 8px; }
-.lw-overlay .lw-token { cursor: default; }
-.lw-hist { display: flex; align-items: flex-end; gap: 1px; height: 48px; margin: 4px 0 0 0; max-width: 360px; }
-.lw-hist-bar { flex: 1; background: var(--lw-accent); opacity: 0.7; min-height: 1px; }
-.lw-hist-axis { display: flex; justify-content: space-between; max-width: 360px; color: var(--lw-fg-muted); font-size: 0.9em; }
-.lw-vocab { display: grid; grid-template-columns: 1fr 1fr; gap: 12px; margin-top: 8px; max-width: 520px; }
-.lw-vocab-row { display: flex; justify-content: space-between; gap: 8px; font-variant-numeric: tabular-nums; }
-.lw-vocab-row .lw-tok { font-family: var(--lw-mono); white-space: pre; overflow: hidden; text-overflow: ellipsis; }
-.lw-example { font-family: var(--lw-mono); margin: 2px 0; }
-.lw-example .lw-peak { outline: 2px solid var(--lw-fg); }
-.lw-example .lw-act { color: var(--lw-fg-muted); margin-right: 8px; font-family: inherit; }
-.lw-search { margin-top: 10px; }
-.lw-search-result { cursor: pointer; padding: 1px 4px; border-radius: 3px; }
-.lw-search-result:hover { background: var(--lw-tint); }
-.lw-muted { color: var(--lw-fg-muted); }
+.lw-neurons .lw-neuron-row:hover { background: var(--lw-tint); }
+.lw-neurons .lw-neuron-row.lw-selected { background: var(--lw-selected-tint); outline: 1px solid var(--lw-accent); }
+.lw-neurons .lw-neuron-row .lw-value { text-align: right; }
+.lw-neurons .lw-bar.lw-neg { background: #2a6edc; }
+.lw-neurons .lw-overlay { font-family: var(--lw-mono); line-height: 1.9; margin-bottom: 8px; }
+.lw-neurons .lw-overlay .lw-token { cursor: default; }
+.lw-neurons .lw-hist { display: flex; align-items: flex-end; gap: 1px; height: 48px; margin: 4px 0 0 0; max-width: 360px; }
+.lw-neurons .lw-hist-bar { flex: 1; background: var(--lw-accent); opacity: 0.7; min-height: 1px; }
+.lw-neurons .lw-hist-axis { display: flex; justify-content: space-between; max-width: 360px; color: var(--lw-fg-muted); font-size: 0.9em; }
+.lw-neurons .lw-vocab { display: grid; grid-template-columns: 1fr 1fr; gap: 12px; margin-top: 8px; max-width: 520px; }
+.lw-neurons .lw-vocab-row { display: flex; justify-content: space-between; gap: 8px; font-variant-numeric: tabular-nums; }
+.lw-neurons .lw-vocab-row .lw-tok { font-family: var(--lw-mono); white-space: pre; overflow: hidden; text-overflow: ellipsis; }
+.lw-neurons .lw-example { font-family: var(--lw-mono); margin: 2px 0; }
+.lw-neurons .lw-example .lw-peak { outline: 2px solid var(--lw-fg); }
+.lw-neurons .lw-example .lw-act { color: var(--lw-fg-muted); margin-right: 8px; font-family: inherit; }
+.lw-neurons .lw-search { margin-top: 10px; }
+.lw-neurons .lw-search-result { cursor: pointer; padding: 1px 4px; border-radius: 3px; }
+.lw-neurons .lw-search-result:hover { background: var(--lw-tint); }
 `;
 
 function intOr(v: unknown, fallback: number): number {

@@ -14,10 +14,15 @@ test("none divides by the global max so rows stay comparable", () => {
   assert.deepEqual(Array.from(out), [0.25, -0.5]);
 });
 
-test("sum_abs keeps proportions and shows the largest at full colour", () => {
-  const out = normalizeRow([1, -3], "sum_abs", 0);
-  assert.ok(Math.abs(out[0]! - 1 / 3) < 1e-6);
-  assert.equal(out[1], -1);
+test("sum_abs gives each token's share of the row's whole |attribution|, unlike max_abs", () => {
+  const row = [1, -3, 4, NaN];
+  const share = normalizeRow(row, "sum_abs", 0);
+  assert.deepEqual(Array.from(share.slice(0, 3)), [0.125, -0.375, 0.5]);
+  assert.ok(Number.isNaN(share[3]!));
+  const sumAbs = Math.abs(share[0]!) + Math.abs(share[1]!) + Math.abs(share[2]!);
+  assert.ok(Math.abs(sumAbs - 1) < 1e-6);
+  const peak = normalizeRow(row, "max_abs", 0);
+  assert.deepEqual(Array.from(peak.slice(0, 3)), [0.25, -0.75, 1]);
 });
 
 test("colours: red positive, blue negative, nothing for NaN; maxAbs skips non-finite", () => {

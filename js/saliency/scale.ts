@@ -4,7 +4,12 @@ export type Normalization = "max_abs" | "sum_abs" | "none";
 
 /**
  * Scale one row of scores for display. Non-finite scores stay NaN (they are drawn hatched, never
- * coloured as if they were numbers). "none" divides by `globalMaxAbs` so rows stay comparable.
+ * coloured as if they were numbers).
+ * - "max_abs": divided by the row's largest |score|, so the strongest token is at full colour.
+ * - "sum_abs": divided by the row's Σ|score|, so each value is that token's share of the row's whole
+ *   attribution (|values| sum to 1): a row spread over many tokens stays pale, a concentrated one is
+ *   strong. Equal to Attribution.normalized("sum_abs") in Python.
+ * - "none": divided by `globalMaxAbs`, the largest |score| of every row, so rows stay comparable.
  */
 export function normalizeRow(row: ArrayLike<number>, how: Normalization, globalMaxAbs: number): Float32Array {
   const out = new Float32Array(row.length);
@@ -16,16 +21,9 @@ export function normalizeRow(row: ArrayLike<number>, how: Normalization, globalM
     else if (how === "max_abs") denom = Math.max(denom, Math.abs(v));
   }
   if (how === "none") denom = globalMaxAbs;
-  // A row summed to one is small per token: stretch it by its own max so colours stay visible.
-  let stretch = 1;
-  if (how === "sum_abs" && denom > 0) {
-    let m = 0;
-    for (let i = 0; i < row.length; i++) if (Number.isFinite(row[i]!)) m = Math.max(m, Math.abs(row[i]!) / denom);
-    stretch = m > 0 ? 1 / m : 1;
-  }
   for (let i = 0; i < row.length; i++) {
     const v = row[i]!;
-    out[i] = Number.isFinite(v) ? (denom > 0 ? (v / denom) * stretch : 0) : NaN;
+    out[i] = Number.isFinite(v) ? (denom > 0 ? v / denom : 0) : NaN;
   }
   return out;
 }

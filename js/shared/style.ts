@@ -1,5 +1,6 @@
-// CSS shared by every view, scoped under .lw-root. Colours come from JupyterLab's theme variables
-// (then VS Code's), with light fallbacks; tints are translucent so they read on light and dark.
+// CSS shared by every view, scoped under .lw-root with :where() so that it weighs as one class and a
+// view's own rules (prefixed with its class, e.g. .lw-lens) always win, whichever view's sheet came last.
+// Colours come from JupyterLab's theme variables (then VS Code's), with light fallbacks; tints are translucent so they read on light and dark.
 
 export const sharedCss = `
 .lw-root {
@@ -21,17 +22,17 @@ export const sharedCss = `
   padding: 4px 0;
 }
 .lw-root *, .lw-root *::before, .lw-root *::after { box-sizing: border-box; }
-.lw-header { color: var(--lw-fg-muted); margin-bottom: 6px; }
-.lw-header .lw-model { color: var(--lw-fg); font-weight: 600; }
-.lw-strip {
+:where(.lw-root) .lw-header { color: var(--lw-fg-muted); margin-bottom: 6px; }
+:where(.lw-root) .lw-header .lw-model { color: var(--lw-fg); font-weight: 600; }
+:where(.lw-root) .lw-strip {
   font-family: var(--lw-mono);
   line-height: 1.9;
   outline: none;
   border-radius: 4px;
   padding: 2px;
 }
-.lw-strip:focus-visible { box-shadow: 0 0 0 2px var(--lw-accent); }
-.lw-token {
+:where(.lw-root) .lw-strip:focus-visible { box-shadow: 0 0 0 2px var(--lw-accent); }
+:where(.lw-root) .lw-token {
   display: inline-block;
   white-space: pre;
   padding: 0 3px;
@@ -43,24 +44,29 @@ export const sharedCss = `
   outline-offset: -1px;
   cursor: pointer;
   user-select: none;
+  unicode-bidi: isolate; /* a right-to-left token never reorders its neighbours */
 }
-.lw-token:hover { background: var(--lw-tint-strong); }
-.lw-token.lw-generated {
+:where(.lw-root) .lw-token:hover { background: var(--lw-tint-strong); }
+:where(.lw-root) .lw-token.lw-generated {
   background: var(--lw-generated-tint);
   text-decoration: underline;
   text-decoration-color: var(--lw-generated);
   text-decoration-thickness: 2px;
   text-underline-offset: 3px;
 }
-.lw-token.lw-selected {
+:where(.lw-root) .lw-token.lw-selected {
   outline-color: var(--lw-accent);
   background: var(--lw-selected-tint);
 }
-.lw-ws { opacity: 0.45; }
-.lw-empty { color: var(--lw-fg-muted); font-style: italic; }
-.lw-hint { color: var(--lw-fg-muted); }
-.lw-loading { color: var(--lw-fg-muted); }
-.lw-loading::after {
+:where(.lw-root) .lw-ws { opacity: 0.45; }
+:where(.lw-root) .lw-muted { color: var(--lw-fg-muted); }
+:where(.lw-root) .lw-mono { font-family: var(--lw-mono); }
+:where(.lw-root) .lw-bar-track { height: 0.8em; background: var(--lw-tint); border-radius: 2px; overflow: hidden; }
+:where(.lw-root) .lw-bar { height: 100%; background: var(--lw-accent); opacity: 0.75; }
+:where(.lw-root) .lw-empty { color: var(--lw-fg-muted); font-style: italic; }
+:where(.lw-root) .lw-hint { color: var(--lw-fg-muted); }
+:where(.lw-root) .lw-loading { color: var(--lw-fg-muted); }
+:where(.lw-root) .lw-loading::after {
   content: "";
   display: inline-block;
   width: 0.8em;
@@ -76,7 +82,7 @@ export const sharedCss = `
 }
 @keyframes lw-spin { to { transform: rotate(360deg); } }
 @media (prefers-reduced-motion: reduce) { .lw-loading::after { animation: none; } }
-.lw-error {
+:where(.lw-root) .lw-error {
   color: var(--lw-error);
   background: rgba(211, 47, 47, 0.08);
   border: 1px solid var(--lw-error);

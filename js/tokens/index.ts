@@ -13,28 +13,26 @@ interface TokensModel extends TokenTraits {
 
 const css = `
 .lw-tokens .lw-strip { margin-bottom: 10px; }
-.lw-predictions { min-height: 1.5em; max-width: 640px; }
-.lw-pred-title { margin-bottom: 4px; }
-.lw-pred-title .lw-quote { font-family: var(--lw-mono); white-space: pre; }
-.lw-pred-row {
+.lw-tokens .lw-predictions { min-height: 1.5em; max-width: 640px; }
+.lw-tokens .lw-pred-title { margin-bottom: 4px; }
+.lw-tokens .lw-pred-title .lw-quote { font-family: var(--lw-mono); white-space: pre; }
+.lw-tokens .lw-pred-row {
   display: grid;
   grid-template-columns: 2.2em minmax(6em, 14em) minmax(60px, 1fr) 5.5em;
   align-items: center;
   column-gap: 8px;
   padding: 1px 0;
 }
-.lw-pred-row .lw-rank { color: var(--lw-fg-muted); text-align: right; font-variant-numeric: tabular-nums; }
-.lw-pred-row .lw-pred-token {
+.lw-tokens .lw-pred-row .lw-rank { color: var(--lw-fg-muted); text-align: right; font-variant-numeric: tabular-nums; }
+.lw-tokens .lw-pred-row .lw-pred-token {
   font-family: var(--lw-mono);
   white-space: pre;
   overflow: hidden;
   text-overflow: ellipsis;
 }
-.lw-pred-row.lw-actual .lw-pred-token { font-weight: 700; }
-.lw-pred-row.lw-actual .lw-pred-token::after { content: " ✓"; color: var(--lw-accent); }
-.lw-bar-track { height: 0.8em; background: var(--lw-tint); border-radius: 2px; overflow: hidden; }
-.lw-bar { height: 100%; background: var(--lw-accent); opacity: 0.75; }
-.lw-pred-row .lw-prob { text-align: right; font-variant-numeric: tabular-nums; }
+.lw-tokens .lw-pred-row.lw-actual .lw-pred-token { font-weight: 700; }
+.lw-tokens .lw-pred-row.lw-actual .lw-pred-token::after { content: " ✓"; color: var(--lw-accent); }
+.lw-tokens .lw-pred-row .lw-prob { text-align: right; font-variant-numeric: tabular-nums; }
 `;
 
 function percent(p: number): string {
