@@ -12,7 +12,7 @@ pytestmark = pytest.mark.browser
 
 CELLS = [
     "import llmasos_widgets as lw\nmodel = lw.load_model('smollm2-135m')",
-    "res = lw.attribute(model, 'The capital of France is', target=' Paris', n_steps=16, progress=False)\n"
+    "res = lw.attribute(model, 'The capital of France is', target=' Paris', progress=False)\n"
     "view = lw.SaliencyView(res)\nview",
 ]
 
@@ -31,6 +31,11 @@ def test_pick_another_target_recomputes_the_overlay_and_the_kernel_state(noteboo
     expect(overlay).to_have_attribute("data-state", "ready", timeout=120_000)
     expect(overlay).to_have_attribute("data-target", " Paris")
     before = scores(page)
+    # The default integrated gradients converged, and the view says with how many points.
+    convergence = page.locator('[data-testid="convergence"]')
+    steps, gap = nb.kernel_exec("print(res.ig_steps[0], f'{float(res.completeness_gap[0]):.2%}')").split()
+    expect(convergence).to_have_text(f"integrated gradients: {steps} path points, completeness gap {gap} (adaptive)")
+    assert float(gap.rstrip("%")) < 5 and page.locator('[data-testid="notice"]').text_content() == ""
     kernel = [float(v) for v in nb.kernel_exec("print(*view.result.scores[0].tolist())").split()]
     assert before == pytest.approx(kernel, abs=1e-6)  # the overlay shows the kernel's numbers
     options = page.locator('[data-testid="target-select"] option')
