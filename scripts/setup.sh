@@ -14,10 +14,11 @@ PY=.venv/bin/python
 # A plain `torch` requirement can pull a CUDA build of several GB: pin the CPU build first.
 "$PY" -m pip install --quiet torch==2.13.0
 
-# chromium drives the browser tests; fonts-noto-cjk lets it draw Chinese and Japanese tokens.
+# chromium drives the browser tests; the Noto CJK and colour emoji fonts let it draw every token.
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 dpkg -s fonts-noto-cjk >/dev/null 2>&1 || missing+=(fonts-noto-cjk)
+dpkg -s fonts-noto-color-emoji >/dev/null 2>&1 || missing+=(fonts-noto-color-emoji)
 if [ ${#missing[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
