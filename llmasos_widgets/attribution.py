@@ -259,6 +259,7 @@ def attribute(
     baseline: str | int = "pad",
     n_steps: int | None = None,
     ig_rule: str | None = None,
+    max_steps: int = 1025,
     internal_batch_size: int | None = None,
     layer: int | None = None,
     n_samples: int = 25,
@@ -293,8 +294,11 @@ def attribute(
     n_steps : int, optional
         Integrated-gradients steps. Default (None): adaptive, until the completeness gap is under
         5 % (the trapezoid rule on a grid of 33 points refined where its error is, at most
-        ``IG_MAX_STEPS`` points per row; ``ig_steps`` on the result says how many each row used). An
+        ``max_steps`` points per row; ``ig_steps`` on the result says how many each row used). An
         int runs exactly that many steps with ``ig_rule``, as captum does.
+    max_steps : int
+        The adaptive rule's cap on points per row (at least 33). Past it the result warns that its
+        scores do not add up. Time grows with the points: long prompts may need a few thousand.
     ig_rule : str, optional
         Integration rule (captum's ``method``) for a fixed ``n_steps``: ``"gausslegendre"`` (default)
         or a Riemann rule.
@@ -342,6 +346,8 @@ def attribute(
             f"ig_rule={ig_rule!r} needs a fixed n_steps: the adaptive default (n_steps=None) refines its own "
             "trapezoid grid"
         )
+    if not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < IG_START_STEPS:
+        raise ValueError(f"max_steps must be an int >= {IG_START_STEPS} (the adaptive first grid), got {max_steps!r}")
     if n_steps is not None:
         ig_rule = "gausslegendre" if ig_rule is None else ig_rule
         if ig_rule not in IG_RULES:
@@ -363,6 +369,7 @@ def attribute(
         baseline=baseline,
         n_steps=n_steps,
         ig_rule=ig_rule,
+        max_steps=max_steps,
         internal_batch_size=internal_batch_size,
         layer=layer,
         n_samples=n_samples,
@@ -382,7 +389,9 @@ def attribute(
         x = embed(ids).detach()  # [pos, d_model]
         b = _baseline(model, baseline, x, problem.n_interp)  # [n_interp, d_model]
         if method in GRADIENT_METHODS:
-            res = _gradient(model, problem, method, x, b, n_steps, ig_rule, internal_batch_size, layer, progress)
+            res = _gradient(
+                model, problem, method, x, b, n_steps, ig_rule, max_steps, internal_batch_size, layer, progress
+            )
         else:
             res = _perturbation(model, problem, method, x, b, n_samples, perturbations_per_eval, seed, progress)
     scores, objective, delta, f_base, ig_steps = res
@@ -439,8 +448,8 @@ def ig_shortfall(res: Attribution) -> str:
     steps = res.ig_steps[worst]
     if res.settings["n_steps"] is None:
         advice = (
-            f"the adaptive rule stopped at its cap of {IG_MAX_STEPS} points: the scores do not add up to the "
-            "change in the objective; try baseline='mean' or another target"
+            f"the adaptive rule stopped at its cap of max_steps={res.settings['max_steps']} points: the scores do "
+            "not add up to the change in the objective; raise max_steps (long prompts may need a few thousand)"
         )
     else:
         advice = f"with n_steps={steps}: raise n_steps, or leave it unset to refine the path until it converges"
@@ -498,7 +507,14 @@ def _plan(
             raise ValueError("the trace has no prompt token before its generation")
         n = len(ids) - 1  # the last token is only ever a target
         return _Problem(
-            ids[:-1], n, list(range(first - 1, n)), ids[first:], [], None, list(source.generated[:-1]), True,
+            ids[:-1],
+            n,
+            list(range(first - 1, n)),
+            ids[first:],
+            [],
+            None,
+            list(source.generated[:-1]),
+            True,
             source.tokens[:n],
         )
     if isinstance(source, Trace):
@@ -613,6 +629,7 @@ def _gradient(
     b: Tensor,
     n_steps: int | None,
     ig_rule: str,
+    max_steps: int,
     internal_batch_size: int | None,
     layer: int | None,
     progress: bool | Progress,
@@ -637,7 +654,7 @@ def _gradient(
             values, _ = path.run([1.0], lambda g: (g * end.float()).sum(-1), progress)
             return values[0], path.objective[1], None, None, None
         if n_steps is None:
-            scores, steps = _adaptive_ig(path, progress)
+            scores, steps = _adaptive_ig(path, max_steps, progress)
         else:
             step_sizes, alpha_fn = approximation_parameters(ig_rule)
             weights, alphas = list(step_sizes(n_steps)), list(alpha_fn(n_steps))
@@ -730,10 +747,9 @@ class _Path:
 
 # Adaptive integrated gradients: the trapezoid rule on a grid refined where it is needed.
 IG_START_STEPS = 33  # the first, uniform grid
-IG_MAX_STEPS = 1025  # points per row at most; past it the result says it has not converged
 
 
-def _adaptive_ig(path: _Path, progress: bool | Progress) -> tuple[Tensor, list[int]]:
+def _adaptive_ig(path: _Path, max_steps: int, progress: bool | Progress) -> tuple[Tensor, list[int]]:
     """IG scores [row, n_var] that meet COMPLETENESS_TOLERANCE, and the points each row used.
 
     Adaptive trapezoid quadrature, with two error estimates per interval of the grid:
@@ -745,13 +761,13 @@ def _adaptive_ig(path: _Path, progress: bool | Progress) -> tuple[Tensor, list[i
       and cancel in the sum.
     Intervals with more than their share of either tolerance (5 % of |f(x) - f(baseline)|, 5 % of the
     scores' L1 norm) are halved, until the errors' absolute sums are within it (bounds that cancelling
-    errors cannot fake) or the row has IG_MAX_STEPS points. On SmolLM2 the integrand has narrow spikes
+    errors cannot fake) or the row has max_steps points. On SmolLM2 the integrand has narrow spikes
     that uniform grids of 1,024 steps still miss; refining where the error is converges sooner.
     """
     n_rows = len(path.problem.rows)
     alphas = torch.linspace(0, 1, IG_START_STEPS).tolist()
     values, objective = path.run(alphas, path.project, progress)
-    rows = [_Grid(path.causal[r]) for r in range(n_rows)]
+    rows = [_Grid(path.causal[r], max_steps) for r in range(n_rows)]
     for r, grid in enumerate(rows):
         for k, a in enumerate(alphas):
             grid.points[a] = (values[k, r], float(objective[k, r]))
@@ -780,8 +796,9 @@ def _adaptive_ig(path: _Path, progress: bool | Progress) -> tuple[Tensor, list[i
 class _Grid:
     """One row's adaptive trapezoid grid: points alpha -> (scores' integrand [n_var], f), and its leaves."""
 
-    def __init__(self, causal: Tensor) -> None:
+    def __init__(self, causal: Tensor, max_points: int) -> None:
         self.causal = causal  # [n_var] the inputs this row depends on
+        self.max_points = max_points
         self.points: dict[float, tuple[Tensor, float]] = {}
         self.leaves: dict[tuple[float, float], float] = {}  # interval -> per-token error estimate
 
@@ -802,7 +819,7 @@ class _Grid:
 
     def to_refine(self, completeness_budget: float) -> list[tuple[float, float]]:
         """The leaves to halve, worst first, none when both error sums are within their budgets."""
-        if len(self.points) >= IG_MAX_STEPS:
+        if len(self.points) >= self.max_points:
             return []
         completeness = {
             (a, c): abs(float(self._trapezoid(a, c).sum()) - (self.points[c][1] - self.points[a][1]))
@@ -818,7 +835,7 @@ class _Grid:
             for leaf, error in self.leaves.items()
         }
         chosen = sorted((leaf for leaf in share if share[leaf] > 1 / len(share)), key=lambda leaf: -share[leaf])
-        return chosen[: IG_MAX_STEPS - len(self.points)]
+        return chosen[: self.max_points - len(self.points)]
 
 
 def _layer_endpoints(

@@ -159,13 +159,21 @@ def test_default_ig_refines_until_complete_and_matches_a_dense_reference(llama):
         warnings.simplefilter("error")  # the default must not warn
         res = attribute(llama, TEXT, target=" Paris", progress=False)
     assert float(res.completeness_gap[0]) < 0.05
-    assert 33 < res.ig_steps[0] <= lw.attribution.IG_MAX_STEPS
+    assert 33 < res.ig_steps[0] <= res.settings["max_steps"] == 1025
     ref = dense_trapezoid(llama, TEXT, " Paris")
     assert (res.scores - ref).abs().max() <= 0.05 * ref.abs().max()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         uniform = attribute(llama, TEXT, target=" Paris", n_steps=4097, ig_rule="riemann_trapezoid", progress=False)
     assert float(uniform.completeness_gap[0]) > 0.5  # a uniform grid 40 times denser is still far off
+
+
+def test_the_adaptive_cap_is_reported_loudly_when_reached(llama):
+    with pytest.warns(RuntimeWarning, match=r"stopped at its cap of max_steps=33 points.*raise max_steps"):
+        res = attribute(llama, TEXT, target=" Paris", max_steps=33, progress=False)
+    assert res.ig_steps == [33] and float(res.completeness_gap[0]) > 0.05
+    with pytest.raises(ValueError, match="max_steps must be an int >= 33"):
+        attribute(llama, TEXT, target=" Paris", max_steps=8, progress=False)
 
 
 def test_default_ig_refines_each_row_of_a_generation_matrix_on_its_own(llama):

@@ -7,6 +7,7 @@ Playwright on ``nb.page``, check Python state with ``nb.kernel_exec``, and asser
 from __future__ import annotations
 
 import statistics
+import sys
 
 import pytest
 from _lab import CellError, KernelExecError, require_browser
@@ -123,6 +124,9 @@ def test_kernel_exec_shares_the_notebook_kernel_and_reports_errors(notebook):
     with pytest.raises(KernelExecError, match="ZeroDivisionError"):
         nb.kernel_exec("1 / 0")
     assert nb.kernel_exec("print(x)") == "41\n"  # the kernel is still usable
+    # The kernel JupyterLab started is the tests' own environment (.venv under scripts/test.sh), not
+    # whatever Python a machine has elsewhere.
+    assert nb.kernel_exec("import sys; print(sys.prefix)").strip() == sys.prefix
     assert nb.errors == [], f"page errors: {nb.errors}"
 
 

@@ -20,8 +20,20 @@ OTHERS = (
     "display(*others)"
 )
 PROPS = [
-    "color", "background-color", "font-family", "font-size", "font-weight", "display", "opacity", "height",
-    "padding-left", "margin-bottom", "grid-template-columns", "outline-style", "white-space", "cursor",
+    "color",
+    "background-color",
+    "font-family",
+    "font-size",
+    "font-weight",
+    "display",
+    "opacity",
+    "height",
+    "padding-left",
+    "margin-bottom",
+    "grid-template-columns",
+    "outline-style",
+    "white-space",
+    "cursor",
 ]
 STYLES = f"""(root) => Array.from(root.querySelectorAll("*"), (node) => {{
   const style = getComputedStyle(node);
