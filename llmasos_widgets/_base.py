@@ -127,21 +127,56 @@ class ViewBase(anywidget.AnyWidget):
             return
         reply = Reply(self, content.get("id"), str(content.get("what", "")))
         params = {k: v for k, v in content.items() if k not in ("type", "id", "what")}
-        stream = getattr(self, f"_stream_{reply.what}", None)
-        if stream is not None:
+        handler = self._handler(reply.what)
+        if handler is None:
+            reply.error(f"{type(self).__name__} cannot answer {reply.what!r}")
+        elif getattr(self, f"_stream_{reply.what}", None) is not None:
             # Long answers run on a worker thread so the view's other requests are answered
             # meanwhile; a newer request of the same kind cancels the older one.
             previous = self._streams.get(reply.what)
             if previous is not None:
                 previous.cancelled = True
             self._streams[reply.what] = reply
-            threading.Thread(target=reply.run, args=(stream, params), daemon=True).start()
-            return
-        serve = getattr(self, f"_serve_{reply.what}", None)
-        if serve is None:
-            reply.error(f"{type(self).__name__} cannot answer {reply.what!r}")
-            return
-        reply.run(lambda reply, **p: reply.done(*serve(**p)), params)
+            threading.Thread(target=reply.run, args=(handler, params), daemon=True).start()
+        else:
+            reply.run(handler, params)
+
+    def _handler(self, what: str) -> Any:
+        """The callable ``handler(reply, **params)`` that answers ``what``, or None."""
+        stream = getattr(self, f"_stream_{what}", None)
+        if stream is not None:
+            return stream
+        serve = getattr(self, f"_serve_{what}", None)
+        return None if serve is None else (lambda reply, **p: reply.done(*serve(**p)))
+
+    # -- export --------------------------------------------------------------------------------
+    def _export_requests(self) -> tuple[list[dict[str, Any]], str]:
+        """The requests an exported file answers, and a sentence on what they cover and leave out.
+
+        Each request is ``{"what": ..., **params}`` exactly as the front-end sends it.
+        """
+        return [], "nothing is recorded: clicks that ask the kernel show a message"
+
+    def save_html(self, path: str | Path, *, title: str | None = None) -> Path:
+        """Write this view to one self-contained HTML file that opens offline in any browser.
+
+        The file holds the view's front-end and the answers to the requests it records (see the
+        note at the top of the page): clicks that need only those still work, with no kernel and
+        no network. Returns the path; the size is printed.
+
+        Examples
+        --------
+        >>> import tempfile, llmasos_widgets as lw
+        >>> view = lw.TokensView(lw.load_model("tiny-llama").trace("The capital of France is"))
+        >>> path = view.save_html(tempfile.mkdtemp() + "/france.html")  # doctest: +ELLIPSIS
+        wrote .../france.html (... kB): TokensView: ...
+        >>> "lw-export" in path.read_text()
+        True
+
+        """
+        from ._export import save_html
+
+        return save_html([self], path, title=title)
 
     def _on_snapshot(self, content: dict[str, Any], buffers: Any) -> None:
         """Views that export PNGs override this."""

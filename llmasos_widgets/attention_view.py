@@ -134,6 +134,20 @@ class AttentionView(ViewBase):
         return self.index
 
     # -- requests ------------------------------------------------------------------------------
+    # An exported file keeps token rows (both directions) for as many tokens as fit in this many bytes.
+    export_token_bytes = 8 * 2**20
+
+    def _export_requests(self) -> tuple[list[dict[str, Any]], str]:
+        T, n = len(self.trace), self.trace.n_layers * (self.trace.n_heads + 1)  # + 1: the rollout row
+        per_token = 2 * n * T * 2  # float16 rows, both directions
+        kept = min(T, self.export_token_bytes // max(per_token, 1))
+        requests: list[dict[str, Any]] = [{"what": "overview", "size": self.thumb_size}]
+        requests += [{"what": "token", "position": p, "direction": d} for p in range(kept) for d in DIRECTIONS]
+        rows = (
+            "every token's attention rows and columns" if kept == T else f"the rows and columns of tokens 0..{kept - 1}"
+        )
+        return requests, f"the overview and {rows} are recorded; head patterns and zoomed matrices need the kernel"
+
     def _stream_overview(self, reply: Reply, size: int) -> None:
         size = _int_in("size", size, 1, 256)
         n_layers = self.trace.n_layers

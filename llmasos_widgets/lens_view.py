@@ -61,6 +61,21 @@ class LensView(ViewBase):
             raise ValueError(f"k must be an int from 1 to 50, got {k!r}")
         return int(k)
 
+    def _export_requests(self) -> tuple[list[dict[str, Any]], str]:
+        n_layers, T = self.trace.n_layers, len(self.trace)
+        requests: list[dict[str, Any]] = [{"what": "lens"}]
+        if n_layers * T <= 4096:  # a cell's top-k is small; thousands of them are not
+            cells = [
+                {"what": "cell", "layer": layer, "position": p, "k": self.k}
+                for layer in range(n_layers)
+                for p in range(T)
+            ]
+            return requests + cells, f"the lens and every cell's top-{self.k} are recorded"
+        return (
+            requests,
+            "the lens is recorded; a cell's top-k needs the kernel (the text is too long to record them all)",
+        )
+
     def _stream_lens(self, reply: Reply) -> None:
         """One chunk per layer: the top token and its probability at every position."""
         n = self.trace.n_layers

@@ -120,6 +120,12 @@ class NeuronView(ViewBase):
         return int(value)
 
     # -- requests ------------------------------------------------------------------------------
+    def _export_requests(self) -> tuple[list[dict[str, Any]], str]:
+        return [{"what": "layer", "layer": self.selected_layer, "k": self.k}], (
+            f"layer {self.selected_layer}'s top-{self.k} neurons at every token are recorded; other layers and a "
+            "neuron's details need the kernel"
+        )
+
     def _serve_layer(self, layer: int, k: int = 20) -> tuple[dict[str, Any], Arrays]:
         """Each token's top-k neurons in ``layer`` and each neuron's peak over the text."""
         layer, k = self.trace.check_layer(layer), _int_in("k", k, 1, 100)

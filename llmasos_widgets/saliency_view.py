@@ -131,6 +131,11 @@ class SaliencyView(ViewBase):
         return result
 
     # -- requests ------------------------------------------------------------------------------
+    def _export_requests(self) -> tuple[list[dict[str, Any]], str]:
+        return [{"what": "scores", "version": self.version}], (
+            "the scores shown are recorded; another method, target or contrast needs the kernel"
+        )
+
     def _serve_scores(self, version: int | None = None) -> tuple[dict[str, Any], Arrays]:
         with self._lock:
             return _payload(self.result, self.version)

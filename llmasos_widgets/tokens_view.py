@@ -45,6 +45,10 @@ class TokensView(ViewBase):
             raise ValueError(f"k must be from 1 to 50, got {k}")
         return int(k)
 
+    def _export_requests(self) -> tuple[list[dict[str, Any]], str]:
+        requests = [{"what": "predictions", "position": p, "k": self.k} for p in range(len(self.trace))]
+        return requests, f"the top-{self.k} next tokens at every token are recorded"
+
     def _serve_predictions(self, position: int, k: int = 5) -> tuple[dict[str, Any], Arrays]:
         if not isinstance(k, int) or not 1 <= k <= 50:
             raise ValueError(f"k must be an int from 1 to 50, got {k!r}")

@@ -1,0 +1,53 @@
+// The runtime of an exported HTML file (save_html): it mounts each recorded view with a stand-in for
+// anywidget's model that answers the view's requests from responses recorded at export, instead of
+// a kernel. The views' code is the same bundle a notebook loads; nothing is fetched from a network.
+
+import { replayKey, ReplayModel, type Recorded } from "./replay";
+
+/** What the page holds for one view, in `<script type="application/json" class="lw-export">`. */
+interface ExportedView {
+  /** The view's bundle (an ES module exporting `{ render }`), base64 of its UTF-8 source. */
+  esm: string;
+  /** The view's synced traits. */
+  state: Record<string, unknown>;
+  /** Recorded answers by request key (see replayKey). */
+  recorded: Record<string, Recorded>;
+}
+
+function decodeBase64(b64: string): Uint8Array {
+  const bin = atob(b64);
+  const out = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
+  return out;
+}
+
+async function mount(host: HTMLElement, data: ExportedView): Promise<void> {
+  const source = new TextDecoder().decode(decodeBase64(data.esm));
+  const url = URL.createObjectURL(new Blob([source], { type: "text/javascript" }));
+  try {
+    const module = await import(/* @vite-ignore */ url);
+    const widget = module.default ?? module;
+    const model = new ReplayModel(data.state, data.recorded, decodeBase64);
+    await widget.render({ model, el: host });
+  } finally {
+    URL.revokeObjectURL(url);
+  }
+}
+
+/** Mount every exported view of the page; a view that fails says why in its place. */
+export async function mountAll(doc: Document = document): Promise<void> {
+  for (const script of Array.from(doc.querySelectorAll<HTMLScriptElement>("script.lw-export"))) {
+    const host = doc.getElementById(script.dataset.host ?? "");
+    if (!host) continue;
+    try {
+      await mount(host, JSON.parse(script.textContent ?? "{}") as ExportedView);
+      host.dataset.state = "ready";
+    } catch (e) {
+      host.textContent = `this view could not be shown: ${e instanceof Error ? e.message : String(e)}`;
+      host.dataset.state = "error";
+    }
+  }
+}
+
+export { replayKey };
+void mountAll();

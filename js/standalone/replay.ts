@@ -1,0 +1,85 @@
+// A stand-in for anywidget's model in an exported file: synced traits live in the page (a view's
+// clicks still change them and fire change events), and requests are answered from the responses
+// recorded at export. A request nobody recorded gets an error message the view shows in place.
+
+/** One recorded answer: the messages the kernel sent (chunks, progress, then response or error). */
+export interface Recorded {
+  messages: { content: Record<string, unknown>; buffers: string[] }[];
+}
+
+type Callback = (...args: any[]) => void;
+
+/**
+ * The key of a request: its `what` and parameters (not its id), keys sorted, as compact JSON.
+ * Python writes the same string (json.dumps(..., sort_keys=True, separators=(",", ":"))).
+ */
+export function replayKey(content: Record<string, unknown>): string {
+  const params: Record<string, unknown> = {};
+  for (const key of Object.keys(content).sort()) {
+    if (key === "type" || key === "id") continue;
+    params[key] = content[key];
+  }
+  return JSON.stringify(params);
+}
+
+export class ReplayModel {
+  private readonly state: Record<string, unknown>;
+  private readonly listeners = new Map<string, Set<Callback>>();
+
+  constructor(
+    state: Record<string, unknown>,
+    private readonly recorded: Record<string, Recorded>,
+    private readonly decode: (b64: string) => Uint8Array,
+  ) {
+    this.state = { ...state };
+  }
+
+  get(key: string): any {
+    return this.state[key];
+  }
+
+  set(key: string, value: unknown): void {
+    if (this.state[key] === value) return;
+    this.state[key] = value;
+    this.emit(`change:${key}`);
+  }
+
+  save_changes(): void {}
+
+  on(event: string, callback: Callback): void {
+    let set = this.listeners.get(event);
+    if (!set) this.listeners.set(event, (set = new Set()));
+    set.add(callback);
+  }
+
+  off(event?: string | null, callback?: Callback | null): void {
+    if (!event) this.listeners.clear();
+    else if (!callback) this.listeners.delete(event);
+    else this.listeners.get(event)?.delete(callback);
+  }
+
+  /** Answer a view's request, later (as a kernel would), from what was recorded. */
+  send(content: Record<string, unknown>): void {
+    if (content?.["type"] !== "request") return; // snapshots and the like need a kernel
+    const id = content["id"];
+    const record = this.recorded[replayKey(content)];
+    setTimeout(() => {
+      if (!record) {
+        const message = `not recorded in this file: ${String(content["what"])} ${replayKey(content)}; open the notebook for it`;
+        this.emit("msg:custom", { type: "error", id, what: content["what"], message }, []);
+        return;
+      }
+      for (const m of record.messages) {
+        const buffers = m.buffers.map((b) => {
+          const bytes = this.decode(b);
+          return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+        });
+        this.emit("msg:custom", { ...m.content, id }, buffers);
+      }
+    }, 0);
+  }
+
+  private emit(event: string, ...args: unknown[]): void {
+    for (const callback of Array.from(this.listeners.get(event) ?? [])) callback(...args);
+  }
+}

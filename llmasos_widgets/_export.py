@@ -1,0 +1,159 @@
+"""Views as one offline HTML file, answered from recorded responses instead of a kernel.
+
+The file holds each view's own front-end bundle, its synced traits, and the answers to the requests it
+records, replayed in the page by ``static/standalone.js``.
+
+Model text is inert in the file: it travels only inside JSON (with ``<`` escaped) that the views render
+as text. Nothing is loaded from a network. The file is written to a temporary name, then renamed.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import _wire
+from ._base import STATIC, Arrays, Reply
+
+if TYPE_CHECKING:
+    from ._base import ViewBase
+
+MAX_BYTES = 64 * 2**20  # an exported file larger than this is refused: record less
+# No network at all: scripts only inline or from the page's own blob URLs (the views' bundles).
+_POLICY = "default-src 'none'; script-src 'unsafe-inline' blob:; style-src 'unsafe-inline'; img-src data: blob:"
+_ABOUT = "Exported by llmasos_widgets: works offline, with no kernel. Clicks are answered from what was recorded."
+
+
+class _Recording(Reply):
+    """A Reply that keeps the messages it would send (for replay) instead of sending them."""
+
+    def __init__(self, view: ViewBase, what: str) -> None:
+        super().__init__(view, None, what)
+        self.messages: list[dict[str, Any]] = []
+
+    def _send(self, kind: str, fields: dict[str, Any], arrays: Arrays) -> None:
+        descs, buffers = _wire.pack(arrays)
+        content = {"type": kind, "what": self.what, "arrays": descs, **fields}
+        self.messages.append({"content": content, "buffers": [base64.b64encode(bytes(b)).decode() for b in buffers]})
+
+    def error(self, message: str) -> None:
+        self.messages.append({"content": {"type": "error", "what": self.what, "message": message}, "buffers": []})
+
+    def progress(self, done: int, total: int) -> None:
+        """Progress is for a live kernel; a replayed answer is immediate."""
+
+
+def request_key(request: dict[str, Any]) -> str:
+    """The key the page's replay looks a request up by (js/standalone/replay.ts, replayKey).
+
+    Examples
+    --------
+    >>> request_key({"what": "predictions", "position": 3, "k": 5})
+    '{"k":5,"position":3,"what":"predictions"}'
+
+    """
+    return json.dumps(request, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def record(view: ViewBase) -> tuple[dict[str, Any], str]:
+    """Answer the view's export requests now, as its kernel would: {key: {"messages": [...]}}, and its note."""
+    requests, note = view._export_requests()
+    recorded = {}
+    for request in requests:
+        what = request["what"]
+        params = {k: v for k, v in request.items() if k != "what"}
+        reply = _Recording(view, what)
+        handler = view._handler(what)
+        if handler is None:
+            raise ValueError(f"{type(view).__name__} cannot answer {what!r}")
+        reply.run(handler, params)
+        recorded[request_key(request)] = {"messages": reply.messages}
+    return recorded, note
+
+
+def _state(view: ViewBase) -> dict[str, Any]:
+    # The synced traits the front-end reads; anywidget's and ipywidgets' own (_esm, layout...) stay out.
+    return {
+        k: v
+        for k, v in view.get_state().items()
+        if not k.startswith("_") and k not in ("layout", "tabbable", "tooltip")
+    }
+
+
+def _bundle(view: ViewBase) -> bytes:
+    # anywidget holds the bundle's source (read from static/<view>.js; a module that says the build is
+    # missing when it is), or a path to it while it watches the file.
+    esm = view._esm
+    return Path(esm).read_bytes() if isinstance(esm, Path) else str(esm).encode("utf-8")
+
+
+def _json_for_html(value: Any) -> str:
+    # Inside <script type="application/json"> only "</" could end the element early: escape every "<".
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")
+
+
+def save_html(views: list[ViewBase], path: str | os.PathLike[str], *, title: str | None = None) -> Path:
+    """Write ``views`` to one self-contained HTML file (see ``ViewBase.save_html``); returns the path."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory: give a file name, e.g. {path / 'view.html'}")
+    if not path.parent.is_dir():
+        raise ValueError(f"cannot write {path}: the folder {path.parent} does not exist")
+    runtime_path = STATIC / "standalone.js"
+    if not runtime_path.is_file():
+        raise ValueError("the export runtime static/standalone.js is missing: run `npm run build` or reinstall")
+    runtime = runtime_path.read_text(encoding="utf-8")
+    if "</script" in runtime.lower():
+        raise ValueError("the export runtime holds '</script' and cannot be inlined")
+    title = title or " · ".join(type(v).__name__ for v in views)
+    parts, notes = [], []
+    for i, view in enumerate(views):
+        recorded, note = record(view)
+        notes.append(f"{type(view).__name__}: {note}")
+        data = {"esm": base64.b64encode(_bundle(view)).decode(), "state": _state(view), "recorded": recorded}
+        parts.append(
+            f'<p class="lw-export-note">{html.escape(notes[-1])}</p>\n'
+            f'<div id="lw-view-{i}" data-state="loading"></div>\n'
+            f'<script type="application/json" class="lw-export" data-host="lw-view-{i}">'
+            f"{_json_for_html(data)}</script>"
+        )
+    page = f"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta http-equiv="Content-Security-Policy" content="{_POLICY}">
+<title>{html.escape(title)}</title>
+<style>body {{ font-family: system-ui, sans-serif; margin: 16px; }} .lw-export-note {{ color: #666; }}</style>
+</head>
+<body>
+<h1 style="font-size: 16px">{html.escape(title)}</h1>
+<p class="lw-export-note">{_ABOUT}</p>
+{chr(10).join(parts)}
+<script type="module">{runtime}</script>
+</body>
+</html>
+"""
+    encoded = page.encode("utf-8")
+    if len(encoded) > MAX_BYTES:
+        raise ValueError(
+            f"the export would be {len(encoded) / 2**20:.0f} MB, over {MAX_BYTES / 2**20:.0f} MB: record less"
+        )
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(encoded)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a file to share should not be
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    print(f"wrote {path} ({len(encoded) / 1024:.0f} kB): {'; '.join(notes)}")
+    return path

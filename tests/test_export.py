@@ -1,0 +1,76 @@
+"""save_html: one offline file with each view's bundle, traits and recorded answers."""
+
+import html
+import json
+import re
+
+import pytest
+
+import llmasos_widgets as lw
+from llmasos_widgets import _export
+
+TEXT = "The capital of France is </script><img src=x onerror=alert(1)> 大"
+
+
+@pytest.fixture(scope="module")
+def trace():
+    return lw.load_model("tiny-llama").trace(TEXT)
+
+
+def exported(path):
+    """The JSON data of each view in an exported file."""
+    page = path.read_text(encoding="utf-8")
+    blobs = re.findall(r'<script type="application/json" class="lw-export" data-host="[^"]+">(.*?)</script>', page, re.S)
+    return page, [json.loads(b) for b in blobs]
+
+
+def test_a_tokens_view_records_the_predictions_at_every_token(trace, tmp_path):
+    view = lw.TokensView(trace, k=3)
+    path = view.save_html(tmp_path / "tokens.html")
+    page, (data,) = exported(path)
+    keys = set(data["recorded"])
+    assert keys == {_export.request_key({"what": "predictions", "position": p, "k": 3}) for p in range(len(trace))}
+    # What the file answers is what the kernel answers.
+    answer = data["recorded"][_export.request_key({"what": "predictions", "position": 4, "k": 3})]["messages"][-1]
+    assert answer["content"]["tokens"] == [p.token for p in trace.top_predictions(4, k=3)]
+    assert data["state"]["tokens"] == trace.tokens and data["state"]["k"] == 3
+    assert "the top-3 next tokens at every token are recorded" in page
+
+
+def test_model_text_cannot_leave_its_json(trace, tmp_path):
+    page, _ = exported(lw.TokensView(trace).save_html(tmp_path / "t.html"))
+    assert "<img" not in page and page.count("</script>") == 2  # the data and the runtime, nothing else
+    assert "default-src 'none'" in page  # no network, whatever a view would try
+
+
+def test_several_views_share_one_file_and_each_says_what_it_recorded(trace, tmp_path):
+    views = [lw.AttentionView(trace), lw.LensView(trace), lw.NeuronView(trace, layer=1)]
+    page, data = exported(_export.save_html(views, tmp_path / "all.html", title="France & co"))
+    assert len(data) == 3 and "<title>France &amp; co</title>" in page
+    attention = data[0]["recorded"]
+    assert _export.request_key({"what": "overview", "size": views[0].thumb_size}) in attention
+    assert _export.request_key({"what": "token", "position": len(trace) - 1, "direction": "to"}) in attention
+    assert "every token's attention rows and columns are recorded" in html.unescape(page)
+
+
+def test_attention_rows_are_bounded_and_the_note_says_which(trace, tmp_path, monkeypatch):
+    view = lw.AttentionView(trace)
+    monkeypatch.setattr(view, "export_token_bytes", 1)
+    requests, note = view._export_requests()
+    assert [r["what"] for r in requests] == ["overview"]
+    per_token = 2 * 2 * 2 * (4 + 1) * len(trace)  # float16, 2 directions, 2 layers x (4 heads + rollout), T
+    monkeypatch.setattr(view, "export_token_bytes", 3 * per_token)
+    requests, note = view._export_requests()
+    assert len(requests) == 1 + 2 * 3 and "tokens 0..2" in note
+
+
+def test_bad_paths_are_refused_and_nothing_is_half_written(trace, tmp_path, monkeypatch):
+    view = lw.TokensView(trace)
+    with pytest.raises(ValueError, match="is a directory"):
+        view.save_html(tmp_path)
+    with pytest.raises(ValueError, match="does not exist"):
+        view.save_html(tmp_path / "missing" / "t.html")
+    monkeypatch.setattr(_export, "MAX_BYTES", 1000)
+    with pytest.raises(ValueError, match="over 0 MB: record less"):
+        view.save_html(tmp_path / "big.html")
+    assert list(tmp_path.iterdir()) == []
