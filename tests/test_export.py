@@ -20,7 +20,9 @@ def trace():
 def exported(path):
     """The JSON data of each view in an exported file."""
     page = path.read_text(encoding="utf-8")
-    blobs = re.findall(r'<script type="application/json" class="lw-export" data-host="[^"]+">(.*?)</script>', page, re.S)
+    blobs = re.findall(
+        r'<script type="application/json" class="lw-export" data-host="[^"]+">(.*?)</script>', page, re.S
+    )
     return page, [json.loads(b) for b in blobs]
 
 

@@ -8,7 +8,15 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-VIEWS = ("tokens", "attention", "neurons", "lens", "saliency", "concepts", "standalone")  # standalone: save_html's runtime
+VIEWS = (
+    "tokens",
+    "attention",
+    "neurons",
+    "lens",
+    "saliency",
+    "concepts",
+    "standalone",
+)  # standalone: save_html's runtime
 
 
 def test_wheel_contains_every_view_bundle(tmp_path):
