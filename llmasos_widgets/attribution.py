@@ -781,15 +781,20 @@ def _adaptive_ig(path: _Path, max_steps: int, progress: bool | Progress) -> tupl
                 wanted.setdefault((a + c) / 2, []).append(r)
         if not wanted:
             break
-        points = sorted(wanted)
-        values, objective = path.run(points, path.project, progress, rows=[wanted[m] for m in points])
-        for k, m in enumerate(points):
-            for r in wanted[m]:
-                grid = rows[r]
-                grid.points[m] = (values[k, r], float(objective[k, r]))
-                a, c = next((a, c) for a, c in grid.leaves if a < m < c)
-                del grid.leaves[(a, c)]
-                grid.split(a, m, c)
+        # Points wanted by the same rows go in one batch: a row's backward pass then runs only over
+        # the points it needs (a batch mixing rows would cost every row a backward over all of it).
+        groups: dict[tuple[int, ...], list[float]] = {}
+        for m in sorted(wanted):
+            groups.setdefault(tuple(wanted[m]), []).append(m)
+        for who, points in groups.items():
+            values, objective = path.run(points, path.project, progress, rows=[list(who)] * len(points))
+            for k, m in enumerate(points):
+                for r in who:
+                    grid = rows[r]
+                    grid.points[m] = (values[k, r], float(objective[k, r]))
+                    a, c = next((a, c) for a, c in grid.leaves if a < m < c)
+                    del grid.leaves[(a, c)]
+                    grid.split(a, m, c)
     return torch.stack([grid.integral() for grid in rows]), [len(grid.points) for grid in rows]
 
 
