@@ -22,20 +22,19 @@ MIXED = (
 )
 
 
-def byte_owner(model, trace):
-    """For each character of the text, the index of the token holding its first UTF-8 byte."""
-    owner, at = [], 0
-    starts = {}
+def shown_by_bytes(model, trace):
+    """What each token must show: the characters whose first UTF-8 byte it holds (its own bytes say)."""
+    starts, at = {}, 0
     for i, tid in enumerate(trace.token_ids):
         for _ in model.token_bytes(tid):
             starts[at] = i
             at += 1
     assert at == len(trace.text.encode()), "the tokens' bytes are not the text's"
-    pos = 0
+    shown, pos = [""] * len(trace), 0
     for ch in trace.text:
-        owner.append(starts[pos])
+        shown[starts[pos]] += ch
         pos += len(ch.encode())
-    return owner
+    return shown
 
 
 @pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-llama"])
@@ -44,11 +43,7 @@ def test_byte_level_tokens_show_each_character_once_on_the_token_holding_its_fir
     trace = model.trace(MIXED)
     assert "".join(trace.tokens) == MIXED
     assert not any("\ufffd" in t for t in trace.tokens)
-    owner = byte_owner(model, trace)
-    shown = [""] * len(trace)
-    for ch, i in zip(MIXED, owner, strict=True):
-        shown[i] += ch
-    assert trace.tokens == shown
+    assert trace.tokens == shown_by_bytes(model, trace)
     # Tokens that carry only the rest of a character are "" and say so with their bytes.
     rest = [i for i, t in enumerate(trace.tokens) if t == ""]
     assert rest and all(all(0x80 <= b < 0xC0 for b in model.token_bytes(trace.token_ids[i])) for i in rest)
@@ -131,11 +126,7 @@ def test_smollm2_reads_chinese_emoji_and_accents_back_character_for_character(sm
     trace = smollm2.trace(text)
     assert "".join(trace.tokens) == text
     assert not any("\ufffd" in t for t in trace.tokens)
-    owner = byte_owner(smollm2, trace)
-    shown = [""] * len(trace)
-    for ch, i in zip(text, owner, strict=True):
-        shown[i] += ch
-    assert trace.tokens == shown
+    assert trace.tokens == shown_by_bytes(smollm2, trace)
 
 
 @pytest.mark.slow
