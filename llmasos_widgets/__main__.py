@@ -39,8 +39,7 @@ def explain(text: str, model_name: str, output: str, views: list[str]) -> Path:
     'f.html'
 
     """
-    import llmasos_widgets as lw
-
+    from . import AttentionView, LensView, NeuronView, SaliencyView, TokensView, attribute
     from ._export import save_html
 
     model = load_model(model_name)
@@ -56,15 +55,15 @@ def explain(text: str, model_name: str, output: str, views: list[str]) -> Path:
                 file=sys.stderr,
             )
         elif name == "tokens":
-            built.append(lw.TokensView(trace))
+            built.append(TokensView(trace))
         elif name == "attention":
-            built.append(lw.AttentionView(trace))
+            built.append(AttentionView(trace))
         elif name == "lens":
-            built.append(lw.LensView(trace))
+            built.append(LensView(trace))
         elif name == "neurons":
-            built.append(lw.NeuronView(trace))
+            built.append(NeuronView(trace))
         elif name == "saliency":
-            built.append(lw.SaliencyView(lw.attribute(model, trace.text)))
+            built.append(SaliencyView(attribute(model, trace.text)))
     if not built:
         raise ValueError(f"none of the views {', '.join(views)} applies to {model.name}")
     return save_html(built, output, title=f"{model.name}: {text[:80]}")
