@@ -44,26 +44,19 @@ def explain(text: str, model_name: str, output: str, views: list[str]) -> Path:
 
     model = load_model(model_name)
     trace = model.trace(text)
-    has_head = model.adapter.unembed() is not None
+    makers = {
+        "tokens": lambda: TokensView(trace),
+        "attention": lambda: AttentionView(trace),
+        "lens": lambda: LensView(trace),
+        "neurons": lambda: NeuronView(trace),
+        "saliency": lambda: SaliencyView(attribute(model, trace.text)),
+    }
     built = []
     for name in views:
-        if name in ("tokens", "lens", "saliency") and not has_head:
-            print(f"skipped {name}: {model.name} has no language-model head", file=sys.stderr)
-        elif name == "saliency" and not model.is_causal:
-            print(
-                f"skipped saliency: {model.name} is an encoder (attribute a reference text in a notebook)",
-                file=sys.stderr,
-            )
-        elif name == "tokens":
-            built.append(TokensView(trace))
-        elif name == "attention":
-            built.append(AttentionView(trace))
-        elif name == "lens":
-            built.append(LensView(trace))
-        elif name == "neurons":
-            built.append(NeuronView(trace))
-        elif name == "saliency":
-            built.append(SaliencyView(attribute(model, trace.text)))
+        try:
+            built.append(makers[name]())
+        except ValueError as e:  # the view's own reason, e.g. an encoder has no next token to attribute
+            print(f"skipped {name}: {e}", file=sys.stderr)
     if not built:
         raise ValueError(f"none of the views {', '.join(views)} applies to {model.name}")
     return save_html(built, output, title=f"{model.name}: {text[:80]}")

@@ -435,15 +435,19 @@ def _warn(res: Attribution) -> None:
             RuntimeWarning,
             stacklevel=3,
         )
-    gap = res.completeness_gap
-    if gap is not None and bool((gap > COMPLETENESS_TOLERANCE).any()):
-        warnings.warn(ig_shortfall(res), RuntimeWarning, stacklevel=3)
+    shortfall = ig_shortfall(res)
+    if shortfall:
+        warnings.warn(shortfall, RuntimeWarning, stacklevel=3)
 
 
 def ig_shortfall(res: Attribution) -> str:
-    """What to tell a user whose IG result misses the completeness tolerance (shown in views too)."""
+    """What to tell a user whose IG result misses the completeness tolerance ("" when it meets it).
+
+    Warned when the attribution is computed, and shown in SaliencyView.
+    """
     gap = res.completeness_gap
-    assert gap is not None and res.ig_steps is not None
+    if gap is None or res.ig_steps is None or not bool((gap > COMPLETENESS_TOLERANCE).any()):
+        return ""
     worst = int(gap.argmax())
     steps = res.ig_steps[worst]
     if res.settings["n_steps"] is None:
@@ -713,20 +717,19 @@ class _Path:
         alphas: list[float],
         reduce: Callable[[Tensor], Tensor],
         progress: bool | Progress,
-        rows: list[list[int]] | None = None,
+        rows: list[int] | None = None,
     ) -> tuple[Tensor, Tensor]:
         """``reduce(gradient)`` [point, row, n_var] and the objective [point, row] at each alpha.
 
-        ``rows[k]`` limits point k's backward passes to those rows (the others stay 0): one forward
-        pass serves every row, and each row costs one backward pass per batch of points.
+        Only ``rows`` (default: all) get backward passes, one per batch of points; the others stay 0.
+        One forward pass serves them all.
         """
         n_rows = len(self.problem.rows)
-        rows = rows or [list(range(n_rows))] * len(alphas)
+        rows = list(range(n_rows)) if rows is None else rows
         values = torch.zeros(len(alphas), n_rows, self.start.shape[0])
         objective = torch.zeros(len(alphas), n_rows)
         batches = range(0, len(alphas), self.batch)
-        total = sum(len({r for k in range(lo, min(lo + self.batch, len(alphas))) for r in rows[k]}) for lo in batches)
-        step, close = _reporter(progress, total, f"{self.method} ({self.model.name})")
+        step, close = _reporter(progress, len(batches) * len(rows), f"{self.method} ({self.model.name})")
         try:
             for lo in batches:
                 hi = min(lo + self.batch, len(alphas))
@@ -734,10 +737,8 @@ class _Path:
                 var = (self.start[None] + a * (self.end - self.start)[None]).requires_grad_(True)
                 f = self._objectives(var)  # [batch, row]
                 objective[lo:hi] = f.detach().float().cpu()
-                wanted = sorted({r for k in range(lo, hi) for r in rows[k]})
-                for i, r in enumerate(wanted):
-                    keep = torch.tensor([float(r in rows[k]) for k in range(lo, hi)], device=f.device)
-                    (g,) = torch.autograd.grad((f[:, r] * keep).sum(), var, retain_graph=i < len(wanted) - 1)
+                for i, r in enumerate(rows):
+                    (g,) = torch.autograd.grad(f[:, r].sum(), var, retain_graph=i < len(rows) - 1)
                     values[lo:hi, r] = reduce(g).cpu()
                     step(1)
         finally:
@@ -757,8 +758,8 @@ def _adaptive_ig(path: _Path, max_steps: int, progress: bool | Progress) -> tupl
       estimate of the integral of df/dalpha over [a, c] (the trapezoid of the summed scores at its
       ends) can be checked against the true f(c) - f(a). This finds spikes that no point has hit.
     - per token: when [a, c] was halved, how much the scores over it changed (the L1 norm over
-      tokens), as in adaptive Simpson. This finds tokens whose scores move in opposite directions
-      and cancel in the sum.
+      tokens), scaled to the error left (Richardson, as in adaptive Simpson). This finds tokens whose
+      scores move in opposite directions and cancel in the sum.
     Intervals with more than their share of either tolerance (5 % of |f(x) - f(baseline)|, 5 % of the
     scores' L1 norm) are halved, until the errors' absolute sums are within it (bounds that cancelling
     errors cannot fake) or the row has max_steps points. On SmolLM2 the integrand has narrow spikes
@@ -787,7 +788,7 @@ def _adaptive_ig(path: _Path, max_steps: int, progress: bool | Progress) -> tupl
         for m in sorted(wanted):
             groups.setdefault(tuple(wanted[m]), []).append(m)
         for who, points in groups.items():
-            values, objective = path.run(points, path.project, progress, rows=[list(who)] * len(points))
+            values, objective = path.run(points, path.project, progress, rows=list(who))
             for k, m in enumerate(points):
                 for r in who:
                     grid = rows[r]

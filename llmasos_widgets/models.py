@@ -190,8 +190,7 @@ class LanguageModel:
 
         """
         special = set(self.tokenizer.all_special_ids)
-        real = [i for i, (s, e) in enumerate(offsets) if e > s]
-        last_real = real[-1] if real else -1
+        last_real = max((i for i, (s, e) in enumerate(offsets) if e > s), default=-1)  # takes trailing text
         out, shown = [], 0
         for i, (token_id, (start, end)) in enumerate(zip(token_ids, offsets, strict=True)):
             raw = self.token_bytes(token_id)
@@ -205,8 +204,7 @@ class LanguageModel:
             elif end <= start:
                 out.append(self.decode_token(token_id))  # no characters: a special token
             else:
-                piece = text[shown:end] + (text[end:] if i == last_real else "")
-                out.append(piece)
+                out.append(text[shown:end] + (text[end:] if i == last_real else ""))
                 shown = end
         return out
 

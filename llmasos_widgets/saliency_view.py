@@ -16,7 +16,7 @@ import traitlets
 
 from . import _wire
 from ._base import Arrays, Reply, ViewBase, bundle
-from .attribution import COMPLETENESS_TOLERANCE, METHODS, SIGNED, Attribution, ig_shortfall
+from .attribution import METHODS, SIGNED, Attribution, ig_shortfall
 from .trace import Trace
 
 NORMALIZATIONS = ("max_abs", "sum_abs", "none")
@@ -159,9 +159,9 @@ def _notice(result: Attribution) -> str:
             f"{result.n_nonfinite} score(s) are NaN or infinite (baseline={result.settings['baseline']!r}); "
             "they are drawn hatched, not coloured"
         )
-    gap = result.completeness_gap
-    if gap is not None and bool((gap > COMPLETENESS_TOLERANCE).any()):
-        notes.append(ig_shortfall(result))
+    shortfall = ig_shortfall(result)
+    if shortfall:
+        notes.append(shortfall)
     return "; ".join(notes)
 
 
