@@ -1,11 +1,13 @@
 // Bundles each view (js/<view>/index.ts) into one self-contained ES module under
-// llmasos_widgets/static/<view>.js, which anywidget loads as the view's _esm.
+// llmasos_widgets/static/<view>.js, which anywidget loads as the view's _esm, and its CSS (the
+// style.css files it imports, js/shared/base.css included) into static/<view>.css, the view's _css.
+// static/manifest.json lists the bundles: the Python build checks it exists, the tests read it.
 //
 //   node build.mjs            production bundles (minified), checked to import nothing
 //   node build.mjs --watch    rebuild on change, inline source maps
 //   node build.mjs --tests    also bundle js/**/*.test.ts into build/tests/ for `node --test`
 import * as esbuild from "esbuild";
-import { existsSync, readdirSync, rmSync } from "node:fs";
+import { existsSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
 
 const watch = process.argv.includes("--watch");
@@ -54,7 +56,6 @@ const viewOptions = {
   platform: "browser",
   minify: !watch,
   sourcemap: watch ? "inline" : false,
-  loader: { ".css": "text" },
   metafile: true,
   logLevel: "info",
 };
@@ -64,8 +65,11 @@ if (watch) {
   await ctx.watch();
   console.log(`watching js/ → ${outdir}/ (${Object.keys(entryPoints).join(", ")})`);
 } else {
+  rmSync(outdir, { recursive: true, force: true });
   const result = await esbuild.build(viewOptions);
   checkSelfContained(result.metafile);
+  const views = Object.keys(entryPoints).sort();
+  writeFileSync(join(outdir, "manifest.json"), JSON.stringify({ views }, null, 1) + "\n");
 }
 
 if (tests) {

@@ -38,6 +38,12 @@ def bundle(view: str) -> Path | str:
     return f"export default {{ render({{ el }}) {{ el.textContent = {json.dumps(message)}; }} }};"
 
 
+def stylesheet(view: str) -> Path | str:
+    """A view's built stylesheet (static/<view>.css), or "" when the build has not made one."""
+    path = STATIC / f"{view}.css"
+    return path if path.is_file() else ""
+
+
 def text_traits(trace: Trace) -> dict[str, Any]:
     """The synced traits that describe a trace's text."""
     return {
@@ -68,6 +74,36 @@ class ViewBase(anywidget.AnyWidget):
     selected_head = traitlets.Int(-1).tag(sync=True)
 
     text_optional = False  # True for a view that can be built before it has a text to show
+    # The view's front-end folder js/<front_end>/, built to static/<front_end>.js (_esm) and .css (_css).
+    front_end = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        name = cls.__dict__.get("front_end")
+        if name:  # before anywidget's own hook, which reads the files
+            cls._esm = bundle(name)
+            cls._css = stylesheet(name)
+        super().__init_subclass__(**kwargs)
+
+    _host: Any = None  # (explorer, panel name) for a panel of an Explorer: it speaks through the host's comm
+
+    @classmethod
+    def _as_panel(cls, host: Any, name: str, *args: Any, **kwargs: Any) -> ViewBase:
+        """Build this view as a panel of ``host``: no comm of its own, its messages travel through the host's."""
+        view = cls.__new__(cls)
+        view._host = (host, name)
+        view.__init__(*args, **kwargs)
+        return view
+
+    def open(self) -> None:
+        if self._host is None:  # a panel never opens a comm (ipywidgets' Widget.__init__ calls this)
+            super().open()
+
+    def send(self, content: Any, buffers: Any = None) -> None:
+        if self._host is None:
+            super().send(content, buffers)
+        else:
+            host, name = self._host
+            host.send({**content, "panel": name}, buffers)
 
     def __init__(self, trace: Trace | None, **kwargs: Any) -> None:
         self._check_trace(trace)

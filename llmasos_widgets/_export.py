@@ -72,6 +72,9 @@ def record(view: ViewBase) -> tuple[dict[str, Any], str]:
         if handler is None:
             raise ValueError(f"{type(view).__name__} cannot answer {what!r}")
         reply.run(handler, params)
+        if "panel" in request:  # an Explorer's panel: the page hands each answer to the panel that asked
+            for message in reply.messages:
+                message["content"]["panel"] = request["panel"]
         recorded[request_key(request)] = {"messages": reply.messages}
     return recorded, note
 
@@ -85,11 +88,10 @@ def _state(view: ViewBase) -> dict[str, Any]:
     }
 
 
-def _bundle(view: ViewBase) -> bytes:
-    # anywidget holds the bundle's source (read from static/<view>.js; a module that says the build is
-    # missing when it is), or a path to it while it watches the file.
-    esm = view._esm
-    return Path(esm).read_bytes() if isinstance(esm, Path) else str(esm).encode("utf-8")
+def _source(value: Any) -> str:
+    # anywidget holds a bundle's or stylesheet's text (read from static/; a module that says the build
+    # is missing when it is), or a path to it while it watches the file.
+    return Path(value).read_text(encoding="utf-8") if isinstance(value, Path) else str(value or "")
 
 
 def _json_for_html(value: Any) -> str:
@@ -115,7 +117,12 @@ def save_html(views: list[ViewBase], path: str | os.PathLike[str], *, title: str
     for i, view in enumerate(views):
         recorded, note = record(view)
         notes.append(f"{type(view).__name__}: {note}")
-        data = {"esm": base64.b64encode(_bundle(view)).decode(), "state": _state(view), "recorded": recorded}
+        data = {
+            "esm": base64.b64encode(_source(view._esm).encode()).decode(),
+            "css": _source(view._css),
+            "state": _state(view),
+            "recorded": recorded,
+        }
         parts.append(
             f'<p class="lw-export-note">{html.escape(notes[-1])}</p>\n'
             f'<div id="lw-view-{i}" data-state="loading"></div>\n'

@@ -15,7 +15,7 @@ import torch
 import traitlets
 
 from . import _wire
-from ._base import Arrays, Reply, ViewBase, bundle
+from ._base import Arrays, Reply, ViewBase
 from .attention import AGGREGATES, SCORE_NAMES, AttentionIndex, pool
 from .trace import Trace
 
@@ -59,7 +59,7 @@ class AttentionView(ViewBase):
 
     """
 
-    _esm = bundle("attention")
+    front_end = "attention"
     n_layers = traitlets.Int().tag(sync=True)
     n_heads = traitlets.Int().tag(sync=True)
     panel = traitlets.Unicode("overview").tag(sync=True)

@@ -14,7 +14,7 @@ from typing import Any
 import traitlets
 
 from . import _wire
-from ._base import Arrays, ViewBase, bundle
+from ._base import Arrays, ViewBase
 from .concepts import TCAVResult, projection
 from .trace import Trace
 
@@ -46,7 +46,7 @@ class ConceptView(ViewBase):
 
     """
 
-    _esm = bundle("concepts")
+    front_end = "concepts"
     text_optional = True  # the projection's text comes with show_projection
     concepts = traitlets.List(traitlets.Unicode()).tag(sync=True)
     layers = traitlets.List(traitlets.Int()).tag(sync=True)

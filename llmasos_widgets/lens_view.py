@@ -12,7 +12,7 @@ from typing import Any
 import traitlets
 
 from . import _wire
-from ._base import Arrays, Reply, ViewBase, bundle
+from ._base import Arrays, Reply, ViewBase
 from .neurons import logit_lens
 from .trace import Trace
 
@@ -38,7 +38,7 @@ class LensView(ViewBase):
 
     """
 
-    _esm = bundle("lens")
+    front_end = "lens"
     n_layers = traitlets.Int().tag(sync=True)
     k = traitlets.Int(10).tag(sync=True)
 

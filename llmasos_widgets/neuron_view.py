@@ -13,7 +13,7 @@ import torch
 import traitlets
 
 from . import _wire
-from ._base import Arrays, ViewBase, bundle
+from ._base import Arrays, ViewBase
 from .neurons import (
     NeuronIndex,
     check_neuron,
@@ -53,7 +53,7 @@ class NeuronView(ViewBase):
 
     """
 
-    _esm = bundle("neurons")
+    front_end = "neurons"
     n_layers = traitlets.Int().tag(sync=True)
     d_mlp = traitlets.Int().tag(sync=True)
     selected_neuron = traitlets.Int(-1).tag(sync=True)

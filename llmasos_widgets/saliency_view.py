@@ -15,7 +15,7 @@ import torch
 import traitlets
 
 from . import _wire
-from ._base import Arrays, Reply, ViewBase, bundle
+from ._base import Arrays, Reply, ViewBase
 from .attribution import METHODS, SIGNED, Attribution, ig_shortfall
 from .trace import Trace
 
@@ -45,7 +45,7 @@ class SaliencyView(ViewBase):
 
     """
 
-    _esm = bundle("saliency")
+    front_end = "saliency"
     method = traitlets.Unicode("").tag(sync=True)
     methods = traitlets.List(traitlets.Unicode(), default_value=list(METHODS)).tag(sync=True)
     target = traitlets.Unicode("").tag(sync=True)

@@ -8,7 +8,7 @@ import torch
 import traitlets
 
 from . import _wire
-from ._base import Arrays, ViewBase, bundle
+from ._base import Arrays, ViewBase
 from .trace import Trace
 
 
@@ -32,7 +32,7 @@ class TokensView(ViewBase):
 
     """
 
-    _esm = bundle("tokens")
+    front_end = "tokens"
     k = traitlets.Int(5).tag(sync=True)
 
     def __init__(self, trace: Trace, *, k: int = 5, **kwargs: Any) -> None:

@@ -207,3 +207,26 @@ export function tokenKeyTarget(key: string, current: number, n: number): number 
       return null;
   }
 }
+
+/** One row of a ranked token list (class lw-rank-row): rank, the token, a bar of `fraction` (0..1), the value. */
+export function rankRow(rank: number, token: string, fraction: number, value: string): HTMLDivElement {
+  const row = el("div", "lw-rank-row");
+  const cell = el("span", "lw-rank-token");
+  appendVisibleToken(cell, token);
+  const track = el("div", "lw-bar-track");
+  const bar = el("div", "lw-bar");
+  bar.style.width = `${Number.isFinite(fraction) ? Math.min(1, Math.max(0, fraction)) * 100 : 0}%`;
+  track.append(bar);
+  row.append(el("span", "lw-rank", String(rank)), cell, track, el("span", "lw-value", value));
+  return row;
+}
+
+/** A title naming token i: `prefix “token”` with the token's whitespace made visible. */
+export function quotedToken(className: string, prefix: string, token: string): HTMLElement {
+  const title = el("div", className, prefix);
+  const quote = el("span", "lw-quote", "“");
+  appendVisibleToken(quote, token);
+  quote.append("”");
+  title.append(quote);
+  return title;
+}

@@ -8,6 +8,8 @@ import { replayKey, ReplayModel, type Recorded } from "./replay";
 interface ExportedView {
   /** The view's bundle (an ES module exporting `{ render }`), base64 of its UTF-8 source. */
   esm: string;
+  /** The view's stylesheet (its _css). */
+  css?: string;
   /** The view's synced traits. */
   state: Record<string, unknown>;
   /** Recorded answers by request key (see replayKey). */
@@ -22,6 +24,11 @@ function decodeBase64(b64: string): Uint8Array {
 }
 
 async function mount(host: HTMLElement, data: ExportedView): Promise<void> {
+  if (data.css) {
+    const style = document.createElement("style");
+    style.textContent = data.css; // inert text: the JSON it came from was parsed, never injected as HTML
+    document.head.append(style);
+  }
   const source = new TextDecoder().decode(decodeBase64(data.esm));
   const url = URL.createObjectURL(new Blob([source], { type: "text/javascript" }));
   try {

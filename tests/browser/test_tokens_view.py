@@ -30,7 +30,7 @@ def test_click_a_token_shows_the_models_predictions_and_syncs_selection(notebook
     expect(panel).to_have_attribute("data-state", "ready", timeout=60_000)
     rows = page.locator('[data-testid="prediction-row"]')
     expect(rows).to_have_count(5)
-    assert rows.first.locator(".lw-pred-token").text_content() == "·Paris"
+    assert rows.first.locator(".lw-rank-token").text_content() == "·Paris"
 
     # What the page shows is what the kernel computes.
     assert nb.kernel_exec("print(view.selected_token)").strip() == "4"
