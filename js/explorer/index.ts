@@ -1,0 +1,124 @@
+// Explorer: one token strip and every view of the text as a panel, linked on one selection. A click
+// sets the Explorer's selected_token (or layer, head) in the page, and every open panel redraws from
+// it at once; each panel asks the kernel for its own data, and a folded panel asks for nothing.
+
+import attention from "../attention/index";
+import concepts from "../concepts/index";
+import lens from "../lens/index";
+import neurons from "../neurons/index";
+import saliency from "../saliency/index";
+import { el } from "../shared/tokens";
+import { defineView, type Mountable, type View } from "../shared/view";
+import tokens from "../tokens/index";
+import { PanelModel } from "./panel-model";
+import "./style.css";
+
+// TEMPORARY until every view is on the scaffold.
+function asPanel(mod: any): Mountable {
+  if (mod.mount) return mod as Mountable;
+  return { name: "", render: mod.render, mount: (model, el) => { const r = mod.render({ model, el }); return typeof r === "function" ? r : () => {}; } };
+}
+
+const VIEWS: Record<string, { view: Mountable; title: string }> = {
+  tokens: { view: tokens, title: "Next-token predictions" },
+  attention: { view: asPanel(attention), title: "Attention" },
+  saliency: { view: asPanel(saliency), title: "Saliency" },
+  neurons: { view: asPanel(neurons), title: "MLP neurons" },
+  lens: { view: asPanel(lens), title: "Logit lens" },
+  concepts: { view: asPanel(concepts), title: "Concepts (TCAV)" },
+};
+
+function mount(view: View): void {
+  const selection = el("div", "lw-selection");
+  selection.dataset.testid = "selection";
+  const notes = el("div", "lw-notes");
+  const panels = el("div", "lw-panels");
+  view.root.append(selection, notes, panels);
+  const open = new Map<string, () => void>(); // mounted panels and how to remove them
+
+  function renderHeader(): void {
+    const n = view.tokens().length;
+    view.setHeader(`${n} token${n === 1 ? "" : "s"} · click a token, or use the arrow keys: every panel follows`);
+  }
+
+  function renderSelection(): void {
+    const i = view.selected();
+    const parts = [i >= 0 ? `token #${i}` : "no token selected"];
+    const layer = view.int("selected_layer");
+    const head = view.int("selected_head");
+    if (layer >= 0) parts.push(`layer ${layer}`);
+    if (head >= 0) parts.push(`head ${head}`);
+    selection.textContent = parts.join(" · ");
+  }
+
+  function renderNotes(): void {
+    const entries = Object.entries((view.get("panel_notes") ?? {}) as Record<string, string>);
+    notes.replaceChildren(
+      ...entries.map(([name, why]) => {
+        const note = el("div", "lw-note", `${VIEWS[name]?.title ?? name}: ${why}`);
+        note.dataset.testid = `note-${name}`;
+        return note;
+      }),
+    );
+  }
+
+  function close(name: string): void {
+    open.get(name)?.();
+    open.delete(name);
+  }
+
+  function renderPanels(): void {
+    const shown: string[] = view.list<string>("panels").filter((p) => p in VIEWS);
+    const collapsed = new Set(view.list<string>("collapsed"));
+    const links = (view.get("panel_links") ?? {}) as Record<string, string[]>;
+    for (const name of Array.from(open.keys())) if (!shown.includes(name) || collapsed.has(name)) close(name);
+    const sections = shown.map((name) => {
+      let section = panels.querySelector<HTMLElement>(`:scope > section[data-panel="${name}"]`);
+      if (!section) {
+        section = el("section", "lw-panel");
+        section.dataset.panel = name;
+        section.dataset.testid = `panel-${name}`;
+        const title = el("button", "lw-panel-title", VIEWS[name]!.title);
+        title.type = "button";
+        title.dataset.testid = `toggle-${name}`;
+        title.addEventListener("click", () => {
+          const now = new Set(view.list<string>("collapsed"));
+          if (now.has(name)) now.delete(name);
+          else now.add(name);
+          view.set({ collapsed: shown.filter((p) => now.has(p)) });
+        });
+        section.append(title, el("div", "lw-panel-body"));
+      }
+      const folded = collapsed.has(name);
+      section.classList.toggle("lw-folded", folded);
+      section.firstElementChild!.setAttribute("aria-expanded", String(!folded));
+      if (!folded && !open.has(name)) {
+        const body = section.lastElementChild as HTMLElement;
+        body.replaceChildren();
+        const model = new PanelModel(view.model, name, links[name] ?? ["selected_token"]);
+        const unmount = VIEWS[name]!.view.mount(model, body, true);
+        open.set(name, () => {
+          unmount();
+          model.dispose();
+          body.replaceChildren();
+        });
+      }
+      return section;
+    });
+    panels.replaceChildren(...sections);
+  }
+
+  view.on(["tokens", "model_name"], renderHeader);
+  view.on(["selected_token", "selected_layer", "selected_head"], renderSelection);
+  view.on("panel_notes", renderNotes);
+  view.on(["panels", "collapsed", "panel_links"], renderPanels);
+  view.onDispose(() => {
+    for (const name of Array.from(open.keys())) close(name);
+  });
+  renderHeader();
+  renderSelection();
+  renderNotes();
+  renderPanels();
+}
+
+export default defineView({ name: "explorer", selectionStrip: "click one, or use the arrow keys: every panel follows", mount });

@@ -1,0 +1,250 @@
+"""Explorer: every view of one text in one widget, linked on one token, layer and head selection.
+
+Each panel is the view itself (TokensView, AttentionView, ...) built with no comm of its own: its
+messages travel through the Explorer's, tagged with the panel's name, and its own synced traits are
+mirrored in ``panel_states``. The selection (``selected_token``, ``selected_layer``, ``selected_head``)
+is the Explorer's: in the page every panel reads it from the Explorer's model, so a click redraws all
+panels without a round trip to the kernel; each panel still asks the kernel for its own data.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import traitlets
+
+from ._base import ViewBase
+from .attention_view import AttentionView
+from .attribution import Attribution, attribute
+from .concept_view import ConceptView
+from .concepts import TCAVResult
+from .lens_view import LensView
+from .models import LanguageModel
+from .neuron_view import NeuronView
+from .neurons import NeuronIndex
+from .saliency_view import SaliencyView
+from .tokens_view import TokensView
+from .trace import Trace
+
+PANELS = ("tokens", "attention", "saliency", "neurons", "lens", "concepts")
+SELECTION = ("selected_token", "selected_layer", "selected_head")
+# Which parts of the shared selection each panel follows. A concept panel keeps its own layer: it has
+# CAVs at some layers only.
+LINKS = {
+    "tokens": ("selected_token",),
+    "attention": SELECTION,
+    "saliency": ("selected_token",),
+    "neurons": ("selected_token", "selected_layer"),
+    "lens": ("selected_token", "selected_layer"),
+    "concepts": ("selected_token",),
+}
+_TEXT = ("tokens", "token_ids", "offsets", "token_bytes", "generated", "model_name")
+_WIDGET_OWN = ("layout", "tabbable", "tooltip")
+
+
+class Explorer(ViewBase):
+    """A token strip and the attention, saliency, neuron, lens and concept panels of one text, linked.
+
+    Parameters
+    ----------
+    source : LanguageModel or Trace
+        A model (then give ``text``) or a trace (a text, or a prompt and its generation).
+    text : str, optional
+        The text, when ``source`` is a model.
+    panels : list of str, optional
+        Which panels, in order (default: all of ``PANELS`` that apply to the model). A panel that does
+        not apply says why in ``panel_notes`` and in the page.
+    collapsed : list of str
+        Panels shown folded; a folded panel fetches nothing until it is opened.
+    layer : int, optional
+        The layer selected at first (default: the middle one).
+    attribution : Attribution, optional
+        What the saliency panel shows (default: input × gradient of the model's next token).
+    concepts : TCAVResult, optional
+        What the concept panel shows (from :func:`~llmasos_widgets.tcav`); without it, that panel says
+        how to make one.
+    neuron_index : NeuronIndex, optional
+        Top corpus examples for the neuron panel.
+
+    Examples
+    --------
+    >>> import llmasos_widgets as lw
+    >>> ex = lw.Explorer(lw.load_model("tiny-llama"), "The capital of France is")
+    >>> ex.panels, ex.panel_notes["concepts"][:33]
+    (['tokens', 'attention', 'saliency', 'neurons', 'lens'], 'no concepts: pass concepts=lw.tca')
+    >>> ex.selected_token = 3
+    >>> ex.panel("neurons").selected_token, ex.panel("lens").selected_token
+    (3, 3)
+
+    """
+
+    front_end = "explorer"
+    panels = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    collapsed = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    panel_states = traitlets.Dict().tag(sync=True)  # panel -> its own synced traits
+    panel_links = traitlets.Dict().tag(sync=True)  # panel -> the selection traits it follows
+    panel_notes = traitlets.Dict().tag(sync=True)  # panel left out -> why
+
+    def __init__(
+        self,
+        source: LanguageModel | Trace,
+        text: str | None = None,
+        *,
+        panels: list[str] | tuple[str, ...] | None = None,
+        collapsed: list[str] | tuple[str, ...] = (),
+        layer: int | None = None,
+        attribution: Attribution | None = None,
+        concepts: TCAVResult | None = None,
+        neuron_index: NeuronIndex | None = None,
+        **kwargs: Any,
+    ) -> None:
+        trace = _trace_of(source, text)
+        wanted = list(PANELS if panels is None else panels)
+        unknown = [p for p in wanted if p not in PANELS] + [p for p in collapsed if p not in PANELS]
+        if unknown or not wanted or len(set(wanted)) != len(wanted):
+            raise ValueError(f"panels must be distinct names from {', '.join(PANELS)}; got {list(panels or [])}")
+        self._views: dict[str, ViewBase] = {}
+        notes: dict[str, str] = {}
+        for name in wanted:
+            try:
+                self._views[name] = self._build(name, trace, attribution, concepts, neuron_index)
+            except ValueError as e:
+                notes[name] = str(e)
+        super().__init__(
+            trace,
+            panels=[p for p in wanted if p in self._views],
+            collapsed=[p for p in collapsed if p in self._views],
+            panel_links={name: list(LINKS[name]) for name in self._views},
+            panel_notes=notes,
+            panel_states={name: self._own_state(name) for name in self._views},
+            selected_layer=trace.check_layer(trace.n_layers // 2 if layer is None else layer),
+            **kwargs,
+        )
+        for name, view in self._views.items():
+            view.observe(lambda change, name=name: self._panel_changed(name, change), names=self._own_keys(name))
+            view.observe(lambda change, name=name: self._follow(name, change), names=list(LINKS[name]))
+            self._push(name, {key: getattr(self, key) for key in LINKS[name]})
+        self.observe(self._lead, names=list(SELECTION))
+
+    def panel(self, name: str) -> ViewBase:
+        """The view behind a panel (e.g. ``ex.panel("attention").heads = [0, 3]``)."""
+        if name not in self._views:
+            why = self.panel_notes.get(name, f"it is not one of {', '.join(self._views)}")
+            raise ValueError(f"the Explorer has no {name!r} panel: {why}")
+        return self._views[name]
+
+    # -- building panels -----------------------------------------------------------------------
+    def _build(self, name: str, trace: Trace, attribution: Any, concepts: Any, index: Any) -> ViewBase:
+        if name == "tokens":
+            if trace.model.adapter.unembed() is None:
+                raise ValueError(f"{trace.model.name} has no language-model head: next-token predictions need one")
+            return TokensView._as_panel(self, name, trace)
+        if name == "attention":
+            return AttentionView._as_panel(self, name, trace)
+        if name == "saliency":
+            if attribution is None:
+                try:
+                    attribution = attribute(trace.model, trace, method="input_x_gradient", progress=False)
+                except ValueError as e:
+                    raise ValueError(f"{e}; give the Explorer attribution=lw.attribute(model, text, ...)") from e
+            return SaliencyView._as_panel(self, name, attribution)
+        if name == "neurons":
+            return NeuronView._as_panel(self, name, trace, index=index)
+        if name == "lens":
+            return LensView._as_panel(self, name, trace)
+        if concepts is None:
+            raise ValueError(
+                "no concepts: pass concepts=lw.tcav(model, inputs, target, [concept], layers) to see TCAV "
+                "scores and each token's projection on the concept"
+            )
+        return ConceptView._as_panel(self, name, concepts, trace)
+
+    def _own_keys(self, name: str) -> list[str]:
+        """A panel's synced traits that are its own (not the text, nor the selection it follows)."""
+        shared = set(_TEXT) | set(LINKS[name]) | set(_WIDGET_OWN)
+        return [k for k in self._views[name].keys if not k.startswith("_") and k not in shared]
+
+    def _own_state(self, name: str) -> dict[str, Any]:
+        return self._views[name].get_state(self._own_keys(name))
+
+    # -- keeping the selection and the panels' state in step -------------------------------------
+    def _panel_changed(self, name: str, _change: Any) -> None:
+        self.panel_states = {**self.panel_states, name: self._own_state(name)}
+
+    def _push(self, name: str, values: dict[str, Any]) -> None:
+        """Give a panel the shared selection; a value it cannot take (its validator says no) is skipped."""
+        for key, value in values.items():
+            try:
+                setattr(self._views[name], key, value)
+            except (ValueError, traitlets.TraitError):
+                pass
+
+    def _lead(self, change: Any) -> None:
+        for name in self._views:
+            if change.name in LINKS[name]:
+                self._push(name, {change.name: change.new})
+
+    def _follow(self, _name: str, change: Any) -> None:
+        try:
+            setattr(self, change.name, change.new)  # a panel moved the selection from Python
+        except (ValueError, traitlets.TraitError):
+            pass
+
+    # -- messages --------------------------------------------------------------------------------
+    def _on_custom_msg(self, widget: Any, content: Any, buffers: Any) -> None:
+        if not isinstance(content, dict) or "panel" not in content:
+            super()._on_custom_msg(widget, content, buffers)
+            return
+        name = content["panel"]
+        view = self._views.get(name)
+        if view is None:
+            self.send({"type": "error", "id": content.get("id"), "panel": name, "message": f"no panel {name!r}"})
+        elif content.get("type") == "set":
+            self._set_from_page(name, content.get("changes") or {})
+        else:
+            view._on_custom_msg(view, {k: v for k, v in content.items() if k != "panel"}, buffers)
+
+    def _set_from_page(self, name: str, changes: dict[str, Any]) -> None:
+        """A panel's own traits set in the page; a refused value sends the panel back its state."""
+        view, allowed = self._views[name], set(self._own_keys(name))
+        for key, value in changes.items():
+            try:
+                if key not in allowed:
+                    raise ValueError(f"{key!r} is not a setting of the {name} panel")
+                setattr(view, key, value)
+            except (ValueError, traitlets.TraitError) as e:
+                self.send({"type": "panel_state", "panel": name, "state": self._own_state(name), "message": str(e)})
+
+    def _handler(self, what: str) -> Any:
+        """Recorded answers (save_html): each request names its panel."""
+
+        def route(reply: Any, panel: str = "", **params: Any) -> None:
+            handler = self.panel(panel)._handler(what)
+            if handler is None:
+                raise ValueError(f"the {panel} panel cannot answer {what!r}")
+            handler(reply, **params)
+
+        return route
+
+    def _export_requests(self) -> tuple[list[dict[str, Any]], str]:
+        requests, notes = [], []
+        for name in self.panels:
+            if name in self.collapsed:
+                notes.append(f"{name}: folded, not recorded")
+                continue
+            panel_requests, note = self._views[name]._export_requests()
+            requests += [{**r, "panel": name} for r in panel_requests]
+            notes.append(f"{name}: {note}")
+        return requests, "; ".join(notes)
+
+
+def _trace_of(source: Any, text: str | None) -> Trace:
+    if isinstance(source, Trace):
+        if text is not None:
+            raise ValueError("give a Trace alone, or a model and a text: Explorer(trace) or Explorer(model, text)")
+        return source
+    if isinstance(source, LanguageModel):
+        if not isinstance(text, str):
+            raise ValueError(f"Explorer(model, text) needs the text as a str, not {type(text).__name__}")
+        return source.trace(text)
+    raise ValueError(f"Explorer needs a model and a text, or a Trace; not {type(source).__name__}")

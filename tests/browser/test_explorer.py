@@ -1,0 +1,82 @@
+"""Explorer in real JupyterLab: one click on the shared strip and every panel follows, from the page alone."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from _lab import require_browser
+
+require_browser()
+from playwright.sync_api import expect  # noqa: E402
+
+pytestmark = pytest.mark.browser
+
+TEXT = "The capital of France is Paris. 大型语言模型 🤖 naïve café"
+
+
+def panel_shows_token(page, position: int) -> dict[str, object]:
+    """What each panel of the Explorer shows for the selected token (None where it shows another)."""
+    return page.evaluate(
+        """(i) => {
+          const q = (s) => document.querySelector(s);
+          return {
+            tokens: q('.lw-explorer [data-testid="panel-tokens"] .lw-pred-title')?.textContent.includes('#' + i) ?? false,
+            attention: q('.lw-explorer [data-testid="panel-attention"] [data-testid="overview"]')?.dataset.position === String(i),
+            neurons: q('.lw-explorer [data-testid="panel-neurons"] [data-testid="token-neurons"]')?.dataset.position === String(i),
+            lens: !!q(`.lw-explorer [data-testid="panel-lens"] td.lw-in-col[data-pos="${i}"]`),
+            saliency: !!q(`.lw-explorer [data-testid="panel-saliency"] .lw-token.lw-selected[data-index="${i}"]`),
+          };
+        }""",
+        position,
+    )
+
+
+def test_one_click_moves_every_panel_and_python_sees_it(notebook):
+    nb = notebook(
+        [
+            "import llmasos_widgets as lw\nmodel = lw.load_model('tiny-llama')",
+            f"ex = lw.Explorer(model, {TEXT!r})\nex",
+        ]
+    )
+    page = nb.page
+    root = page.locator(".lw-explorer")
+    strip = root.locator(':scope > [data-testid="token-strip"] [data-testid="token"]')
+    n = int(nb.kernel_exec("print(len(ex.tokens))"))
+    expect(strip).to_have_count(n, timeout=120_000)
+    shown = [t.text_content() for t in strip.all()]
+    tokens = json.loads(nb.kernel_exec("import json; print(json.dumps(ex.tokens))"))
+    assert [s for s in shown if s != "⋯"] == [t.replace(" ", "·") for t in tokens if t != ""]
+    for name in ("tokens", "attention", "saliency", "neurons", "lens"):
+        expect(root.locator(f'[data-testid="panel-{name}"]')).to_be_visible()
+    expect(root.locator('[data-testid="note-concepts"]')).to_contain_text("no concepts")
+    expect(root.locator('[data-testid="overview"]')).to_have_attribute("data-state", "ready", timeout=60_000)
+
+    strip.nth(3).click()
+    page.wait_for_function(
+        """() => document.querySelector('.lw-explorer [data-testid="selection"]').textContent.startsWith('token #3')"""
+    )
+    page.wait_for_function(
+        """() => { const s = document.querySelector('.lw-explorer [data-testid="panel-tokens"] [data-testid="predictions"]');
+                   return s && s.dataset.state === 'ready'; }""",
+        timeout=30_000,
+    )
+    expect(root.locator('[data-testid="overview"]')).to_have_attribute("data-position", "3", timeout=30_000)
+    expect(root.locator('[data-testid="token-neurons"]')).to_have_attribute("data-position", "3", timeout=30_000)
+    assert panel_shows_token(page, 3) == {k: True for k in ("tokens", "attention", "neurons", "lens", "saliency")}
+    # Python sees the page's selection, on the Explorer and on each panel.
+    assert nb.kernel_exec("print(ex.selected_token, ex.panel('lens').selected_token)").split() == ["3", "3"]
+
+    # A lens cell sets the layer as well: the neuron panel follows it.
+    root.locator('[data-testid="lens-cell"][data-layer="0"][data-pos="2"]').click()
+    expect(root.locator('[data-testid="selection"]')).to_have_text("token #2 · layer 0", timeout=10_000)
+    assert nb.kernel_exec("print(ex.selected_layer, ex.panel('neurons').selected_layer)").split() == ["0", "0"]
+
+    # Folding a panel removes it from the page and tells Python; Python's selection reaches the page.
+    root.locator('[data-testid="toggle-attention"]').click()
+    expect(root.locator('[data-testid="panel-attention"] [data-testid="overview"]')).to_have_count(0)
+    assert nb.kernel_exec("print(ex.collapsed)").strip() == "['attention']"
+    nb.kernel_exec("ex.selected_token = 5")
+    expect(root.locator('[data-testid="selection"]')).to_contain_text("token #5", timeout=30_000)
+    expect(root.locator('[data-testid="token-neurons"]')).to_have_attribute("data-position", "5", timeout=30_000)
+    assert nb.errors == [], f"page errors: {nb.errors}"
