@@ -1,7 +1,6 @@
 """save_html: one offline file with each view's bundle, traits and recorded answers."""
 
 import html
-import json
 import re
 
 import pytest
@@ -18,12 +17,12 @@ def trace():
 
 
 def exported(path):
-    """The JSON data of each view in an exported file."""
+    """The data of each view in an exported file."""
     page = path.read_text(encoding="utf-8")
-    blobs = re.findall(
-        r'<script type="application/json" class="lw-export" data-host="[^"]+">(.*?)</script>', page, re.S
+    parts = re.findall(
+        r'<script type="application/octet-stream" class="lw-export" data-host="[^"]+">(.*?)</script>', page, re.S
     )
-    return page, [json.loads(b) for b in blobs]
+    return page, [_export.unpack(p) for p in parts]
 
 
 def test_a_tokens_view_records_the_predictions_at_every_token(trace, tmp_path):
@@ -39,9 +38,10 @@ def test_a_tokens_view_records_the_predictions_at_every_token(trace, tmp_path):
     assert "the top-3 next tokens at every token are recorded" in page
 
 
-def test_model_text_cannot_leave_its_json(trace, tmp_path):
-    page, _ = exported(lw.TokensView(trace).save_html(tmp_path / "t.html"))
+def test_model_text_cannot_leave_its_data(trace, tmp_path):
+    page, (data,) = exported(lw.TokensView(trace).save_html(tmp_path / "t.html"))
     assert "<img" not in page and page.count("</script>") == 2  # the data and the runtime, nothing else
+    assert "</script><img src=x onerror=alert(1)>" in "".join(data["state"]["tokens"])  # there, as data
     assert "default-src 'none'" in page  # no network, whatever a view would try
 
 

@@ -4,7 +4,7 @@
 
 import { replayKey, ReplayModel, type Recorded } from "./replay";
 
-/** What the page holds for one view, in `<script type="application/json" class="lw-export">`. */
+/** What the page holds for one view (see _export.py, pack): gzip of a uint32 length, that much JSON, then buffers. */
 interface ExportedView {
   /** The view's bundle (an ES module exporting `{ render }`), base64 of its UTF-8 source. */
   esm: string;
@@ -16,17 +16,27 @@ interface ExportedView {
   recorded: Record<string, Recorded>;
 }
 
-function decodeBase64(b64: string): Uint8Array {
+function decodeBase64(b64: string): Uint8Array<ArrayBuffer> {
   const bin = atob(b64);
   const out = new Uint8Array(bin.length);
   for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
   return out;
 }
 
-async function mount(host: HTMLElement, data: ExportedView): Promise<void> {
+/** The view's JSON and the binary part its answers' buffers point into. */
+async function unpack(b64: string): Promise<[ExportedView, Uint8Array]> {
+  const stream = new Blob([decodeBase64(b64)]).stream().pipeThrough(new DecompressionStream("gzip"));
+  const raw = new Uint8Array(await new Response(stream).arrayBuffer());
+  const n = new DataView(raw.buffer, raw.byteOffset, 4).getUint32(0, true);
+  const data = JSON.parse(new TextDecoder().decode(raw.subarray(4, 4 + n))) as ExportedView;
+  return [data, raw.subarray(4 + n)];
+}
+
+async function mount(host: HTMLElement, packed: string): Promise<void> {
+  const [data, binary] = await unpack(packed);
   if (data.css) {
     const style = document.createElement("style");
-    style.textContent = data.css; // inert text: the JSON it came from was parsed, never injected as HTML
+    style.textContent = data.css;
     document.head.append(style);
   }
   const source = new TextDecoder().decode(decodeBase64(data.esm));
@@ -34,7 +44,7 @@ async function mount(host: HTMLElement, data: ExportedView): Promise<void> {
   try {
     const module = await import(/* @vite-ignore */ url);
     const widget = module.default ?? module;
-    const model = new ReplayModel(data.state, data.recorded, decodeBase64);
+    const model = new ReplayModel(data.state, data.recorded, binary);
     await widget.render({ model, el: host });
   } finally {
     URL.revokeObjectURL(url);
@@ -47,7 +57,7 @@ export async function mountAll(doc: Document = document): Promise<void> {
     const host = doc.getElementById(script.dataset.host ?? "");
     if (!host) continue;
     try {
-      await mount(host, JSON.parse(script.textContent ?? "{}") as ExportedView);
+      await mount(host, (script.textContent ?? "").trim());
       host.dataset.state = "ready";
     } catch (e) {
       host.textContent = `this view could not be shown: ${e instanceof Error ? e.message : String(e)}`;

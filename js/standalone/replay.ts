@@ -4,7 +4,8 @@
 
 /** One recorded answer: the messages the kernel sent (chunks, progress, then response or error). */
 export interface Recorded {
-  messages: { content: Record<string, unknown>; buffers: string[] }[];
+  /** Each message's buffers as [offset, length] in the file's binary part. */
+  messages: { content: Record<string, unknown>; buffers: [number, number][] }[];
 }
 
 type Callback = (...args: any[]) => void;
@@ -29,7 +30,7 @@ export class ReplayModel {
   constructor(
     state: Record<string, unknown>,
     private readonly recorded: Record<string, Recorded>,
-    private readonly decode: (b64: string) => Uint8Array,
+    private readonly binary: Uint8Array,
   ) {
     this.state = { ...state };
   }
@@ -70,10 +71,7 @@ export class ReplayModel {
         return;
       }
       for (const m of record.messages) {
-        const buffers = m.buffers.map((b) => {
-          const bytes = this.decode(b);
-          return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-        });
+        const buffers = m.buffers.map(([offset, length]) => new DataView(this.binary.buffer, this.binary.byteOffset + offset, length));
         this.emit("msg:custom", { ...m.content, id }, buffers);
       }
     }, 0);

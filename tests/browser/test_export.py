@@ -70,3 +70,33 @@ def test_an_exported_file_works_offline_and_answers_from_what_it_recorded(browse
         assert errors == []
     finally:
         page.context.close()
+
+
+def test_an_exported_explorer_stays_linked_offline(browser, tmp_path):
+    model = lw.load_model("tiny-llama")
+    explorer = lw.Explorer(model, TEXT, collapsed=["attention"])
+    path = explorer.save_html(tmp_path / "explorer.html")
+    page, errors, asked = open_offline(browser, path)
+    try:
+        expect(page.locator("#lw-view-0")).to_have_attribute("data-state", "ready", timeout=30_000)
+        root = page.locator(".lw-root.lw-explorer")
+        strip = root.locator(':scope > [data-testid="token-strip"] [data-testid="token"]')
+        expect(strip).to_have_count(len(explorer.tokens))
+        strip.nth(4).click()  # every open panel follows, answered from the file
+        expect(root.locator('[data-testid="selection"]')).to_contain_text("token #4")
+        predictions = root.locator('[data-testid="panel-tokens"] [data-testid="predictions"]')
+        expect(predictions).to_have_attribute("data-state", "ready", timeout=10_000)
+        shown = [r.get_attribute("data-token-id") for r in predictions.locator('[data-testid="prediction-row"]').all()]
+        assert shown == [str(p.id) for p in explorer.trace.top_predictions(4, k=5)]
+        expect(root.locator('[data-testid="token-neurons"]')).to_have_attribute("data-position", "4", timeout=10_000)
+        expect(root.locator('[data-testid="panel-lens"] td.lw-in-col[data-pos="4"]').first).to_be_visible()
+        # The folded panel was not recorded: opened, it says so in place instead of staying blank.
+        root.locator('[data-testid="toggle-attention"]').click()
+        expect(root.locator('[data-testid="panel-attention"]')).to_contain_text(
+            "not recorded in this file", timeout=10_000
+        )
+        assert page.locator("img").count() == 0
+        assert [u for u in asked if not u.startswith(("file:", "blob:"))] == []
+        assert errors == []
+    finally:
+        page.context.close()
