@@ -19,7 +19,12 @@ from ._base import Arrays, Reply, ViewBase
 from .attribution import METHODS, SIGNED, Attribution, ig_shortfall
 from .trace import Trace
 
-NORMALIZATIONS = ("max_abs", "sum_abs", "none")
+# How the view scales each row of scores to colours, and what each means (the view's scale picker).
+NORMALIZATIONS = {
+    "max_abs": "each row divided by its largest |score| (the strongest token at full colour)",
+    "sum_abs": "each score as its share of the row's total |score| (a spread-out row stays pale)",
+    "none": "every row divided by the largest |score| of all rows (rows comparable)",
+}
 
 
 class SaliencyView(ViewBase):
@@ -31,7 +36,8 @@ class SaliencyView(ViewBase):
         From :func:`llmasos_widgets.attribute` (it keeps the model and the input, so the view can
         recompute it with another method, target or contrast).
     normalize : str
-        ``"max_abs"`` (each row scaled by its largest magnitude), ``"sum_abs"`` or ``"none"``.
+        One of :data:`NORMALIZATIONS` (the ``normalizations`` trait): ``"max_abs"`` (each row scaled
+        by its largest magnitude), ``"sum_abs"`` or ``"none"``.
     n_candidates : int
         How many of the model's top next tokens the target picker offers.
 
@@ -47,14 +53,15 @@ class SaliencyView(ViewBase):
 
     front_end = "saliency"
     method = traitlets.Unicode("").tag(sync=True)
-    methods = traitlets.List(traitlets.Unicode(), default_value=list(METHODS)).tag(sync=True)
+    methods = traitlets.List(traitlets.Unicode(), default_value=list(METHODS), read_only=True).tag(sync=True)
     target = traitlets.Unicode("").tag(sync=True)
     contrast = traitlets.Unicode("").tag(sync=True)
     candidates = traitlets.List(traitlets.Unicode()).tag(sync=True)
     target_tokens = traitlets.List(traitlets.Unicode()).tag(sync=True)
     is_matrix = traitlets.Bool(False).tag(sync=True)
     can_retarget = traitlets.Bool(True).tag(sync=True)
-    normalize = traitlets.Unicode("max_abs").tag(sync=True)
+    normalize = traitlets.Unicode("max_abs").tag(sync=True)  # one of normalizations: [value, what it means]
+    normalizations = traitlets.List(default_value=list(NORMALIZATIONS.items()), read_only=True).tag(sync=True)
     selected_row = traitlets.Int(0).tag(sync=True)
     version = traitlets.Int(0).tag(sync=True)
     notice = traitlets.Unicode("").tag(sync=True)

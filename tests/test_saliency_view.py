@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import traitlets
 
 import llmasos_widgets as lw
 from tests._views import arrays, capture, wait_for
@@ -74,3 +75,16 @@ def test_bad_arguments():
     view = lw.SaliencyView(lw.attribute(model, TEXT, method="saliency"))
     with pytest.raises(ValueError, match="normalize 'max' is not one of"):
         view.normalize = "max"
+
+
+def test_the_views_choices_are_the_ones_python_accepts(view):
+    # The front-end builds its pickers from these traits: every choice offered is accepted, and
+    # the view cannot change them.
+    assert [value for value, _ in view.normalizations] == ["max_abs", "sum_abs", "none"]
+    assert all(meaning for _, meaning in view.normalizations)
+    for value, _ in view.normalizations:
+        view.normalize = value
+    for method in view.methods:
+        assert view.recompute(method=method, progress=False).method == method
+    with pytest.raises(traitlets.TraitError, match="read-only"):
+        view.methods = ["saliency"]

@@ -1,29 +1,12 @@
 // SaliencyView: input tokens coloured by their attribution for a target token. Method, target and
 // contrast are picked here and the kernel recomputes (with progress); for a generation, the
-// output × input matrix, where clicking an output token lays its row over the text.
+// output × input matrix, where selecting an output token lays its row over the text.
 
-import type { RenderProps } from "@anywidget/types";
-import { Client } from "../shared/client";
-import { injectStyle, sharedCss } from "../shared/style";
-import { appendVisibleToken, el, renderTokenStrip, setSelected, textStripOptions, type TokenTraits } from "../shared/tokens";
+import { appendVisibleToken, el } from "../shared/tokens";
+import { defineView, errorBox, type View } from "../shared/view";
 import { floats, type DecodedArray } from "../shared/wire";
 import { formatScore, maxAbs, normalizeRow, scoreColor, type Normalization } from "./scale";
-
-interface SaliencyModel extends TokenTraits {
-  method: string;
-  methods: string[];
-  target: string;
-  contrast: string;
-  candidates: string[];
-  target_tokens: string[];
-  is_matrix: boolean;
-  can_retarget: boolean;
-  normalize: Normalization;
-  selected_row: number;
-  version: number;
-  notice: string;
-  convergence: string;
-}
+import "./style.css";
 
 /** What the kernel sent for one result. */
 interface Shown {
@@ -35,28 +18,17 @@ interface Shown {
   positions: number[];
   objective: number[];
   delta: number[] | null;
-  nonfinite: number;
   rows: number;
   cols: number;
   scores: Float32Array; // [rows, cols]
   mask: Float32Array; // [rows, cols], 1 where the row can depend on the input
 }
 
-const css = `
-.lw-saliency .lw-controls { display: flex; flex-wrap: wrap; gap: 6px 12px; align-items: center; margin-bottom: 8px; }
-.lw-saliency label { color: var(--lw-fg-muted); display: inline-flex; gap: 4px; align-items: center; }
-.lw-saliency select, .lw-saliency input { font: inherit; font-family: var(--lw-mono); max-width: 14em; }
-.lw-saliency .lw-targets { margin: 6px 0; display: flex; flex-wrap: wrap; gap: 4px; align-items: center; }
-.lw-saliency .lw-row-chip { font-family: var(--lw-mono); white-space: pre; border: 1px solid var(--lw-border);
-  border-radius: 3px; padding: 0 4px; background: var(--lw-generated-tint); cursor: pointer; }
-.lw-saliency .lw-row-chip.lw-selected { outline: 2px solid var(--lw-accent); }
-.lw-saliency .lw-token.lw-nan { background: repeating-linear-gradient(45deg, var(--lw-tint), var(--lw-tint) 3px,
-  rgba(211, 47, 47, 0.35) 3px, rgba(211, 47, 47, 0.35) 6px); }
-.lw-saliency .lw-notice { color: var(--lw-error); margin: 4px 0; }
-.lw-saliency .lw-detail { color: var(--lw-fg-muted); min-height: 1.5em; font-family: var(--lw-mono); white-space: pre; }
-.lw-saliency canvas { display: block; margin-top: 6px; cursor: pointer; image-rendering: pixelated; }
-.lw-saliency .lw-legend { color: var(--lw-fg-muted); font-size: 0.9em; }
-`;
+function tagged<K extends keyof HTMLElementTagNameMap>(tag: K, testid: string, className?: string): HTMLElementTagNameMap[K] {
+  const node = el(tag, className);
+  node.dataset.testid = testid;
+  return node;
+}
 
 function labeled(text: string, control: HTMLElement): HTMLLabelElement {
   const label = el("label", undefined, text);
@@ -75,124 +47,78 @@ function fillSelect(select: HTMLSelectElement, values: readonly string[], curren
   select.value = current;
 }
 
-function quoted(token: string): string {
-  return JSON.stringify(token);
-}
+const quoted = (token: string): string => JSON.stringify(token);
 
-function render({ model, el: root }: RenderProps<SaliencyModel>): () => void {
-  root.classList.add("lw-root", "lw-saliency");
-  injectStyle(root, sharedCss + css);
-  const client = new Client(model);
-
-  const header = el("div", "lw-header");
-  const methodSelect = el("select");
-  methodSelect.dataset.testid = "method-select";
-  const targetSelect = el("select");
-  targetSelect.dataset.testid = "target-select";
-  const targetInput = el("input");
-  targetInput.dataset.testid = "target-input";
+function mount(view: View): void {
+  const methodSelect = tagged("select", "method-select");
+  const targetSelect = tagged("select", "target-select");
+  const targetInput = tagged("input", "target-input");
   targetInput.placeholder = "or type a target";
-  const contrastInput = el("input");
-  contrastInput.dataset.testid = "contrast-input";
+  const contrastInput = tagged("input", "contrast-input");
   contrastInput.placeholder = "none";
-  const applyButton = el("button", undefined, "Recompute");
-  applyButton.dataset.testid = "apply";
-  const normSelect = el("select");
-  normSelect.dataset.testid = "normalize-select";
-  fillSelect(normSelect, ["max_abs", "sum_abs", "none"], "max_abs");
-  normSelect.title =
-    "max_abs: each row divided by its largest |score| (the strongest token at full colour)\n" +
-    "sum_abs: each score as its share of the row's total |score| (a spread-out row stays pale)\n" +
-    "none: every row divided by the largest |score| of all rows (rows comparable)";
-  const progress = el("span", "lw-loading");
-  progress.dataset.testid = "progress";
+  const applyButton = tagged("button", "apply");
+  applyButton.textContent = "Recompute";
+  // The choices and what each means come from Python (SaliencyView.normalizations).
+  const normSelect = tagged("select", "normalize-select");
+  const choices = view.list<[string, string]>("normalizations");
+  fillSelect(normSelect, choices.map(([v]) => v), view.get("normalize") ?? "");
+  normSelect.title = choices.map(([v, label]) => `${v}: ${label}`).join("\n");
+  const progress = tagged("span", "progress", "lw-loading");
   progress.hidden = true;
-  const controls = el("div", "lw-controls");
   const retarget = [labeled("target", targetSelect), targetInput, labeled("contrast", contrastInput)];
+  const controls = el("div", "lw-controls");
   controls.append(labeled("method", methodSelect), ...retarget, applyButton, labeled("scale", normSelect), progress);
 
-  const notice = el("div", "lw-notice");
-  notice.dataset.testid = "notice";
-  const convergence = el("div", "lw-muted");
-  convergence.dataset.testid = "convergence";
-  const targets = el("div", "lw-targets");
-  targets.dataset.testid = "targets";
-  const overlay = el("div");
-  overlay.dataset.testid = "overlay";
+  const convergence = tagged("div", "convergence", "lw-muted");
+  const notice = tagged("div", "notice", "lw-notice");
+  const error = el("div"); // the error box of the last failed request
+  const targets = tagged("div", "targets", "lw-targets");
+  const overlay = tagged("div", "overlay");
   overlay.dataset.state = "loading";
-  const strip = el("div", "lw-strip");
-  strip.dataset.testid = "token-strip";
-  const detail = el("div", "lw-detail");
-  detail.dataset.testid = "detail";
-  const canvas = el("canvas");
-  canvas.dataset.testid = "matrix-canvas";
+  const detail = tagged("div", "detail", "lw-detail");
+  const canvas = tagged("canvas", "matrix-canvas");
+  canvas.hidden = true;
   const legend = el("div", "lw-legend");
-  const error = el("div", "lw-error");
-  error.dataset.testid = "error";
-  error.hidden = true;
-  overlay.append(strip, detail);
-  root.append(header, controls, convergence, notice, error, targets, overlay, canvas, legend);
 
   let shown: Shown | undefined;
-  let spans: HTMLSpanElement[] = [];
+  // The strip shows the scores, so it stays inside a host too.
+  const strip = view.strip("click one, or use the arrow keys, to see its score", colour);
+  overlay.append(strip.el, detail);
+  view.root.append(controls, convergence, notice, error, targets, overlay, canvas, legend);
 
-  const row = (): number => Math.max(0, Math.min(model.get("selected_row") ?? 0, (shown?.rows ?? 1) - 1));
+  const row = (): number => Math.max(0, Math.min(view.int("selected_row", 0), (shown?.rows ?? 1) - 1));
+  const isMatrix = (): boolean => Boolean(view.get("is_matrix"));
 
-  function renderHeader(): void {
-    header.replaceChildren();
-    const name = model.get("model_name");
-    if (name) header.append(el("span", "lw-model", name), " · ");
-    header.append(model.get("is_matrix") ? "generation: every output token × the tokens before it" : "token attribution");
-    fillSelect(methodSelect, model.get("methods") ?? [], model.get("method") ?? "");
-    fillSelect(targetSelect, model.get("candidates") ?? [], model.get("target") ?? "", quoted);
-    contrastInput.value = model.get("contrast") ?? "";
-    const can = model.get("can_retarget");
-    for (const c of retarget) c.hidden = !can;
-    notice.textContent = model.get("notice") ?? "";
-    convergence.textContent = model.get("convergence") ?? "";
-  }
-
-  function renderStrip(): void {
-    spans = renderTokenStrip(strip, model.get("tokens") ?? [], {
-      ...textStripOptions(model),
-      selected: model.get("selected_token") ?? -1,
-      onSelect: select,
-    });
-    paint();
-  }
-
-  function select(i: number): void {
-    model.set("selected_token", i);
-    // In a generation, clicking an output token shows its row.
-    const r = shown ? shown.positions.findIndex((p) => p + 1 === i) : -1;
-    if (model.get("is_matrix") && r >= 0) model.set("selected_row", r);
-    model.save_changes();
+  function renderControls(): void {
+    view.setHeader(isMatrix() ? "generation: every output token × the tokens before it" : "token attribution");
+    fillSelect(methodSelect, view.list("methods"), view.get("method") ?? "");
+    fillSelect(targetSelect, view.list("candidates"), view.get("target") ?? "", quoted);
+    contrastInput.value = view.get("contrast") ?? "";
+    for (const c of retarget) c.hidden = !view.get("can_retarget");
+    notice.textContent = view.get("notice") ?? "";
+    convergence.textContent = view.get("convergence") ?? "";
   }
 
   function showRow(r: number): void {
-    model.set("selected_row", r);
-    if (shown && model.get("is_matrix")) model.set("selected_token", (shown.positions[r] ?? -1) + 1);
-    model.save_changes();
+    view.set(shown && isMatrix() ? { selected_row: r, selected_token: (shown.positions[r] ?? -1) + 1 } : { selected_row: r });
   }
 
   function renderTargets(): void {
     targets.replaceChildren();
     if (!shown) return;
-    targets.append(el("span", "lw-hint", shown.rows > 1 ? "targets (click one):" : "target:"));
-    shown.targets.forEach((t, r) => {
-      const chip = el("span", "lw-row-chip");
-      chip.dataset.testid = "row";
+    const s = shown;
+    targets.append(el("span", "lw-hint", s.rows > 1 ? "targets (click one):" : "target:"));
+    s.targets.forEach((t, r) => {
+      const chip = tagged("span", "row", "lw-row-chip");
       chip.dataset.row = String(r);
       appendVisibleToken(chip, t);
-      const c = shown!.contrasts[r];
+      const c = s.contrasts[r];
       if (c !== undefined) {
         chip.append(" − ");
         appendVisibleToken(chip, c);
       }
-      chip.title = `f(x) = ${formatScore(shown!.objective[r] ?? NaN)}` +
-        (shown!.delta ? `  IG completeness gap ${formatScore(shown!.delta[r] ?? NaN)}` : "");
+      chip.title = `f(x) = ${formatScore(s.objective[r] ?? NaN)}` + (s.delta ? `  IG completeness gap ${formatScore(s.delta[r] ?? NaN)}` : "");
       chip.classList.toggle("lw-selected", r === row());
-      chip.addEventListener("click", () => showRow(r));
       targets.append(chip);
     });
   }
@@ -200,32 +126,35 @@ function render({ model, el: root }: RenderProps<SaliencyModel>): () => void {
   function rowValues(r: number): { raw: Float32Array; norm: Float32Array } {
     const s = shown!;
     const raw = s.scores.subarray(r * s.cols, (r + 1) * s.cols);
-    const how = (model.get("normalize") ?? "max_abs") as Normalization;
-    return { raw, norm: normalizeRow(raw, how, maxAbs(s.scores)) };
+    return { raw, norm: normalizeRow(raw, view.get("normalize") as Normalization, maxAbs(s.scores)) };
   }
 
-  function paint(): void {
-    setSelected(spans, model.get("selected_token") ?? -1);
-    renderTargets();
+  /** Colour the strip's tokens by the selected row's scores (after each redraw of the strip, too). */
+  function colour(spans: HTMLSpanElement[]): void {
     if (!shown) return;
+    const s = shown;
     const r = row();
     const { raw, norm } = rowValues(r);
-    overlay.dataset.row = String(r);
-    overlay.dataset.target = shown.targets[r] ?? "";
-    overlay.dataset.method = shown.method;
-    overlay.dataset.version = String(shown.version);
     spans.forEach((span, i) => {
-      const inside = i < shown!.cols && shown!.mask[r * shown!.cols + i]! > 0;
+      const inside = i < s.cols && s.mask[r * s.cols + i]! > 0;
       const v = inside ? norm[i]! : 0;
-      span.style.background = (inside && scoreColor(v, shown!.signed)) || "";
+      span.style.background = (inside && scoreColor(v, s.signed)) || "";
       span.classList.toggle("lw-nan", inside && Number.isNaN(v));
       if (inside) span.dataset.score = String(raw[i]);
       else delete span.dataset.score;
     });
-    const i = model.get("selected_token") ?? -1;
+  }
+
+  function paint(): void {
+    renderTargets();
+    if (!shown) return;
+    colour(strip.spans);
+    const r = row();
+    const i = view.selected();
+    Object.assign(overlay.dataset, { row: String(r), target: shown.targets[r] ?? "", method: shown.method, version: String(shown.version) });
     detail.textContent =
       i >= 0 && i < shown.cols
-        ? `#${i} ${quoted(model.get("tokens")?.[i] ?? "")}  score ${formatScore(raw[i] ?? NaN)}  for ${quoted(shown.targets[r] ?? "")}`
+        ? `#${i} ${quoted(view.tokens()[i] ?? "")}  score ${formatScore(shown.scores[r * shown.cols + i] ?? NaN)}  for ${quoted(shown.targets[r] ?? "")}`
         : "";
     legend.textContent = shown.signed
       ? "red: raises the target's log-probability · blue: lowers it"
@@ -235,7 +164,7 @@ function render({ model, el: root }: RenderProps<SaliencyModel>): () => void {
 
   function drawMatrix(): void {
     const s = shown;
-    canvas.hidden = !s || !model.get("is_matrix");
+    canvas.hidden = !s || !isMatrix();
     if (!s || canvas.hidden) return;
     const cell = Math.max(3, Math.min(16, Math.floor(640 / Math.max(1, s.cols))));
     canvas.width = s.cols * cell;
@@ -254,24 +183,12 @@ function render({ model, el: root }: RenderProps<SaliencyModel>): () => void {
     ctx.strokeStyle = "#1976d2";
     ctx.lineWidth = 2;
     ctx.strokeRect(1, row() * cell + 1, canvas.width - 2, cell - 2);
-    canvas.dataset.rows = String(s.rows);
-    canvas.dataset.cols = String(s.cols);
-    canvas.dataset.cell = String(cell);
+    Object.assign(canvas.dataset, { rows: String(s.rows), cols: String(s.cols), cell: String(cell) });
   }
-
-  canvas.addEventListener("click", (event) => {
-    const cell = Number(canvas.dataset.cell ?? "0");
-    if (!shown || cell <= 0) return;
-    const rect = canvas.getBoundingClientRect();
-    const r = Math.floor(((event.clientY - rect.top) / rect.height) * shown.rows);
-    if (r >= 0 && r < shown.rows) showRow(r);
-  });
 
   function accept(msg: Record<string, unknown>, arrays: Record<string, DecodedArray>): void {
     const version = Number(msg["version"]);
     if (shown && version < shown.version) return; // an older answer: keep the newer one
-    const scores = floats(arrays, "scores");
-    const mask = floats(arrays, "mask");
     const shape = arrays["scores"]!.shape;
     shown = {
       version,
@@ -282,106 +199,93 @@ function render({ model, el: root }: RenderProps<SaliencyModel>): () => void {
       positions: (msg["positions"] as number[]) ?? [],
       objective: (msg["objective"] as number[]) ?? [],
       delta: (msg["delta"] as number[] | null) ?? null,
-      nonfinite: Number(msg["n_nonfinite"] ?? 0),
       rows: shape[0] ?? 0,
       cols: shape[1] ?? 0,
-      scores,
-      mask,
+      scores: floats(arrays, "scores"),
+      mask: floats(arrays, "mask"),
     };
-    overlay.dataset.nonfinite = String(shown.nonfinite);
+    overlay.dataset.nonfinite = String(msg["n_nonfinite"] ?? 0);
     overlay.dataset.state = "ready";
-    error.hidden = true;
+    error.replaceChildren();
     paint();
   }
 
-  function showError(message: string): void {
-    error.textContent = message;
-    error.hidden = false;
+  function showError(e: unknown): void {
+    error.replaceChildren(errorBox(e));
     overlay.dataset.state = shown ? "ready" : "error";
   }
 
   async function fetchScores(): Promise<void> {
-    const version = model.get("version");
+    const version = view.int("version", 0);
     if (shown && shown.version >= version) return;
     try {
-      const response = await client.request("scores", "scores", { version });
+      const response = await view.client.request("scores", "scores", { version });
       if (response) accept(response.msg, response.arrays);
     } catch (e) {
-      showError(e instanceof Error ? e.message : String(e));
+      showError(e);
     }
   }
 
   async function recompute(): Promise<void> {
-    const params = {
-      method: methodSelect.value,
-      target: targetInput.value || targetSelect.value,
-      contrast: contrastInput.value,
-    };
+    const params = { method: methodSelect.value, target: targetInput.value || targetSelect.value, contrast: contrastInput.value };
     overlay.dataset.state = "computing";
     progress.hidden = false;
     progress.textContent = `computing ${params.method}…`;
     delete progress.dataset.done;
     try {
-      const response = await client.request("recompute", "recompute", params, ({ done, total }) => {
-        progress.dataset.done = String(done);
-        progress.dataset.total = String(total);
+      const response = await view.client.request("recompute", "recompute", params, ({ done, total }) => {
+        Object.assign(progress.dataset, { done: String(done), total: String(total) });
         progress.textContent = `computing ${params.method}… ${done}/${total}`;
       });
       if (response === null) return; // a newer recompute owns the view
       targetInput.value = "";
       accept(response.msg, response.arrays);
     } catch (e) {
-      showError(e instanceof Error ? e.message : String(e));
+      showError(e);
     } finally {
-      if (!client.isPending("recompute")) progress.hidden = true;
+      if (!view.client.isPending("recompute")) progress.hidden = true;
     }
   }
 
-  methodSelect.addEventListener("change", () => void recompute());
-  targetSelect.addEventListener("change", () => {
+  view.listen(methodSelect, "change", () => void recompute());
+  view.listen(targetSelect, "change", () => {
     targetInput.value = "";
     void recompute();
   });
-  applyButton.addEventListener("click", () => void recompute());
+  view.listen(applyButton, "click", () => void recompute());
   for (const input of [targetInput, contrastInput]) {
-    input.setAttribute("data-lm-suppress-shortcuts", "true");
-    input.addEventListener("keydown", (e) => {
-      e.stopPropagation(); // typing here must not trigger notebook shortcuts
+    view.listen(input, "keydown", (e) => {
       if (e.key === "Enter") void recompute();
     });
   }
-  normSelect.addEventListener("change", () => {
-    model.set("normalize", normSelect.value as Normalization);
-    model.save_changes();
+  view.listen(normSelect, "change", () => view.set({ normalize: normSelect.value }));
+  view.listen(targets, "click", (e) => {
+    const chip = (e.target as HTMLElement).closest<HTMLElement>(".lw-row-chip");
+    if (chip) showRow(Number(chip.dataset.row));
+  });
+  view.listen(canvas, "click", (e) => {
+    if (!shown || canvas.hidden) return;
+    const rect = canvas.getBoundingClientRect();
+    const r = Math.floor(((e.clientY - rect.top) / rect.height) * shown.rows);
+    if (r >= 0 && r < shown.rows) showRow(r);
   });
 
-  const handlers: [string, () => void][] = [
-    ["change:tokens", renderStrip],
-    ["change:selected_token", paint],
-    ["change:selected_row", paint],
-    ["change:normalize", () => {
-      normSelect.value = model.get("normalize");
-      paint();
-    }],
-    ["change:version", () => void fetchScores()],
-    ["change:method", renderHeader],
-    ["change:target", renderHeader],
-    ["change:contrast", renderHeader],
-    ["change:candidates", renderHeader],
-    ["change:notice", renderHeader],
-    ["change:convergence", renderHeader],
-  ];
-  for (const [event, handler] of handlers) model.on(event, handler);
+  view.on("selected_token", () => {
+    // In a generation, selecting an output token shows its row.
+    const r = shown && isMatrix() ? shown.positions.findIndex((p) => p + 1 === view.selected()) : -1;
+    if (r >= 0 && r !== row()) view.set({ selected_row: r }); // which paints
+    else paint();
+  });
+  view.on("selected_row", paint);
+  view.on("normalize", () => {
+    normSelect.value = view.get("normalize");
+    paint();
+  });
+  view.on("version", () => void fetchScores());
+  view.on(["method", "methods", "target", "contrast", "candidates", "can_retarget", "notice", "convergence", "model_name"], renderControls);
 
-  normSelect.value = model.get("normalize") ?? "max_abs";
-  renderHeader();
-  renderStrip();
+  renderControls();
   void fetchScores();
-
-  return () => {
-    for (const [event, handler] of handlers) model.off(event as `change:${keyof SaliencyModel}`, handler);
-    client.dispose();
-  };
 }
 
-export default { render };
+export default defineView({ name: "saliency", mount });
