@@ -1,7 +1,9 @@
-"""Fixtures for browser tests: a real JupyterLab on loopback and headless Debian Chromium.
+"""Fixtures for browser tests: real notebook hosts on loopback and headless Debian Chromium.
 
-Every test under tests/browser/ gets the ``browser`` marker. Without /usr/bin/chromium (or without
-playwright / jupyterlab) the tests are skipped, unless LW_REQUIRE_BROWSER is set: then they fail.
+JupyterLab (``notebook``) and Jupyter Notebook 7 (``notebook7``). Every
+test under tests/browser/ gets the ``browser`` marker. Without /usr/bin/chromium (or without
+playwright / jupyterlab, or a host's own package) the tests are skipped, unless LW_REQUIRE_BROWSER
+is set: then they fail.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ if str(_HERE) not in sys.path:
 
 from _lab import (  # noqa: E402
     DEFAULT_TIMEOUT,
+    JUPYTERLAB,
+    NOTEBOOK7,
+    JupyterApp,
     LabServer,
     NotebookSession,
     browser_required,
@@ -33,7 +38,7 @@ from _lab import (  # noqa: E402
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "browser: runs in real JupyterLab with headless Chromium (tests/browser/)")
+    config.addinivalue_line("markers", "browser: runs in a real notebook host with headless Chromium (tests/browser/)")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -55,17 +60,28 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
     setattr(item, f"_lw_rep_{rep.when}", rep)
 
 
-@pytest.fixture(scope="session")
-def lab(request: pytest.FixtureRequest) -> Iterator[LabServer]:
-    """JupyterLab served on 127.0.0.1 with its own token, root, runtime and config dirs."""
-    require_browser()
-    server = start_lab(timeout=DEFAULT_TIMEOUT)
-    print(f"\n[lab] {server.base_url} root={server.root_dir} log={server.log_path}")
+def _serve(request: pytest.FixtureRequest, app: JupyterApp) -> Iterator[LabServer]:
+    server = start_lab(app, timeout=DEFAULT_TIMEOUT)
+    print(f"\n[lab] {app.name} {server.base_url} root={server.root_dir} log={server.log_path}")
     try:
         yield server
     finally:
         server.stop()
         remove_lab_dirs(server, keep=request.session.testsfailed > 0)
+
+
+@pytest.fixture(scope="session")
+def lab(request: pytest.FixtureRequest) -> Iterator[LabServer]:
+    """JupyterLab served on 127.0.0.1 with its own token, root, runtime and config dirs."""
+    require_browser()
+    yield from _serve(request, JUPYTERLAB)
+
+
+@pytest.fixture(scope="session")
+def notebook7_server(request: pytest.FixtureRequest) -> Iterator[LabServer]:
+    """Jupyter Notebook 7 served like ``lab`` (it is JupyterLab's application in another shell)."""
+    require_browser("notebook")
+    yield from _serve(request, NOTEBOOK7)
 
 
 @pytest.fixture(scope="session")
@@ -85,6 +101,11 @@ def browser() -> Iterator[Any]:
         pw.stop()
 
 
+def _test_failed(request: pytest.FixtureRequest) -> bool:
+    rep = getattr(request.node, "_lw_rep_call", None)
+    return rep is not None and rep.failed
+
+
 @pytest.fixture
 def notebook(request: pytest.FixtureRequest, lab: LabServer, browser: Any) -> Iterator[Callable[..., NotebookSession]]:
     """Factory ``notebook(cells, name=None, timeout=120, run=True) -> NotebookSession``.
@@ -92,6 +113,20 @@ def notebook(request: pytest.FixtureRequest, lab: LabServer, browser: Any) -> It
     Sessions opened through it are closed after the test; if the test failed, each open page is
     screenshotted first and the paths, page errors and console errors are printed.
     """
+    yield from _notebooks(request, lab, browser)
+
+
+@pytest.fixture
+def notebook7(
+    request: pytest.FixtureRequest, notebook7_server: LabServer, browser: Any
+) -> Iterator[Callable[..., NotebookSession]]:
+    """Factory like ``notebook``, in Jupyter Notebook 7 (pages at /notebooks/<name>)."""
+    yield from _notebooks(request, notebook7_server, browser)
+
+
+def _notebooks(
+    request: pytest.FixtureRequest, server: LabServer, browser: Any
+) -> Iterator[Callable[..., NotebookSession]]:
     opened: list[NotebookSession] = []
 
     def factory(
@@ -100,18 +135,18 @@ def notebook(request: pytest.FixtureRequest, lab: LabServer, browser: Any) -> It
         if name is None:
             stem = request.node.name.replace("[", "-").replace("]", "").replace("/", "_")
             name = f"{stem}-{len(opened)}.ipynb"
-        nb = open_notebook(lab, browser, name, cells, timeout=timeout, run=run)
+        nb = open_notebook(server, browser, name, cells, timeout=timeout, run=run)
         opened.append(nb)
         return nb
 
     yield factory
 
-    rep = getattr(request.node, "_lw_rep_call", None)
-    failed = rep is not None and rep.failed
+    failed = _test_failed(request)
     for nb in opened:
         if failed:
             shot = nb.screenshot("failed")
             print(f"\n[lab] {nb.name}: screenshot {shot}")
             print(f"[lab] page errors: {nb.errors}")
             print(f"[lab] console errors: {nb.console_errors}")
+            print(f"[lab] server log tail:\n{server.log_tail(20)}")
         nb.close()
