@@ -1,6 +1,6 @@
 """Fixtures for browser tests: real notebook hosts on loopback and headless Debian Chromium.
 
-JupyterLab (``notebook``) and Jupyter Notebook 7 (``notebook7``). Every
+JupyterLab (``notebook``), Jupyter Notebook 7 (``notebook7``) and marimo (``marimo_app``). Every
 test under tests/browser/ gets the ``browser`` marker. Without /usr/bin/chromium (or without
 playwright / jupyterlab, or a host's own package) the tests are skipped, unless LW_REQUIRE_BROWSER
 is set: then they fail.
@@ -20,6 +20,7 @@ _HERE = Path(__file__).resolve().parent
 if str(_HERE) not in sys.path:
     sys.path.insert(0, str(_HERE))
 
+from _hosts import MarimoApp, marimo_source, open_marimo  # noqa: E402
 from _lab import (  # noqa: E402
     DEFAULT_TIMEOUT,
     JUPYTERLAB,
@@ -150,3 +151,32 @@ def _notebooks(
             print(f"[lab] console errors: {nb.console_errors}")
             print(f"[lab] server log tail:\n{server.log_tail(20)}")
         nb.close()
+
+
+@pytest.fixture
+def marimo_app(request: pytest.FixtureRequest, browser: Any) -> Iterator[Callable[..., MarimoApp]]:
+    """Factory ``marimo_app(cells, timeout=120) -> MarimoApp``: a marimo notebook served and open in a page.
+
+    ``cells`` is a list of cell codes (see ``_hosts.marimo_source``) or a whole marimo file. Each app
+    has a server of its own, stopped after the test with its temp dir removed; if the test failed,
+    the page is screenshotted, the server log tail printed and the dir kept.
+    """
+    require_browser("marimo")
+    opened: list[MarimoApp] = []
+
+    def factory(cells: list[str] | str, timeout: float = DEFAULT_TIMEOUT) -> MarimoApp:
+        source = cells if isinstance(cells, str) else marimo_source(cells)
+        app = open_marimo(browser, source, timeout=timeout)
+        opened.append(app)
+        return app
+
+    yield factory
+
+    failed = _test_failed(request)
+    for app in opened:
+        if failed:
+            print(f"\n[marimo] {app.base_url}: screenshot {app.screenshot('failed')}")
+            print(f"[marimo] page errors: {app.errors}")
+            print(f"[marimo] console errors: {app.console_errors}")
+            print(f"[marimo] server log tail:\n{app.log_tail(40)}")
+        app.close(keep=failed)
