@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every test, inside the .venv that scripts/setup.sh built: undeclared imports (deptry), Python unit
-# and integration tests, doctests, browser tests in JupyterLab + Chromium, the notebooks under nbval,
-# and the TypeScript unit tests.
+# and integration tests, doctests, browser tests (JupyterLab, Notebook 7 and marimo in Chromium), the
+# notebooks under nbval, and the TypeScript unit tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || { echo "no .venv here: run bash scripts/setup.sh first" >&2; exit 1; }

@@ -1,6 +1,8 @@
 """Drive a real JupyterLab from tests: serve it on loopback, open notebooks in headless Chromium.
 
-The fixtures in ``conftest.py`` wrap these helpers; tests use ``lab``, ``browser`` and ``notebook``.
+Jupyter Notebook 7 is the same JupyterLab application in another shell, so the same helpers serve it
+(``start_lab(NOTEBOOK7)``). The fixtures in ``conftest.py`` wrap these helpers; tests use ``lab``,
+``browser`` and ``notebook`` (or ``notebook7``).
 """
 
 from __future__ import annotations
@@ -50,8 +52,39 @@ _LAB_SETTINGS = {
 }
 
 
+@dataclass(frozen=True)
+class JupyterApp:
+    """A notebook front-end served by jupyter_server: how to start it and where it opens a notebook."""
+
+    name: str
+    module: str  # run as `python -m <module>`
+    expose_app: str  # the option that sets window.jupyterapp, which the page helpers below drive
+    home: str  # a page that must answer before the server counts as started
+    notebook_page: str  # URL path of an open notebook; {workspace} and {name} are filled in
+    # Uncaught page errors the front-end raises by itself, in every notebook (regexes on message and
+    # stack): kept apart from ours in NotebookSession.host_errors.
+    known_errors: tuple[str, ...] = ()
+
+
+# Each page gets a workspace of its own in JupyterLab: nothing restored from, or saved into, another.
+JUPYTERLAB = JupyterApp(
+    "JupyterLab", "jupyterlab", "--LabApp.expose_app_in_browser=True", "/lab", "/lab/workspaces/{workspace}/tree/{name}"
+)
+# Notebook 7 opens one document per page, so it has no workspaces to keep apart.
+NOTEBOOK7 = JupyterApp(
+    "Jupyter Notebook",
+    "notebook",
+    "--JupyterNotebookApp.expose_app_in_browser=True",
+    "/tree",
+    "/notebooks/{name}",
+    # Notebook 7.6's shortcuts plugin reads the schema of a settings plugin it has not loaded, on
+    # every page, with or without our user settings.
+    known_errors=(r"reading 'schema'\)[\s\S]*/static/notebook/notebook_core\.",),
+)
+
+
 class LabError(RuntimeError):
-    """The JupyterLab server or page did not behave (did not start, did not load, timed out)."""
+    """The Jupyter server or page did not behave (did not start, did not load, timed out)."""
 
 
 class CellError(RuntimeError):
@@ -62,11 +95,15 @@ class KernelExecError(RuntimeError):
     """Code run with ``NotebookSession.kernel_exec`` raised; the message holds the traceback."""
 
 
-def missing_requirement() -> str | None:
-    """Why browser tests cannot run here, or None when they can."""
+def missing_requirement(*extra: str) -> str | None:
+    """Why browser tests cannot run here, or None when they can.
+
+    ``extra`` names the packages one host needs beyond JupyterLab's (``"notebook"``, ``"marimo"``), so
+    a missing one skips only that host's tests.
+    """
     if not Path(CHROMIUM).exists():
         return f"{CHROMIUM} is missing (apt-get install chromium)"
-    for mod in ("playwright", "jupyterlab", "anywidget", "jupyter_client"):
+    for mod in ("playwright", "jupyterlab", "anywidget", "jupyter_client", *extra):
         if importlib.util.find_spec(mod) is None:
             return f"python package {mod!r} is not installed"
     return None
@@ -77,14 +114,15 @@ def browser_required() -> bool:
     return os.environ.get("LW_REQUIRE_BROWSER", "").strip().lower() not in ("", "0", "false", "no")
 
 
-def require_browser() -> None:
+def require_browser(*extra: str) -> None:
     """Skip the calling test module (or fail it under LW_REQUIRE_BROWSER) if it cannot run.
 
-    Call it at the top of a test module, before importing playwright.
+    Call it at the top of a test module, before importing playwright, or in a fixture with the
+    packages its host needs (``require_browser("marimo")``).
     """
     import pytest
 
-    why = missing_requirement()
+    why = missing_requirement(*extra)
     if why is None:
         return
     if browser_required():
@@ -112,7 +150,7 @@ def free_port() -> int:
 
 @dataclass
 class LabServer:
-    """A JupyterLab server on loopback, started by :func:`start_lab`."""
+    """A JupyterLab (or Notebook 7) server on loopback, started by :func:`start_lab`."""
 
     base_url: str  # "http://127.0.0.1:PORT" (no trailing slash)
     token: str
@@ -122,6 +160,7 @@ class LabServer:
     proc: subprocess.Popen[bytes]
     log_path: Path
     screenshot_dir: Path
+    app: JupyterApp = JUPYTERLAB
 
     def url(self, path: str, **query: str) -> str:
         """Absolute URL of ``path`` (e.g. ``"/api/sessions"``) with the token in the query."""
@@ -142,11 +181,7 @@ class LabServer:
         return json.loads(raw) if raw else None
 
     def log_tail(self, n: int = 60) -> str:
-        try:
-            lines = self.log_path.read_text(errors="replace").splitlines()
-        except OSError:
-            return "(no server log)"
-        return "\n".join(lines[-n:])
+        return log_tail(self.log_path, n)
 
     def stop(self, timeout: float = 20) -> None:
         """Shut kernels down through the API, then terminate (and if need be kill) the server."""
@@ -158,32 +193,51 @@ class LabServer:
             try:
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                self._signal(signal.SIGTERM)
-                try:
-                    self.proc.wait(timeout=timeout)
-                except subprocess.TimeoutExpired:
-                    self._signal(signal.SIGKILL)
-                    self.proc.wait(timeout=timeout)
-        # Kernels are in the server's process group: kill any that outlived it.
+                pass
+        stop_process_group(self.proc, timeout)
+
+
+def stop_process_group(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    """Terminate, and if need be kill, a server started with ``start_new_session`` and its children.
+
+    Kernels are in the server's process group: the last SIGKILL reaches any that outlived it.
+    """
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if proc.poll() is not None:
+            break
+        _killpg(proc, sig)
         try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
             pass
-
-    def _signal(self, sig: int) -> None:
-        try:
-            os.killpg(self.proc.pid, sig)
-        except ProcessLookupError:
-            pass
+    _killpg(proc, signal.SIGKILL)
 
 
-def start_lab(timeout: float = DEFAULT_TIMEOUT, extra_args: list[str] | None = None) -> LabServer:
-    """Start ``python -m jupyterlab`` on a free loopback port with isolated config and runtime dirs.
+def _killpg(proc: subprocess.Popen[bytes], sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def log_tail(path: Path, n: int = 60) -> str:
+    """The last ``n`` lines of a server log."""
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no server log)"
+    return "\n".join(lines[-n:])
+
+
+def start_lab(
+    app: JupyterApp = JUPYTERLAB, timeout: float = DEFAULT_TIMEOUT, extra_args: list[str] | None = None
+) -> LabServer:
+    """Start ``python -m jupyterlab`` (or ``app``) on a free loopback port, config and runtime isolated.
 
     The data dir is not isolated, so the installed labextensions (ipywidgets, anywidget) load.
     The repository root is put on the kernels' ``PYTHONPATH``, so the working tree is importable.
     """
-    work = Path(tempfile.mkdtemp(prefix="lw-lab-"))
+    work = Path(tempfile.mkdtemp(prefix=f"lw-{app.module}-"))
     root, runtime, config, ipython = (work / d for d in ("root", "runtime", "config", "ipython"))
     screenshots = work / "screenshots"
     for d in (root, runtime, config, ipython, screenshots):
@@ -212,13 +266,13 @@ def start_lab(timeout: float = DEFAULT_TIMEOUT, extra_args: list[str] | None = N
     for _attempt in range(3):  # the free port can be taken between probing and binding: retry
         port = free_port()
         cmd = [
-            sys.executable, "-m", "jupyterlab", "--no-browser",
+            sys.executable, "-m", app.module, "--no-browser",
             "--ServerApp.ip=127.0.0.1",
             f"--ServerApp.port={port}",
             "--ServerApp.port_retries=0",
             f"--IdentityProvider.token={token}",
             f"--ServerApp.root_dir={root}",
-            "--LabApp.expose_app_in_browser=True",
+            app.expose_app,
             "--ServerApp.open_browser=False",
             *(["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []),
             *(extra_args or []),
@@ -235,6 +289,7 @@ def start_lab(timeout: float = DEFAULT_TIMEOUT, extra_args: list[str] | None = N
             proc=proc,
             log_path=log_path,
             screenshot_dir=screenshots,
+            app=app,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -243,8 +298,8 @@ def start_lab(timeout: float = DEFAULT_TIMEOUT, extra_args: list[str] | None = N
                 break
             try:
                 server.api("GET", "/api/status", timeout=5)
-                # The lab page itself must answer too (extension manager, settings are loaded).
-                with urllib.request.urlopen(server.url("/lab"), timeout=15) as r:
+                # The app's page itself must answer too (extension manager, settings are loaded).
+                with urllib.request.urlopen(server.url(app.home), timeout=15) as r:
                     if r.status == 200:
                         return server
             except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as e:
@@ -253,13 +308,13 @@ def start_lab(timeout: float = DEFAULT_TIMEOUT, extra_args: list[str] | None = N
         else:
             server.stop()
             raise LabError(
-                f"JupyterLab did not answer /api/status within {timeout:.0f} s "
+                f"{app.name} did not answer /api/status within {timeout:.0f} s "
                 f"({last_error}).\nServer log {log_path}:\n{server.log_tail()}"
             )
         server.stop()
         if "address already in use" not in server.log_tail().lower():
             break
-    raise LabError(f"JupyterLab failed to start: {last_error}.\nServer log {log_path}:\n{server.log_tail()}")
+    raise LabError(f"{app.name} failed to start: {last_error}.\nServer log {log_path}:\n{server.log_tail()}")
 
 
 def remove_lab_dirs(server: LabServer, keep: bool = False) -> None:
@@ -278,6 +333,17 @@ def remove_lab_dirs(server: LabServer, keep: bool = False) -> None:
 def launch_chromium(playwright: Any, headless: bool = True) -> Any:
     """Launch Debian's chromium through Playwright (never Playwright's downloaded browsers)."""
     return playwright.chromium.launch(executable_path=CHROMIUM, headless=headless, args=CHROMIUM_ARGS)
+
+
+def save_screenshot(page: Any, directory: Path, label: str) -> Path | None:
+    """Full-page screenshot of ``page`` into ``directory``; returns its path (None if it failed)."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", label)[:120]
+    path = directory / f"{safe}-{int(time.time() * 1000) % 10**8}.png"
+    try:
+        page.screenshot(path=str(path), full_page=True, timeout=15000)
+    except Exception:
+        return None
+    return path
 
 
 def write_notebook(path: Path, cells: list[str]) -> None:
@@ -381,6 +447,7 @@ class NotebookSession:
     context: Any  # playwright BrowserContext
     page: Any  # playwright Page
     errors: list[str] = field(default_factory=list)  # uncaught page errors ("pageerror")
+    host_errors: list[str] = field(default_factory=list)  # the ones lab.app.known_errors names
     console_errors: list[str] = field(default_factory=list)  # console.error messages
     timeout: float = DEFAULT_TIMEOUT
     _client: Any = None
@@ -483,13 +550,7 @@ class NotebookSession:
 
     def screenshot(self, label: str = "shot") -> Path | None:
         """Full-page screenshot into the lab's screenshot dir; returns its path (None if failed)."""
-        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{Path(self.name).stem}-{label}")[:120]
-        path = self.lab.screenshot_dir / f"{safe}-{int(time.time() * 1000) % 10**8}.png"
-        try:
-            self.page.screenshot(path=str(path), full_page=True, timeout=15000)
-        except Exception:
-            return None
-        return path
+        return save_screenshot(self.page, self.lab.screenshot_dir, f"{Path(self.name).stem}-{label}")
 
     def close(self) -> None:
         """Close the page and shut the notebook's kernel down (frees memory on small machines)."""
@@ -528,7 +589,7 @@ def open_notebook(
     run: bool = True,
     viewport: tuple[int, int] = (1400, 1000),
 ) -> NotebookSession:
-    """Write ``name`` with ``cells`` into the lab root, open it in a new page and run all cells.
+    """Write ``name`` with ``cells`` into the server's root, open it in a new page and run all cells.
 
     Returns once the kernel is idle and every code cell has an execution count. Raises
     ``CellError`` (with the traceback) if a cell raised and ``LabError`` on a timeout; both
@@ -540,21 +601,26 @@ def open_notebook(
     page = context.new_page()
     page.set_default_timeout(timeout * 1000)
     nb = NotebookSession(lab=lab, name=name, context=context, page=page, timeout=timeout)
-    page.on("pageerror", lambda exc: nb.errors.append(f"{exc}\n{getattr(exc, 'stack', '')}"))
+
+    def on_error(exc: Any) -> None:
+        text = f"{exc}\n{getattr(exc, 'stack', '')}"
+        known = any(re.search(k, text) for k in lab.app.known_errors)
+        (nb.host_errors if known else nb.errors).append(text)
+
+    page.on("pageerror", on_error)
     page.on(
         "console",
         lambda msg: nb.console_errors.append(msg.text) if msg.type == "error" else None,
     )
     try:
-        # A workspace of its own per page: nothing restored from, or saved into, another page.
-        workspace = f"lw-{secrets.token_hex(6)}"
-        url = lab.url(f"/lab/workspaces/{workspace}/tree/{urllib.parse.quote(name)}")
+        path = lab.app.notebook_page.format(workspace=f"lw-{secrets.token_hex(6)}", name=urllib.parse.quote(name))
+        url = lab.url(path)
         page.goto(url, wait_until="domcontentloaded", timeout=timeout * 1000)
         _wait(
             nb,
             "() => !!(window.jupyterapp && window.jupyterapp.shell)",
             None,
-            "window.jupyterapp (is --LabApp.expose_app_in_browser=True set?)",
+            f"window.jupyterapp (is {lab.app.expose_app} set?)",
         )
         page.evaluate(_JS_HELPERS)
         _wait(nb, _JS_PANEL_READY, name, f"notebook {name} open with an idle kernel")
