@@ -30,22 +30,7 @@ from attention import text_of  # noqa: E402
 BEFORE = "20087f9"  # the last commit before the front-end scaffold (issue 11)
 MB = 1e6
 
-# Each panel's "drawn" (for a token i >= 0: drawn for that token), read in the page.
-PANELS_DRAWN = """(i) => {
-  const q = (panel, s) => document.querySelector(`.lw-explorer [data-testid="panel-${panel}"] ${s}`);
-  const state = (panel, s) => q(panel, s)?.dataset.state;
-  const at = (panel, s) => q(panel, s)?.dataset.position === String(i);
-  const overview = q('attention', '[data-testid="overview"]');
-  const drawn = {
-    tokens: i < 0 ? state('tokens', '[data-testid="predictions"]') === 'idle'
-                  : state('tokens', '[data-testid="predictions"]') === 'ready' && q('tokens', '.lw-pred-title')?.textContent.includes('#' + i),
-    attention: overview?.dataset.state === 'ready' && (i < 0 ? overview.dataset.overviewMs !== undefined : overview.dataset.position === String(i)),
-    saliency: state('saliency', '[data-testid="overlay"]') === 'ready' && (i < 0 || !!q('saliency', `.lw-token.lw-selected[data-index="${i}"]`)),
-    neurons: i < 0 ? !!q('neurons', '[data-testid="token-strip"]') : at('neurons', '[data-testid="token-neurons"]') && state('neurons', '[data-testid="token-neurons"]') === 'ready',
-    lens: state('lens', '[data-testid="progress"]') === 'ready' && (i < 0 || !!q('lens', `td.lw-in-col[data-pos="${i}"]`)),
-  };
-  return Object.values(drawn).every(Boolean);
-}"""
+PANELS_DRAWN = (ROOT / "bench" / "explorer_drawn.js").read_text().split("\n", 2)[2]  # the function
 
 
 def build_time(model, n: int) -> tuple[int, float]:

@@ -15,7 +15,7 @@ import traitlets
 
 from ._base import ViewBase
 from .attention_view import AttentionView
-from .attribution import Attribution, attribute
+from .attribution import Attribution
 from .concept_view import ConceptView
 from .concepts import TCAVResult
 from .lens_view import LensView
@@ -59,7 +59,8 @@ class Explorer(ViewBase):
     layer : int, optional
         The layer selected at first (default: the middle one).
     attribution : Attribution, optional
-        What the saliency panel shows (default: input × gradient of the model's next token).
+        What the saliency panel shows (default: input × gradient of the model's next token, or of each
+        generated token, computed when the panel is first drawn).
     concepts : TCAVResult, optional
         What the concept panel shows (from :func:`~llmasos_widgets.tcav`); without it, that panel says
         how to make one.
@@ -146,12 +147,10 @@ class Explorer(ViewBase):
         if name == "attention":
             return AttentionView._as_panel(self, name, trace)
         if name == "saliency":
-            if attribution is None:
-                try:
-                    attribution = attribute(trace.model, trace, method="input_x_gradient", progress=False)
-                except ValueError as e:
-                    raise ValueError(f"{e}; give the Explorer attribution=lw.attribute(model, text, ...)") from e
-            return SaliencyView._as_panel(self, name, attribution)
+            try:  # without an attribution, the panel computes input x gradient when the page first asks
+                return SaliencyView._as_panel(self, name, attribution or trace)
+            except ValueError as e:
+                raise ValueError(f"{e}; give the Explorer attribution=lw.attribute(model, text, ...)") from e
         if name == "neurons":
             return NeuronView._as_panel(self, name, trace, index=index)
         if name == "lens":

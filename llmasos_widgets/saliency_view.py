@@ -16,7 +16,7 @@ import traitlets
 
 from . import _wire
 from ._base import Arrays, Reply, ViewBase
-from .attribution import METHODS, SIGNED, Attribution, ig_shortfall
+from .attribution import METHODS, SIGNED, Attribution, attribute, ig_shortfall
 from .trace import Trace
 
 # How the view scales each row of scores to colours, and what each means (the view's scale picker).
@@ -32,9 +32,13 @@ class SaliencyView(ViewBase):
 
     Parameters
     ----------
-    result : Attribution
+    result : Attribution or Trace
         From :func:`llmasos_widgets.attribute` (it keeps the model and the input, so the view can
-        recompute it with another method, target or contrast).
+        recompute it with another method, target or contrast). Or a Trace of a causal model: the
+        view shows at once and computes ``method`` (for the model's next token, or each generated
+        token) when the page first asks, on the kernel's worker thread with progress.
+    method : str, optional
+        With a Trace: the method computed first (default ``"input_x_gradient"``: one backward pass).
     normalize : str
         One of :data:`NORMALIZATIONS` (the ``normalizations`` trait): ``"max_abs"`` (each row scaled
         by its largest magnitude), ``"sum_abs"`` or ``"none"``.
@@ -48,6 +52,9 @@ class SaliencyView(ViewBase):
     >>> view = lw.SaliencyView(lw.attribute(model, "The cat sat", target=" on", method="saliency"))
     >>> view.method, view.target, view.target_tokens
     ('saliency', ' on', [' on'])
+    >>> later = lw.SaliencyView(model.trace("The cat sat"))  # computed when first shown, or here:
+    >>> later.version, later.recompute(progress=False).method, later.version
+    (0, 'input_x_gradient', 1)
 
     """
 
@@ -68,26 +75,49 @@ class SaliencyView(ViewBase):
     convergence = traitlets.Unicode("").tag(sync=True)  # IG's points and completeness gap, "" for other methods
 
     def __init__(
-        self, result: Attribution, *, normalize: str = "max_abs", n_candidates: int = 8, **kwargs: Any
+        self,
+        result: Attribution | Trace,
+        *,
+        method: str | None = None,
+        normalize: str = "max_abs",
+        n_candidates: int = 8,
+        **kwargs: Any,
     ) -> None:
-        if not isinstance(result, Attribution):
-            raise ValueError(f"SaliencyView needs an Attribution (from lw.attribute), not {type(result).__name__}")
-        model = result.model
-        trace = result.source if isinstance(result.source, Trace) else model.trace(result.source)
-        candidates: list[str] = []
-        if not result.is_matrix and model.is_causal:
-            candidates = [p.token for p in trace.top_predictions(-1, k=n_candidates)]
         self._lock = threading.Lock()
-        self.result = result
+        self._computing = threading.Lock()  # one first computation, however many requests wait for it
+        if isinstance(result, Trace):
+            trace, model, self.result = result, result.model, None
+            if not model.is_causal:
+                raise ValueError(
+                    f"{model.name} is an encoder: give SaliencyView an Attribution from "
+                    "lw.attribute(model, text, reference='...')"
+                )
+            self._first = {"method": method or "input_x_gradient"}
+            is_matrix = any(trace.generated)
+        elif isinstance(result, Attribution):
+            if method is not None:
+                raise ValueError("method= goes with a Trace; an Attribution has its own (view.recompute(method=...))")
+            model, self.result, is_matrix = result.model, result, result.is_matrix
+            trace = result.source if isinstance(result.source, Trace) else model.trace(result.source)
+        else:
+            raise ValueError(
+                f"SaliencyView needs an Attribution (from lw.attribute) or a Trace, not {type(result).__name__}"
+            )
+        candidates: list[str] = []
+        if not is_matrix and model.is_causal:
+            candidates = [p.token for p in trace.top_predictions(-1, k=n_candidates)]
         super().__init__(
             trace,
             normalize=normalize,
             candidates=candidates,
-            is_matrix=result.is_matrix,
-            can_retarget=not result.is_matrix and model.is_causal,
+            is_matrix=is_matrix,
+            can_retarget=not is_matrix and model.is_causal,
             **kwargs,
         )
-        self._show(result)
+        if self.result is not None:
+            self._show(self.result)
+        else:
+            self.method = self._first["method"]
 
     @traitlets.validate("normalize")
     def _check_normalize(self, proposal: Any) -> str:
@@ -97,7 +127,7 @@ class SaliencyView(ViewBase):
 
     @traitlets.validate("selected_row")
     def _check_row(self, proposal: Any) -> int:
-        value, n = proposal["value"], len(self.result.target_tokens)
+        value, n = proposal["value"], 1 if self.result is None else len(self.result.target_tokens)
         if not isinstance(value, int) or not 0 <= value < n:
             raise ValueError(f"row {value!r} is out of range: this attribution has target rows 0..{n - 1}")
         return value
@@ -131,7 +161,10 @@ class SaliencyView(ViewBase):
         """
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            result = self.result.recompute(progress=progress, **changes)
+            if self.result is None:  # the first computation, of a view built on a Trace
+                result = attribute(self.trace.model, self.trace, progress=progress, **{**self._first, **changes})
+            else:
+                result = self.result.recompute(progress=progress, **changes)
         for w in caught:  # shown in the view (notice) and, as usual, in the cell
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         self._show(result)
@@ -139,13 +172,22 @@ class SaliencyView(ViewBase):
 
     # -- requests ------------------------------------------------------------------------------
     def _export_requests(self) -> tuple[list[dict[str, Any]], str]:
+        self._ensure_result(progress=False)
         return [{"what": "scores", "version": self.version}], (
             "the scores shown are recorded; another method, target or contrast needs the kernel"
         )
 
-    def _serve_scores(self, version: int | None = None) -> tuple[dict[str, Any], Arrays]:
+    def _ensure_result(self, progress: Any) -> None:
+        with self._computing:
+            if self.result is None:
+                self.recompute(progress=progress)
+
+    def _stream_scores(self, reply: Reply, version: int | None = None) -> None:
+        # A worker thread: a view built on a Trace computes its first result here, with progress.
+        self._ensure_result(progress=lambda done, total: reply.progress(done, total))
         with self._lock:
-            return _payload(self.result, self.version)
+            fields, arrays = _payload(self.result, self.version)
+        reply.done(fields, arrays)
 
     def _stream_recompute(self, reply: Reply, method: str, target: str = "", contrast: str = "", **_: Any) -> None:
         changes: dict[str, Any] = {"method": method}

@@ -17,12 +17,34 @@ def view():
 
 def test_scores_request_sends_the_results_numbers(view):
     view._on_custom_msg(view, {"type": "request", "id": 1, "what": "scores"}, [])
-    content, buffers = view.sent[-1]
+    content, buffers = wait_for(view, "response")[0]
     got = arrays(content, buffers)
     assert np.array_equal(got["scores"], view.result.scores.numpy())
     assert got["mask"].tolist() == [[1.0] * 5]
     assert content["target_tokens"] == [" Paris"] and content["signed"] is True
     assert view.tokens == view.result.tokens and view.target == " Paris"
+
+
+def test_a_view_of_a_trace_computes_its_first_result_when_the_page_asks():
+    model = lw.load_model("tiny-llama")
+    view = capture(lw.SaliencyView(model.trace(TEXT), method="saliency"))
+    assert (view.result, view.version, view.method, view.can_retarget) == (None, 0, "saliency", True)
+    view._on_custom_msg(view, {"type": "request", "id": 1, "what": "scores", "version": 0}, [])
+    content, buffers = wait_for(view, "response")[0]
+    assert wait_for(view, "progress") and view.version == 1 == content["version"]
+    expected = lw.attribute(model, TEXT, method="saliency", progress=False)
+    assert np.array_equal(arrays(content, buffers)["scores"], expected.scores.numpy())
+    assert view.target == expected.target_tokens[0]
+
+
+def test_a_view_of_a_trace_needs_a_causal_model_and_no_method_with_an_attribution():
+    with pytest.raises(ValueError, match="tiny-bert is an encoder: give SaliencyView an Attribution"):
+        lw.SaliencyView(lw.load_model("tiny-bert").trace("a cat"))
+    result = lw.attribute(lw.load_model("tiny-llama"), TEXT, method="saliency", progress=False)
+    with pytest.raises(ValueError, match="method= goes with a Trace"):
+        lw.SaliencyView(result, method="saliency")
+    with pytest.raises(ValueError, match="needs an Attribution .* or a Trace, not str"):
+        lw.SaliencyView(TEXT)
 
 
 def test_recompute_streams_progress_and_changes_the_kernel_state(view):

@@ -218,25 +218,35 @@ function mount(view: View): void {
   async function fetchScores(): Promise<void> {
     const version = view.int("version", 0);
     if (shown && shown.version >= version) return;
+    const first = version === 0; // a view built on a trace: the kernel computes its first result now
+    if (first) showProgress(`computing ${view.get("method")}…`);
     try {
-      const response = await view.client.request("scores", "scores", { version });
+      const response = await view.client.request("scores", "scores", { version }, first ? onProgress : undefined);
       if (response) accept(response.msg, response.arrays);
     } catch (e) {
       showError(e);
+    } finally {
+      if (first && !view.client.isPending("scores")) progress.hidden = true;
     }
+  }
+
+  function showProgress(text: string): void {
+    overlay.dataset.state = "computing";
+    progress.hidden = false;
+    progress.textContent = text;
+    delete progress.dataset.done;
+  }
+
+  function onProgress({ done, total }: { done: number; total: number }): void {
+    Object.assign(progress.dataset, { done: String(done), total: String(total) });
+    progress.textContent = `${progress.textContent?.replace(/ \d+\/\d+$/, "")} ${done}/${total}`;
   }
 
   async function recompute(): Promise<void> {
     const params = { method: methodSelect.value, target: targetInput.value || targetSelect.value, contrast: contrastInput.value };
-    overlay.dataset.state = "computing";
-    progress.hidden = false;
-    progress.textContent = `computing ${params.method}…`;
-    delete progress.dataset.done;
+    showProgress(`computing ${params.method}…`);
     try {
-      const response = await view.client.request("recompute", "recompute", params, ({ done, total }) => {
-        Object.assign(progress.dataset, { done: String(done), total: String(total) });
-        progress.textContent = `computing ${params.method}… ${done}/${total}`;
-      });
+      const response = await view.client.request("recompute", "recompute", params, onProgress);
       if (response === null) return; // a newer recompute owns the view
       targetInput.value = "";
       accept(response.msg, response.arrays);
