@@ -18,6 +18,10 @@ from ._base import Arrays, ViewBase
 from .concepts import TCAVResult, projection
 from .trace import Trace
 
+# The widths (px) the chart is drawn at: the view asks for the widest that fits, so an exported file
+# can hold every chart it may ask for.
+CHART_WIDTHS = (360, 520, 680, 840)
+
 
 class ConceptView(ViewBase):
     """TCAV scores with error bars and significance marks, CAV accuracy, and a concept overlay on a text.
@@ -31,7 +35,7 @@ class ConceptView(ViewBase):
 
     Synced traits beyond the common ones: ``concepts`` and ``layers`` (of the result),
     ``selected_concept`` (index), ``rows`` (the result's table), ``target``, ``alpha``,
-    ``has_trace``. ``selected_layer`` is one of ``layers``.
+    ``has_trace``, ``chart_widths`` (read-only). ``selected_layer`` is one of ``layers``.
 
     Examples
     --------
@@ -56,6 +60,7 @@ class ConceptView(ViewBase):
     alpha = traitlets.Float(0.05).tag(sync=True)
     n_random = traitlets.Int(0).tag(sync=True)
     has_trace = traitlets.Bool(False).tag(sync=True)
+    chart_widths = traitlets.List(traitlets.Int(), default_value=list(CHART_WIDTHS), read_only=True).tag(sync=True)
 
     def __init__(self, result: TCAVResult, trace: Trace | None = None, **kwargs: Any) -> None:
         if not isinstance(result, TCAVResult):
@@ -135,12 +140,14 @@ class ConceptView(ViewBase):
         # The first bundle is bokeh.min.js itself: all a plain figure needs (no widgets, tables, gl).
         return {"version": bokeh.__version__, "source": INLINE.js_raw[0]}, []
 
-    def _serve_chart(self, layer: int = -1, width: int = 640) -> tuple[dict[str, Any], Arrays]:
+    def _serve_chart(self, layer: int = -1, width: int = CHART_WIDTHS[-1]) -> tuple[dict[str, Any], Arrays]:
         from bokeh.embed import json_item
 
         if layer != -1:
             self.result.layer_index(layer)
-        fig = tcav_figure(self.result, selected_layer=layer, width=max(320, min(int(width), 1600)))
+        if width not in CHART_WIDTHS:
+            raise ValueError(f"chart width {width!r} is not one of {', '.join(map(str, CHART_WIDTHS))} px")
+        fig = tcav_figure(self.result, selected_layer=layer, width=width)
         return {"item": json.loads(json.dumps(json_item(fig))), "layer": layer}, []
 
     def _serve_projection(self, concept: int, layer: int) -> tuple[dict[str, Any], Arrays]:
