@@ -133,6 +133,21 @@ class ConceptView(ViewBase):
         return self.result.concept_index(proposal["value"])
 
     # -- requests ------------------------------------------------------------------------------
+    def _export_requests(self) -> tuple[list[dict[str, Any]], str]:
+        # Everything the view can ask for: the page's width picks one of CHART_WIDTHS, a click picks a layer
+        # or a concept. A view exported with no layer selected draws that chart first.
+        layers = self.result.layers + ([-1] if self.selected_layer == -1 else [])
+        requests: list[dict[str, Any]] = [{"what": "bokehjs"}]
+        requests += [{"what": "chart", "layer": la, "width": w} for la in layers for w in CHART_WIDTHS]
+        if not self.has_trace:
+            return requests, "the chart at every layer is recorded; no text was shown to project onto the concepts"
+        requests += [
+            {"what": "projection", "concept": c, "layer": la}
+            for c in range(len(self.result.concepts))
+            for la in self.result.layers
+        ]
+        return requests, "the chart and the text's projection onto every concept at every layer are recorded"
+
     def _serve_bokehjs(self) -> tuple[dict[str, Any], Arrays]:
         import bokeh
         from bokeh.resources import INLINE
