@@ -18,6 +18,10 @@ from ._base import Arrays, ViewBase
 from .concepts import TCAVResult, projection
 from .trace import Trace
 
+# The widths (px) the chart is drawn at: the view asks for the widest that fits, so an exported file
+# can hold every chart it may ask for.
+CHART_WIDTHS = (360, 520, 680, 840)
+
 
 class ConceptView(ViewBase):
     """TCAV scores with error bars and significance marks, CAV accuracy, and a concept overlay on a text.
@@ -31,7 +35,7 @@ class ConceptView(ViewBase):
 
     Synced traits beyond the common ones: ``concepts`` and ``layers`` (of the result),
     ``selected_concept`` (index), ``rows`` (the result's table), ``target``, ``alpha``,
-    ``has_trace``. ``selected_layer`` is one of ``layers``.
+    ``has_trace``, ``chart_widths`` (read-only). ``selected_layer`` is one of ``layers``.
 
     Examples
     --------
@@ -56,6 +60,7 @@ class ConceptView(ViewBase):
     alpha = traitlets.Float(0.05).tag(sync=True)
     n_random = traitlets.Int(0).tag(sync=True)
     has_trace = traitlets.Bool(False).tag(sync=True)
+    chart_widths = traitlets.List(traitlets.Int(), default_value=list(CHART_WIDTHS), read_only=True).tag(sync=True)
 
     def __init__(self, result: TCAVResult, trace: Trace | None = None, **kwargs: Any) -> None:
         if not isinstance(result, TCAVResult):
@@ -128,6 +133,21 @@ class ConceptView(ViewBase):
         return self.result.concept_index(proposal["value"])
 
     # -- requests ------------------------------------------------------------------------------
+    def _export_requests(self) -> tuple[list[dict[str, Any]], str]:
+        # Everything the view can ask for: the page's width picks one of CHART_WIDTHS, a click picks a layer
+        # or a concept. A view exported with no layer selected draws that chart first.
+        layers = self.result.layers + ([-1] if self.selected_layer == -1 else [])
+        requests: list[dict[str, Any]] = [{"what": "bokehjs"}]
+        requests += [{"what": "chart", "layer": la, "width": w} for la in layers for w in CHART_WIDTHS]
+        if not self.has_trace:
+            return requests, "the chart at every layer is recorded; no text was shown to project onto the concepts"
+        requests += [
+            {"what": "projection", "concept": c, "layer": la}
+            for c in range(len(self.result.concepts))
+            for la in self.result.layers
+        ]
+        return requests, "the chart and the text's projection onto every concept at every layer are recorded"
+
     def _serve_bokehjs(self) -> tuple[dict[str, Any], Arrays]:
         import bokeh
         from bokeh.resources import INLINE
@@ -135,12 +155,14 @@ class ConceptView(ViewBase):
         # The first bundle is bokeh.min.js itself: all a plain figure needs (no widgets, tables, gl).
         return {"version": bokeh.__version__, "source": INLINE.js_raw[0]}, []
 
-    def _serve_chart(self, layer: int = -1, width: int = 640) -> tuple[dict[str, Any], Arrays]:
+    def _serve_chart(self, layer: int = -1, width: int = CHART_WIDTHS[-1]) -> tuple[dict[str, Any], Arrays]:
         from bokeh.embed import json_item
 
         if layer != -1:
             self.result.layer_index(layer)
-        fig = tcav_figure(self.result, selected_layer=layer, width=max(320, min(int(width), 1600)))
+        if width not in CHART_WIDTHS:
+            raise ValueError(f"chart width {width!r} is not one of {', '.join(map(str, CHART_WIDTHS))} px")
+        fig = tcav_figure(self.result, selected_layer=layer, width=width)
         return {"item": json.loads(json.dumps(json_item(fig))), "layer": layer}, []
 
     def _serve_projection(self, concept: int, layer: int) -> tuple[dict[str, Any], Arrays]:

@@ -24,7 +24,8 @@ from .neurons import (
 )
 from .trace import Trace
 
-RANK_BY = ("activation", "contribution")
+# What the token panel ranks neurons by, with the label the view shows for each.
+RANK_BY = (("activation", "rank by activation"), ("contribution", "rank by contribution to the prediction"))
 
 
 class NeuronView(ViewBase):
@@ -58,6 +59,7 @@ class NeuronView(ViewBase):
     d_mlp = traitlets.Int().tag(sync=True)
     selected_neuron = traitlets.Int(-1).tag(sync=True)
     rank_by = traitlets.Unicode("activation").tag(sync=True)
+    rank_by_choices = traitlets.List(default_value=[list(c) for c in RANK_BY], read_only=True).tag(sync=True)
     target = traitlets.Int(-1).tag(sync=True)  # token id explained by contributions; -1: the top prediction
     k = traitlets.Int(20).tag(sync=True)
     index_layers = traitlets.List(traitlets.Int()).tag(sync=True)  # empty: no index
@@ -104,8 +106,8 @@ class NeuronView(ViewBase):
     @traitlets.validate("rank_by")
     def _check_rank_by(self, proposal: Any) -> str:
         value = proposal["value"]
-        if value not in RANK_BY:
-            raise ValueError(f"rank_by {value!r} is not one of {', '.join(map(repr, RANK_BY))}")
+        if value not in dict(RANK_BY):
+            raise ValueError(f"rank_by {value!r} is not one of {', '.join(repr(v) for v, _ in RANK_BY)}")
         return str(value)
 
     @traitlets.validate("k")

@@ -85,7 +85,7 @@ def test_projection_request_sends_the_cosines(view, result, model):
 
 
 def test_chart_request_is_a_bokeh_item_marking_the_selected_layer(view, result):
-    content, _ = ask(view, what="chart", layer=1, width=500)
+    content, _ = ask(view, what="chart", layer=1, width=view.chart_widths[1])
     assert content["type"] == "response" and content["layer"] == 1
     item = content["item"]
     assert {"doc", "root_id"} <= set(item)
@@ -106,6 +106,9 @@ def test_chart_request_is_a_bokeh_item_marking_the_selected_layer(view, result):
     assert data["mark"][3:5] == marks
     content, _ = ask(view, what="chart", layer=4)
     assert content["type"] == "error" and "layer 4 is not in this result" in content["message"]
+    # The view asks only for the widths it is told; any other is refused, so an export can hold them all.
+    content, _ = ask(view, what="chart", layer=1, width=500)
+    assert content["type"] == "error" and "chart width 500 is not one of 360, 520, 680, 840 px" in content["message"]
 
 
 def test_bokehjs_request_ships_the_installed_bokeh(view):

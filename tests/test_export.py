@@ -1,12 +1,17 @@
 """save_html: one offline file with each view's bundle, traits and recorded answers."""
 
+import base64
 import html
+import json
 import re
+import warnings
 
+import numpy as np
 import pytest
 
 import llmasos_widgets as lw
-from llmasos_widgets import _export
+from llmasos_widgets import _export, _wire
+from llmasos_widgets.concepts import projection
 
 TEXT = "The capital of France is </script><img src=x onerror=alert(1)> 大"
 
@@ -64,6 +69,37 @@ def test_attention_rows_are_bounded_and_the_note_says_which(trace, tmp_path, mon
     monkeypatch.setattr(view, "export_token_bytes", 3 * per_token)
     requests, note = view._export_requests()
     assert len(requests) == 1 + 2 * 3 and "tokens 0..2" in note
+
+
+def test_a_concept_view_records_bokehjs_every_chart_and_every_projection(trace, tmp_path, capsys):
+    shout = lw.Concept("shout", [f"STOP {w.upper()} NOW!!!" for w in "abcdefghijkl"])
+    calm = lw.Concept("calm", [f"please, the {w} is fine." for w in "abcdefghijkl"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # CAVs of a tiny random model are unreliable
+        result = lw.tcav(trace.model, ["The capital"], 5, [shout, calm], [0, 1], n_random=2, progress=False)
+    view = lw.ConceptView(result)
+    requests, note = view._export_requests()
+    assert {r["what"] for r in requests} == {"bokehjs", "chart"} and "no text was shown to project" in note
+    view.selected_layer = -1  # no layer selected: that chart is drawn first, so it is recorded too
+    assert {r["layer"] for r in view._export_requests()[0] if r["what"] == "chart"} == {-1, 0, 1}
+    view.selected_layer = 1
+    path = view.show_projection(trace).save_html(tmp_path / "concepts.html")
+    page, (data,) = exported(path)
+    charts = [{"what": "chart", "layer": la, "width": w} for la in (0, 1) for w in view.chart_widths]
+    projections = [{"what": "projection", "concept": c, "layer": la} for c in (0, 1) for la in (0, 1)]
+    assert set(data["recorded"]) == {_export.request_key(r) for r in [{"what": "bokehjs"}, *charts, *projections]}
+    assert "projection onto every concept at every layer" in html.unescape(page)
+    # What the file answers is what the kernel answers.
+    (message,) = data["recorded"][_export.request_key(projections[3])]["messages"]
+    (desc,) = message["content"]["arrays"]
+    cosine = _wire.decode(desc, base64.b64decode(message["buffers"][desc["buffer"]]))
+    np.testing.assert_allclose(cosine, projection(result, trace, 1, 1).numpy(), atol=1e-6)
+    chart = data["recorded"][_export.request_key(charts[-1])]["messages"][0]["content"]
+    assert chart["layer"] == 1 and "lw-tcav-chart" in json.dumps(chart["item"])
+    # BokehJS (about 1.3 MB) is most of the file; each chart adds about 9 kB.
+    size = path.stat().st_size
+    print(f"ConceptView export of 2 concepts x 2 layers: {size / 1024:.0f} kB")
+    assert size < 2 * 2**20
 
 
 def test_bad_paths_are_refused_and_nothing_is_half_written(trace, tmp_path, monkeypatch):

@@ -99,8 +99,11 @@ def test_bad_requests_answer_with_clear_errors(model):
     for request, message in cases:
         content, _ = ask(view, **request)
         assert content["type"] == "error" and message in content["message"], content
-    with pytest.raises(Exception, match="rank_by 'weight' is not one of"):
+    with pytest.raises(Exception, match="rank_by 'weight' is not one of 'activation', 'contribution'"):
         view.rank_by = "weight"
+    # The view's picker offers exactly what the check accepts.
+    for value, _label in view.rank_by_choices:
+        view.rank_by = value
     with pytest.raises(Exception, match="neuron 128 is out of range"):
         view.selected_neuron = 128
 

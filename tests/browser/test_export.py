@@ -100,3 +100,44 @@ def test_an_exported_explorer_stays_linked_offline(browser, tmp_path):
         assert errors == []
     finally:
         page.context.close()
+
+
+def test_an_exported_concept_view_draws_its_chart_and_projection_offline(browser, tmp_path):
+    import warnings
+
+    from llmasos_widgets.concepts import projection
+
+    model = lw.load_model("tiny-llama")
+    shout = lw.Concept("shout", [f"STOP {w.upper()} NOW!!!" for w in "abcdefghijkl"])
+    calm = lw.Concept("calm", [f"please, the {w} is fine." for w in "abcdefghijkl"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = lw.tcav(model, ["The capital of France is"], 5, [shout, calm], [0, 1], n_random=2, progress=False)
+    trace = model.trace(TEXT)
+    view = lw.ConceptView(result).show_projection(trace)
+    view.selected_layer = 1
+    page, errors, asked = open_offline(browser, save_html([view], tmp_path / "concepts.html"))
+    try:
+        root = page.locator(".lw-root.lw-concepts")
+        chart, overlay = root.locator('[data-testid="chart"]'), root.locator('[data-testid="overlay"]')
+        for concept, layer in ((0, 1), (0, 0), (1, 0)):
+            if layer != int(chart.get_attribute("data-layer") or 1):
+                root.locator(f'[data-testid="layer-button"][data-layer="{layer}"]').click()
+            if concept:
+                root.locator(f'[data-testid="concept-button"][data-index="{concept}"]').click()
+            # The chart is drawn by the BokehJS recorded in the file, for the layer picked.
+            expect(chart).to_have_attribute("data-layer", str(layer), timeout=30_000)
+            expect(chart).to_have_attribute("data-state", "ready")
+            expect(chart.locator("canvas").first).to_be_visible(timeout=10_000)
+            expect(overlay).to_have_attribute("data-layer", str(layer), timeout=10_000)
+            expect(overlay).to_have_attribute("data-concept", str(concept))
+            expect(overlay).to_have_attribute("data-state", "ready")
+            tokens = overlay.locator('[data-testid="token"]')
+            shown = [float(tokens.nth(i).get_attribute("data-cosine")) for i in range(tokens.count())]
+            assert shown == pytest.approx(projection(result, trace, concept, layer).tolist(), abs=1e-6)
+        expect(root.locator(".lw-error")).to_have_count(0)
+        assert page.locator("img").count() == 0
+        assert [u for u in asked if not u.startswith(("file:", "blob:"))] == []
+        assert errors == []
+    finally:
+        page.context.close()
