@@ -13,7 +13,7 @@ from .attribution import Attribution, SanityCheck, attribute
 from .concept_view import ConceptView
 from .concepts import CAV, Concept, TCAVResult, tcav, train_cav
 from .corpus import sample_texts, sample_topics
-from .explorer import Explorer
+from .explorer import Explorer, link
 from .lens_view import LensView
 from .models import BUNDLED, DEFAULT_MODEL, LanguageModel, load_model
 from .neuron_view import NeuronView
@@ -43,6 +43,7 @@ __all__ = [
     "TCAVResult",
     "TokensView",
     "Trace",
+    "link",
     "load_model",
     "logit_lens",
     "neuron_contributions",

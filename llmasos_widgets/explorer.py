@@ -251,3 +251,33 @@ def _trace_of(source: Any, text: str | None) -> Trace:
             raise ValueError(f"Explorer(model, text) needs the text as a str, not {type(text).__name__}")
         return source.trace(text)
     raise ValueError(f"Explorer needs a model and a text, or a Trace; not {type(source).__name__}")
+
+
+def link(*views: ViewBase, names: tuple[str, ...] = ("selected_token",)) -> list[Any]:
+    """Link the selection of separate views in the page (no kernel round trip), as inside an Explorer.
+
+    Every view has the same selection traits (``selected_token``, ``selected_layer``,
+    ``selected_head``); this links the ``names`` of the first view to each other view with
+    ``ipywidgets.jslink``, which runs in the notebook front-end (JupyterLab, Notebook 7, VS Code, Colab).
+    marimo has no front-end links: there, link in Python with ``traitlets.link``. Returns the links
+    (``.unlink()`` undoes one).
+
+    Examples
+    --------
+    >>> import llmasos_widgets as lw
+    >>> trace = lw.load_model("tiny-llama").trace("The capital of France is")
+    >>> attention, lens = lw.AttentionView(trace), lw.LensView(trace)
+    >>> links = lw.link(attention, lens, names=("selected_token", "selected_layer"))
+    >>> len(links)
+    2
+
+    """
+    import ipywidgets
+
+    if len(views) < 2 or not all(isinstance(v, ViewBase) for v in views):
+        raise ValueError("link needs two or more views, e.g. lw.link(lw.AttentionView(trace), lw.LensView(trace))")
+    bad = [n for n in names if n not in SELECTION]
+    if bad or not names:
+        raise ValueError(f"link shares selection traits: {', '.join(SELECTION)}; got {list(names)}")
+    first, *others = views
+    return [ipywidgets.jslink((first, name), (other, name)) for other in others for name in names]

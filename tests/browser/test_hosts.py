@@ -1,4 +1,4 @@
-"""TokensView in the other hosts anywidget supports: Jupyter Notebook 7 and marimo.
+"""TokensView and the Explorer in the other hosts anywidget supports: Jupyter Notebook 7 and marimo.
 
 The user's story of test_tokens_view.py (JupyterLab), told again in each host: the strip shows the
 model's tokens (Chinese and emoji too), a click asks the kernel for the predictions there through
@@ -90,5 +90,55 @@ def test_marimo_click_shows_predictions_and_selection_syncs_both_ways(marimo_app
 
     page.get_by_role("button", name="Select token 4 from Python").click()
     expect_selected(page, 4)
+    app.raise_cell_errors()
+    assert app.errors == [], f"page errors: {app.errors}"
+
+
+MAKE_EXPLORER = f"""import llmasos_widgets as lw
+
+ex = lw.Explorer(lw.load_model("tiny-llama"), {TEXT!r}, panels=["tokens", "neurons", "lens"])"""
+
+
+def check_explorer_follows_a_click(page: Any, n_tokens: int, top_id: int) -> None:
+    """A click on the Explorer's strip moves every panel to that token, each answered by the kernel."""
+    root = page.locator(".lw-explorer")
+    strip = root.locator(":scope > [data-testid=token-strip] [data-testid=token]")
+    expect(strip).to_have_count(n_tokens, timeout=120_000)
+    expect(root.locator("[data-testid=panel-lens] [data-testid=progress]")).to_have_attribute("data-state", "ready")
+    strip.nth(CLICKED).click()
+    predictions = root.locator("[data-testid=panel-tokens] [data-testid=predictions]")
+    expect(predictions).to_have_attribute("data-state", "ready", timeout=60_000)
+    assert predictions.locator("[data-testid=prediction-row]").first.get_attribute("data-token-id") == str(top_id)
+    neurons = root.locator("[data-testid=token-neurons]")
+    expect(neurons).to_have_attribute("data-position", str(CLICKED), timeout=30_000)
+    expect(neurons).to_have_attribute("data-state", "ready", timeout=30_000)
+    expect(root.locator(f'[data-testid=panel-lens] td.lw-in-col[data-pos="{CLICKED}"]').first).to_be_visible()
+
+
+def test_notebook7_explorer_panels_follow_one_click(notebook7):
+    nb = notebook7([MAKE_EXPLORER + "\nex"])
+    n, top_id = json.loads(
+        nb.kernel_exec(
+            f"import json; print(json.dumps([len(ex.tokens), ex.trace.top_predictions({CLICKED}, k=5)[0].id]))"
+        )
+    )
+    check_explorer_follows_a_click(nb.page, n, top_id)
+    assert nb.kernel_exec("print(ex.selected_token, ex.panel('neurons').selected_token)").split() == [str(CLICKED)] * 2
+    assert nb.errors == [], f"page errors: {nb.errors}"
+
+
+def test_marimo_explorer_panels_follow_one_click(marimo_app):
+    app = marimo_app(
+        [
+            MAKE_EXPLORER + "\n\nimport marimo as mo\n\nwidget = mo.ui.anywidget(ex)\nwidget",
+            json_cell("expected", f"[len(ex.tokens), ex.trace.top_predictions({CLICKED}, k=5)[0].id]"),
+            json_cell("python-selected", "widget.selected_token"),
+        ]
+    )
+    page = app.page
+    expect(page.locator("[data-testid=expected]")).to_have_count(1, timeout=120_000)
+    n, top_id = app.read_json("expected")
+    check_explorer_follows_a_click(page, n, top_id)
+    expect(page.locator("[data-testid=python-selected]")).to_have_text(str(CLICKED))
     app.raise_cell_errors()
     assert app.errors == [], f"page errors: {app.errors}"
