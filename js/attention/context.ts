@@ -3,12 +3,23 @@
 
 import { el } from "../shared/tokens";
 import type { View } from "../shared/view";
-import { inRange } from "./format";
+import { inRange, rangeMessage } from "./format";
 
 export type PanelName = "overview" | "head" | "matrix";
 export type PanelState = "idle" | "loading" | "ready" | "error";
 /** A choice the kernel offers (the traits panels, directions, aggregates, sort_orders). */
 export type Choice = [value: string, label: string, description: string];
+
+/** What the head and matrix views draw: a layer's heads, or an aggregate (heads [-1], head -1). */
+export interface Drawn {
+  layer: number;
+  aggregate: "" | "mean" | "rollout";
+  heads: number[];
+  /** The one head the matrix shows. */
+  head: number;
+  /** What a request names: layer, and head or aggregate. */
+  params: { layer: number; head?: number; aggregate?: string };
+}
 
 export class Ctx {
   /** Bumped when the text (tokens) changes: every cache key starts with it. */
@@ -71,6 +82,27 @@ export class Ctx {
   /** Whether the kernel computes rollout for this text (T ≤ rollout_limit). */
   rolloutAvailable(): boolean {
     return this.T > 0 && this.T <= this.rolloutLimit();
+  }
+
+  /** What the head and matrix views draw; else why not, or which of layer and head is still to pick. */
+  drawn(): Drawn | { error: string } | { pick: "layer" | "head" } {
+    const n = this.nLayers();
+    const rawLayer = this.view.int("selected_layer");
+    if (rawLayer >= 0 && !inRange(rawLayer, n)) return { error: rangeMessage("layer", rawLayer, n) };
+    const layer = this.selectedLayer();
+    if (layer < 0 || this.T === 0) return { pick: "layer" };
+    const aggregate = this.aggregate();
+    if (aggregate === "rollout" && !this.rolloutAvailable()) {
+      return { error: `rollout is limited to ${this.rolloutLimit()} tokens (rollout_limit); this text has ${this.T}` };
+    }
+    if (aggregate) return { layer, aggregate, heads: [-1], head: -1, params: { layer, aggregate } };
+    const heads = this.heads();
+    const head = this.selectedHead() >= 0 ? this.selectedHead() : heads[0];
+    if (head === undefined) {
+      const raw = this.view.int("selected_head");
+      return raw >= 0 ? { error: rangeMessage("head", raw, this.nHeads()) } : { pick: "head" };
+    }
+    return { layer, aggregate, heads, head, params: { layer, head } };
   }
 
   dpr(): number {

@@ -4,8 +4,8 @@
 
 import { appendVisibleToken, el, tokenTitle, visibleText } from "../shared/tokens";
 import { type DecodedArray, floats } from "../shared/wire";
-import { type Ctx, type Panel, type PanelState, button, debounce, errorMessage, errorSlot, exportCanvas, part, showError, sizeCanvas } from "./context";
-import { inRange, rangeMessage, sig, spanLabel, tokenLabel } from "./format";
+import { type Ctx, type Drawn, type Panel, type PanelState, button, debounce, errorMessage, errorSlot, exportCanvas, part, showError, sizeCanvas } from "./context";
+import { sig, spanLabel, tokenLabel } from "./format";
 import { LruCache } from "./latest";
 import { type Span, cellIndex, followSpan, shiftSpan } from "./pool";
 import { headColor } from "./scale";
@@ -89,24 +89,14 @@ export class HeadPanel implements Panel {
 
   // -- what to show -----------------------------------------------------------------------------
   /** The part of the request key that does not depend on the window. */
-  private what(): { what: string; layer: number; heads: number[]; aggregate: string } | { error: string } | { idle: string } {
-    const ctx = this.ctx;
-    const n = ctx.nLayers();
-    const rawLayer = ctx.view.int("selected_layer");
-    if (rawLayer >= 0 && !inRange(rawLayer, n)) return { error: rangeMessage("layer", rawLayer, n) };
-    const layer = ctx.selectedLayer();
-    if (layer < 0) return { idle: "Pick a layer and head: click a thumbnail in the overview, or use the layer and head menus." };
-    const aggregate = ctx.aggregate();
-    if (aggregate === "rollout" && !ctx.rolloutAvailable()) {
-      return { error: `rollout is limited to ${ctx.rolloutLimit()} tokens (rollout_limit); this text has ${ctx.T}` };
+  private what(): (Drawn & { what: string }) | { error: string } | { idle: string } {
+    const d = this.ctx.drawn();
+    if ("pick" in d) {
+      return d.pick === "layer"
+        ? { idle: "Pick a layer and head: click a thumbnail in the overview, or use the layer and head menus." }
+        : { idle: "Pick a head: click a chip above or a thumbnail in the overview." };
     }
-    const heads = aggregate ? [-1] : ctx.heads();
-    if (!aggregate && heads.length === 0) {
-      const rawHead = ctx.view.int("selected_head");
-      if (rawHead >= 0) return { error: rangeMessage("head", rawHead, ctx.nHeads()) };
-      return { idle: "Pick a head: click a chip above or a thumbnail in the overview." };
-    }
-    return { what: `${ctx.version}:${layer}:${aggregate || heads.join(",")}`, layer, heads, aggregate };
+    return "error" in d ? d : { ...d, what: `${this.ctx.version}:${d.layer}:${d.aggregate || d.heads.join(",")}` };
   }
 
   update(): void {
@@ -178,12 +168,7 @@ export class HeadPanel implements Panel {
     const ctx = this.ctx;
     const win = { q0: s.start, q1: s.end, k0: s.start, k1: s.end };
     const request = w.aggregate
-      ? ctx.view.client.request("headview", "pattern", {
-          layer: w.layer,
-          aggregate: w.aggregate,
-          ...win,
-          size: Math.max(s.end - s.start, 1),
-        })
+      ? ctx.view.client.request("headview", "pattern", { ...w.params, ...win, size: Math.max(s.end - s.start, 1) })
       : ctx.view.client.request("headview", "heads", { layer: w.layer, heads: w.heads, ...win });
     request.then(
       (r) => {

@@ -5,9 +5,9 @@
 
 import { el, visibleText } from "../shared/tokens";
 import { type DecodedArray, floats } from "../shared/wire";
-import { type Ctx, type Panel, type PanelState, button, debounce, errorMessage, errorSlot, exportCanvas, part, showError, sizeCanvas } from "./context";
+import { type Ctx, type Drawn, type Panel, type PanelState, button, debounce, errorMessage, errorSlot, exportCanvas, part, showError, sizeCanvas } from "./context";
 import { colorOf, gammaTable, maxOf } from "./draw";
-import { inRange, rangeMessage, sig, tokenLabel } from "./format";
+import { inRange, sig, tokenLabel } from "./format";
 import { LruCache } from "./latest";
 import {
   type View,
@@ -50,12 +50,7 @@ interface Received {
   image: HTMLCanvasElement;
 }
 
-interface Target {
-  what: string;
-  layer: number;
-  head: number;
-  aggregate: string;
-}
+type Target = Drawn & { what: string };
 
 export class MatrixPanel implements Panel {
   readonly el = part("div", "lw-panel lw-matrix", "matrix-view");
@@ -109,23 +104,13 @@ export class MatrixPanel implements Panel {
 
   // -- what to show ---------------------------------------------------------------------------
   private target(): Target | { error: string } | { idle: string } {
-    const ctx = this.ctx;
-    const nL = ctx.nLayers();
-    const rawLayer = ctx.view.int("selected_layer");
-    if (rawLayer >= 0 && !inRange(rawLayer, nL)) return { error: rangeMessage("layer", rawLayer, nL) };
-    const layer = ctx.selectedLayer();
-    if (layer < 0 || ctx.T === 0) return { idle: "Pick a layer and head: click a thumbnail in the overview (Shift+click opens it here)." };
-    const aggregate = ctx.aggregate();
-    if (aggregate === "rollout" && !ctx.rolloutAvailable()) {
-      return { error: `rollout is limited to ${ctx.rolloutLimit()} tokens (rollout_limit); this text has ${ctx.T}` };
+    const d = this.ctx.drawn();
+    if ("pick" in d) {
+      return d.pick === "layer"
+        ? { idle: "Pick a layer and head: click a thumbnail in the overview (Shift+click opens it here)." }
+        : { idle: "Pick a head: click a thumbnail in the overview, or use the head menu." };
     }
-    const head = ctx.selectedHead();
-    if (!aggregate && head < 0) {
-      const raw = ctx.view.int("selected_head");
-      if (raw >= 0) return { error: rangeMessage("head", raw, ctx.nHeads()) };
-      return { idle: "Pick a head: click a thumbnail in the overview, or use the head menu." };
-    }
-    return { what: `${ctx.version}:${layer}:${aggregate || head}`, layer, head, aggregate };
+    return "error" in d ? d : { ...d, what: `${this.ctx.version}:${d.layer}:${d.aggregate || d.head}` };
   }
 
   private size(): number {
@@ -212,10 +197,7 @@ export class MatrixPanel implements Panel {
     if (key !== this.wantKey) return;
     const win = requestWindow(this.view, this.ctx.T);
     const size = this.size();
-    const params: Record<string, unknown> = { layer: t.layer, ...win, size };
-    if (t.aggregate) params["aggregate"] = t.aggregate;
-    else params["head"] = t.head;
-    this.ctx.view.client.request("matrix", "pattern", params).then(
+    this.ctx.view.client.request("matrix", "pattern", { ...t.params, ...win, size }).then(
       (r) => {
         if (r === null) return;
         let rec: Received;
@@ -411,10 +393,7 @@ export class MatrixPanel implements Panel {
     if (!h || !("what" in t) || !inRange(h.q, this.ctx.T) || !inRange(h.k, this.ctx.T)) return;
     const key = this.weightKey(t.what, h.q, h.k);
     if (this.weights.has(key)) return;
-    const params: Record<string, unknown> = { layer: t.layer, q: h.q, k: h.k };
-    if (t.aggregate) params["aggregate"] = t.aggregate;
-    else params["head"] = t.head;
-    this.ctx.view.client.request("weight", "weight", params).then(
+    this.ctx.view.client.request("weight", "weight", { ...t.params, q: h.q, k: h.k }).then(
       (r) => {
         if (r === null) return;
         const value = r.msg["value"];

@@ -290,15 +290,12 @@ export class OverviewPanel implements Panel {
       error = `token ${selectedRaw} is out of range: the text has tokens 0..${ctx.T - 1}`;
     }
     let state: PanelState;
-    let position = -1;
     let data: TokenRows | undefined;
     if (key !== null) {
       data = this.tokens.want(key);
       const failed = this.tokens.error(key);
-      if (data) {
-        state = "ready";
-        position = data.position;
-      } else if (failed) {
+      if (data) state = "ready";
+      else if (failed) {
         state = "error";
         error = failed.message;
       } else state = "loading";
@@ -307,12 +304,9 @@ export class OverviewPanel implements Panel {
       state = error !== null ? "error" : this.streamState;
       if (this.streamError) error = error ?? this.streamError;
     }
-    if (ctx.panel() !== "overview") {
-      // Hidden: keep the stream going, draw when shown.
-      this.el.dataset.state = state;
-      showError(this.errorBox, error);
-      return;
-    }
+    this.el.dataset.state = state;
+    showError(this.errorBox, error);
+    if (ctx.panel() !== "overview") return; // hidden: keep the stream going, draw when shown
     // Draw: the token's rows when they are here; patterns when no token is selected; otherwise
     // keep what is drawn (data-position tells which) until the answer comes.
     const orderKey = this.orderKey();
@@ -328,15 +322,9 @@ export class OverviewPanel implements Panel {
       this.drawnKey = "";
     }
     this.drawnOrderKey = orderKey;
-    if (this.drawnKey === "") position = -1;
-    else if (data) position = data.position;
-    else position = Number(this.el.dataset.position ?? -1);
-    this.el.dataset.position = String(position);
-    this.el.dataset.direction = ctx.direction();
-    this.el.dataset.stream = this.streamState;
-    this.el.dataset.layers = String(this.received);
-    this.el.dataset.state = state;
-    showError(this.errorBox, error);
+    if (this.drawnKey === "") this.el.dataset.position = "-1";
+    else if (data) this.el.dataset.position = String(data.position);
+    Object.assign(this.el.dataset, { direction: ctx.direction(), stream: this.streamState, layers: String(this.received) });
     // The sharp heads and the legend follow what is drawn, not what is being fetched.
     const shown = this.drawnKey ? this.tokens.cache.get(this.drawnKey) : undefined;
     this.renderSharp(shown);
