@@ -21,7 +21,29 @@ from .trace import Trace
 
 PANELS = ("overview", "head", "matrix")
 DIRECTIONS = ("from", "to")
+SORT_ORDERS = ("", *SCORE_NAMES)
+# Label and one-line description of each choice above (and of attention.AGGREGATES). The view builds
+# its tabs, buttons and menus from the read-only traits `panels`, `directions`, `aggregates` and
+# `sort_orders`, which list [value, label, description] in the order of these tuples.
+LABELS = {
+    "overview": ("Overview", "A thumbnail per layer and head"),
+    "head": ("Head", "Lines from each query token to the keys it looks at, a colour per head"),
+    "matrix": ("Matrix", "One head's full pattern: wheel to zoom, drag to pan"),
+    "from": ("from token", "Where the selected token looks (its row)"),
+    "to": ("to token", "Who looks at the selected token (its column)"),
+    "mean": ("mean of heads", "The mean over the heads of the selected layer"),
+    "rollout": ("rollout", "Attention rollout up to the selected layer (Abnar & Zuidema 2020)"),
+    "": ("none", "Each layer's heads in their own order"),
+    "entropy": ("entropy", "Low entropy (focused heads) first"),
+    "prev_token": ("previous-token", "Most weight on the previous token first"),
+    "sink": ("first-token (sink)", "Most weight on the first token first"),
+}
 MAX_HEAD_WINDOW = 256  # the head view draws lines between at most this many tokens a side
+
+
+def _choices(values: tuple[str, ...]) -> Any:
+    """A read-only synced trait listing [value, label, description] for each of ``values``."""
+    return traitlets.List(default_value=[[v, *LABELS[v]] for v in values], read_only=True).tag(sync=True)
 
 
 def default_thumb_size(n_tokens: int) -> int:
@@ -69,6 +91,10 @@ class AttentionView(ViewBase):
     sort_by = traitlets.Unicode("").tag(sync=True)
     thumb_size = traitlets.Int(32).tag(sync=True)
     rollout_limit = traitlets.Int(1024).tag(sync=True)
+    panels = _choices(PANELS)
+    directions = _choices(DIRECTIONS)
+    aggregates = _choices(AGGREGATES)
+    sort_orders = _choices(SORT_ORDERS)
 
     def __init__(
         self,
@@ -122,7 +148,7 @@ class AttentionView(ViewBase):
 
     @traitlets.validate("sort_by")
     def _check_sort_by(self, proposal: Any) -> str:
-        return _one_of("sort_by", proposal["value"], ("", *SCORE_NAMES))
+        return _one_of("sort_by", proposal["value"], SORT_ORDERS)
 
     @traitlets.validate("heads")
     def _check_heads(self, proposal: Any) -> list[int]:

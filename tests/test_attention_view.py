@@ -2,6 +2,7 @@ import time
 
 import numpy as np
 import pytest
+import traitlets
 
 import llmasos_widgets as lw
 from tests._views import arrays, ask, capture, wait_for
@@ -96,6 +97,25 @@ def test_traits_are_validated():
         view.aggregate = "max"
     with pytest.raises(ValueError, match="layer 2 is out of range"):
         view.selected_layer = 2
+
+
+def test_the_view_offers_exactly_the_choices_it_accepts():
+    view = lw.AttentionView(lw.load_model("tiny-gpt2").trace(TEXT))
+    offered = {t: [row[0] for row in getattr(view, t)] for t in ("panels", "directions", "aggregates", "sort_orders")}
+    assert offered == {
+        "panels": ["overview", "head", "matrix"],
+        "directions": ["from", "to"],
+        "aggregates": list(lw.attention.AGGREGATES),
+        "sort_orders": ["", *lw.attention.SCORE_NAMES],
+    }
+    assert all(len(row) == 3 and all(row) for row in view.panels + view.directions + view.aggregates)
+    accepted = {"panel": "panels", "direction": "directions", "sort_by": "sort_orders", "aggregate": "aggregates"}
+    for trait, choices in accepted.items():
+        for value in offered[choices]:
+            setattr(view, trait, value)
+    view.aggregate = ""  # none, which has no button
+    with pytest.raises(traitlets.TraitError, match="read-only"):
+        view.panels = []
 
 
 def test_too_long_a_text_is_refused_with_the_limit():

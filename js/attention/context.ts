@@ -1,117 +1,108 @@
-// What every panel of the attention view reads: the synced traits (validated: an index out of range
-// reads as -1, and is never sent), the request client, and a few drawing helpers.
+// What every panel of the attention view reads: the scaffold's View (traits, request client, root,
+// clean-up) and the attention traits validated: an index out of range reads as -1, and is never sent.
 
-import type { AnyModel } from "@anywidget/types";
-import type { Client } from "../shared/client";
-import type { TokenTraits } from "../shared/tokens";
-import { inRange } from "./format";
-
-/** The synced traits of AttentionView (same names as in Python). */
-export interface AttentionTraits extends TokenTraits {
-  selected_layer: number;
-  selected_head: number;
-  n_layers: number;
-  n_heads: number;
-  panel: string;
-  direction: string;
-  aggregate: string;
-  heads: number[];
-  sort_by: string;
-  thumb_size: number;
-  rollout_limit: number;
-}
+import { el } from "../shared/tokens";
+import type { View } from "../shared/view";
+import { inRange, rangeMessage } from "./format";
 
 export type PanelName = "overview" | "head" | "matrix";
-export type Direction = "from" | "to";
-export type Aggregate = "" | "mean" | "rollout";
 export type PanelState = "idle" | "loading" | "ready" | "error";
+/** A choice the kernel offers (the traits panels, directions, aggregates, sort_orders). */
+export type Choice = [value: string, label: string, description: string];
 
-export const PANELS: readonly PanelName[] = ["overview", "head", "matrix"];
+/** What the head and matrix views draw: a layer's heads, or an aggregate (heads [-1], head -1). */
+export interface Drawn {
+  layer: number;
+  aggregate: "" | "mean" | "rollout";
+  heads: number[];
+  /** The one head the matrix shows. */
+  head: number;
+  /** What a request names: layer, and head or aggregate. */
+  params: { layer: number; head?: number; aggregate?: string };
+}
 
 export class Ctx {
   /** Bumped when the text (tokens) changes: every cache key starts with it. */
   version = 0;
 
-  constructor(
-    readonly model: AnyModel<AttentionTraits>,
-    readonly client: Client,
-    readonly root: HTMLElement,
-  ) {}
+  constructor(readonly view: View) {}
 
-  private int(name: keyof AttentionTraits, fallback = -1): number {
-    const v = this.model.get(name);
-    return typeof v === "number" && Number.isInteger(v) ? v : fallback;
-  }
-
-  tokens(): string[] {
-    const t = this.model.get("tokens");
-    return Array.isArray(t) ? t : [];
-  }
   get T(): number {
-    return this.tokens().length;
+    return this.view.tokens().length;
   }
   nLayers(): number {
-    return Math.max(0, this.int("n_layers", 0));
+    return Math.max(0, this.view.int("n_layers", 0));
   }
   nHeads(): number {
-    return Math.max(0, this.int("n_heads", 0));
-  }
-  /** The selection as set (maybe out of range), for messages. */
-  raw(name: "selected_token" | "selected_layer" | "selected_head"): number {
-    return this.int(name);
+    return Math.max(0, this.view.int("n_heads", 0));
   }
   selectedToken(): number {
-    const i = this.int("selected_token");
+    const i = this.view.selected();
     return inRange(i, this.T) ? i : -1;
   }
   selectedLayer(): number {
-    const i = this.int("selected_layer");
+    const i = this.view.int("selected_layer");
     return inRange(i, this.nLayers()) ? i : -1;
   }
   selectedHead(): number {
-    const i = this.int("selected_head");
+    const i = this.view.int("selected_head");
     return inRange(i, this.nHeads()) ? i : -1;
   }
   panel(): PanelName {
-    const p = this.model.get("panel");
+    const p = this.view.get("panel");
     return p === "head" || p === "matrix" ? p : "overview";
   }
-  direction(): Direction {
-    return this.model.get("direction") === "to" ? "to" : "from";
+  direction(): "from" | "to" {
+    return this.view.get("direction") === "to" ? "to" : "from";
   }
-  aggregate(): Aggregate {
-    const a = this.model.get("aggregate");
+  aggregate(): "" | "mean" | "rollout" {
+    const a = this.view.get("aggregate");
     return a === "mean" || a === "rollout" ? a : "";
   }
-  /** The heads the head view draws: the `heads` trait (valid ones), or [selected_head] when empty. */
+  /**
+   * The heads the head view draws: the `heads` trait (valid ones) when it holds the selected head,
+   * else the selected head alone, so that a head selected elsewhere (Python, an Explorer) is shown.
+   */
   heads(): number[] {
     const n = this.nHeads();
-    const raw = this.model.get("heads");
-    const list = Array.isArray(raw) ? raw.filter((h): h is number => inRange(h, n)) : [];
-    const unique = [...new Set(list)].sort((a, b) => a - b);
-    if (unique.length) return unique;
+    const list = [...new Set(this.view.list("heads").filter((h): h is number => inRange(h, n)))].sort((a, b) => a - b);
     const h = this.selectedHead();
-    return h >= 0 ? [h] : [];
+    return h < 0 || list.includes(h) ? list : [h];
   }
   sortBy(): string {
-    const s = this.model.get("sort_by");
+    const s = this.view.get("sort_by");
     return typeof s === "string" ? s : "";
   }
   thumbSize(): number {
-    return this.int("thumb_size", 32);
+    return this.view.int("thumb_size", 32);
   }
   rolloutLimit(): number {
-    return this.int("rollout_limit", 1024);
+    return this.view.int("rollout_limit", 1024);
   }
   /** Whether the kernel computes rollout for this text (T ≤ rollout_limit). */
   rolloutAvailable(): boolean {
     return this.T > 0 && this.T <= this.rolloutLimit();
   }
 
-  /** Set traits from the page and sync them once. */
-  set(changes: Partial<AttentionTraits>): void {
-    for (const [k, v] of Object.entries(changes) as [keyof AttentionTraits, never][]) this.model.set(k, v);
-    this.model.save_changes();
+  /** What the head and matrix views draw; else why not, or which of layer and head is still to pick. */
+  drawn(): Drawn | { error: string } | { pick: "layer" | "head" } {
+    const n = this.nLayers();
+    const rawLayer = this.view.int("selected_layer");
+    if (rawLayer >= 0 && !inRange(rawLayer, n)) return { error: rangeMessage("layer", rawLayer, n) };
+    const layer = this.selectedLayer();
+    if (layer < 0 || this.T === 0) return { pick: "layer" };
+    const aggregate = this.aggregate();
+    if (aggregate === "rollout" && !this.rolloutAvailable()) {
+      return { error: `rollout is limited to ${this.rolloutLimit()} tokens (rollout_limit); this text has ${this.T}` };
+    }
+    if (aggregate) return { layer, aggregate, heads: [-1], head: -1, params: { layer, aggregate } };
+    const heads = this.heads();
+    const head = this.selectedHead() >= 0 ? this.selectedHead() : heads[0];
+    if (head === undefined) {
+      const raw = this.view.int("selected_head");
+      return raw >= 0 ? { error: rangeMessage("head", raw, this.nHeads()) } : { pick: "head" };
+    }
+    return { layer, aggregate, heads, head, params: { layer, head } };
   }
 
   dpr(): number {
@@ -121,7 +112,7 @@ export class Ctx {
 
   /** Theme colours for canvas text: the root's foreground and the accent. */
   colors(): { fg: string; accent: string } {
-    const style = getComputedStyle(this.root);
+    const style = getComputedStyle(this.view.root);
     const accent = style.getPropertyValue("--lw-accent").trim();
     return { fg: style.color || "#222", accent: accent || "#1976d2" };
   }
@@ -138,15 +129,31 @@ export interface Panel {
   retry(): void;
   /** The panel as one canvas, for Export PNG and the kernel's snapshots. */
   snapshot(): HTMLCanvasElement;
-  dispose(): void;
 }
 
-/** Set the `data-state` of a panel element. */
-export function setState(el: HTMLElement, state: PanelState): void {
-  el.dataset.state = state;
+/** An element with a data-testid (what the browser tests find it by). */
+export function part<K extends keyof HTMLElementTagNameMap>(tag: K, className: string, testid: string, text?: string): HTMLElementTagNameMap[K] {
+  const node = el(tag, className, text);
+  node.dataset.testid = testid;
+  return node;
 }
 
-/** The error box of a panel: shown with the message, or hidden. */
+/** A button with a data-testid, clicked through `view` (removed with it). */
+export function button(view: View, className: string, text: string, testid: string, onClick: (e: MouseEvent) => void): HTMLButtonElement {
+  const b = part("button", className, testid, text);
+  b.type = "button";
+  view.listen(b, "click", onClick);
+  return b;
+}
+
+/** A panel's error box: hidden until showError gives it a message. */
+export function errorSlot(testid: string): HTMLElement {
+  const box = part("div", "lw-error", testid);
+  box.hidden = true;
+  return box;
+}
+
+/** Show `message` in an error box, or hide it (null). */
 export function showError(box: HTMLElement, message: string | null): void {
   box.hidden = message === null;
   box.textContent = message ?? "";
@@ -170,25 +177,35 @@ export function sizeCanvas(canvas: HTMLCanvasElement, width: number, height: num
   return ctx;
 }
 
-/** Debounce: run `fn` `ms` after the last call. */
-export function debounce(fn: () => void, ms: number): { (): void; cancel(): void } {
+/** Debounce: run `fn` `ms` after the last call; cancelled when the view is removed. */
+export function debounce(view: View, fn: () => void, ms: number): { (): void; cancel(): void } {
   let timer: ReturnType<typeof setTimeout> | undefined;
-  const run = (): void => {
+  const cancel = (): void => {
     if (timer !== undefined) clearTimeout(timer);
+    timer = undefined;
+  };
+  const run = (): void => {
+    cancel();
     timer = setTimeout(() => {
       timer = undefined;
       fn();
     }, ms);
   };
-  run.cancel = (): void => {
-    if (timer !== undefined) clearTimeout(timer);
-    timer = undefined;
-  };
-  return run;
+  view.onDispose(cancel);
+  return Object.assign(run, { cancel });
+}
+
+/** A canvas for export: `width × height` CSS px on a background the theme's text colour `fg` reads on. */
+export function exportCanvas(width: number, height: number, dpr: number, fg: string): { canvas: HTMLCanvasElement; c: CanvasRenderingContext2D } {
+  const canvas = document.createElement("canvas");
+  const c = sizeCanvas(canvas, width, height, dpr);
+  c.fillStyle = exportBackground(fg);
+  c.fillRect(0, 0, width, height);
+  return { canvas, c };
 }
 
 /** A background for exported PNGs on which the theme's text colour `fg` reads: white, or near-black. */
-export function exportBackground(fg: string): string {
+function exportBackground(fg: string): string {
   const m = /rgba?\(\s*([\d.]+)[,\s]+([\d.]+)[,\s]+([\d.]+)/.exec(fg);
   if (!m) return "#ffffff";
   const [r, g, b] = [Number(m[1]), Number(m[2]), Number(m[3])];

@@ -18,7 +18,7 @@ export function fixed2(x: number): string {
 }
 
 /** Short labels of the head scores, by the kernel's score name. */
-export const SCORE_LABELS: Record<string, string> = { entropy: "entropy", prev_token: "prev", sink: "sink" };
+const SCORE_LABELS: Record<string, string> = { entropy: "entropy", prev_token: "prev", sink: "sink" };
 
 /**
  * The tooltip of an overview thumbnail: "L3 H5 · entropy 1.23 · prev 0.45 · sink 0.10", plus

@@ -2,20 +2,10 @@
 // on a canvas between the two token columns, a colour per head. Long texts show a window of at most
 // ROWS tokens that follows the selected token and scrolls with the wheel or the ▲/▼ buttons.
 
-import type { DecodedArray } from "../shared/wire";
 import { appendVisibleToken, el, tokenTitle, visibleText } from "../shared/tokens";
-import {
-  type Ctx,
-  type Panel,
-  type PanelState,
-  debounce,
-  errorMessage,
-  exportBackground,
-  setState,
-  showError,
-  sizeCanvas,
-} from "./context";
-import { inRange, rangeMessage, sig, spanLabel, tokenLabel } from "./format";
+import { type DecodedArray, floats } from "../shared/wire";
+import { type Ctx, type Drawn, type Panel, type PanelState, button, debounce, errorMessage, errorSlot, exportCanvas, part, showError, sizeCanvas } from "./context";
+import { sig, spanLabel, tokenLabel } from "./format";
 import { LruCache } from "./latest";
 import { type Span, cellIndex, followSpan, shiftSpan } from "./pool";
 import { headColor } from "./scale";
@@ -48,19 +38,19 @@ interface WindowData {
 type Hover = { side: "q" | "k"; index: number } | null;
 
 export class HeadPanel implements Panel {
-  readonly el: HTMLElement;
-  private readonly title: HTMLElement;
-  private readonly chips: HTMLElement;
-  private readonly errorBox: HTMLElement;
-  private readonly nav: HTMLElement;
-  private readonly windowLabel: HTMLElement;
-  private readonly earlier: HTMLButtonElement;
-  private readonly later: HTMLButtonElement;
-  private readonly body: HTMLElement;
-  private readonly left: HTMLElement;
-  private readonly right: HTMLElement;
-  private readonly canvas: HTMLCanvasElement;
-  private readonly info: HTMLElement;
+  readonly el = part("div", "lw-panel lw-headview", "head-view");
+  private readonly title = part("div", "lw-panel-title", "head-view-title");
+  private readonly chips = part("div", "lw-chips", "head-chips");
+  private readonly errorBox = errorSlot("head-view-error");
+  private readonly nav = el("div", "lw-hv-nav");
+  private readonly windowLabel = part("span", "lw-hint", "head-view-window");
+  private readonly earlier = button(this.ctx.view, "", "▲ earlier", "window-earlier", () => this.scrollBy(-Math.floor(ROWS / 2)));
+  private readonly later = button(this.ctx.view, "", "▼ later", "window-later", () => this.scrollBy(Math.floor(ROWS / 2)));
+  private readonly body = el("div", "lw-hv-body");
+  private readonly left = part("div", "lw-hv-col lw-hv-left", "head-view-queries");
+  private readonly right = part("div", "lw-hv-col lw-hv-right", "head-view-keys");
+  private readonly canvas = part("canvas", "lw-hv-lines", "head-view-canvas");
+  private readonly info = part("div", "lw-hint lw-hv-info", "head-view-info");
 
   private span: Span | null = null;
   private lastSelected = -2;
@@ -72,70 +62,41 @@ export class HeadPanel implements Panel {
   private failed: { key: string; message: string } | null = null;
   private hover: Hover = null;
   private readonly cache = new LruCache<WindowData>(32 * 2 ** 20, (d) => d.values.length * 4);
-  private readonly fetchSoon = debounce(() => this.fetch(), 120);
+  private readonly fetchSoon = debounce(this.ctx.view, () => this.fetch(), 120);
 
   constructor(private readonly ctx: Ctx) {
-    this.el = el("div", "lw-panel lw-headview");
-    this.el.dataset.testid = "head-view";
-    setState(this.el, "idle");
-    this.title = el("div", "lw-panel-title");
-    this.title.dataset.testid = "head-view-title";
-    this.chips = el("div", "lw-chips");
-    this.chips.dataset.testid = "head-chips";
-    this.errorBox = el("div", "lw-error");
-    this.errorBox.dataset.testid = "head-view-error";
-    this.errorBox.hidden = true;
-    this.nav = el("div", "lw-hv-nav");
-    this.earlier = el("button", "lw-btn", "▲ earlier");
-    this.earlier.type = "button";
-    this.earlier.dataset.testid = "window-earlier";
-    this.later = el("button", "lw-btn", "▼ later");
-    this.later.type = "button";
-    this.later.dataset.testid = "window-later";
-    this.windowLabel = el("span", "lw-hint");
-    this.windowLabel.dataset.testid = "head-view-window";
+    const view = ctx.view;
+    this.el.dataset.state = "idle";
     this.nav.append(this.earlier, this.windowLabel, this.later);
-    this.body = el("div", "lw-hv-body");
-    this.left = el("div", "lw-hv-col lw-hv-left");
-    this.left.dataset.testid = "head-view-queries";
-    this.right = el("div", "lw-hv-col lw-hv-right");
-    this.right.dataset.testid = "head-view-keys";
-    this.canvas = el("canvas", "lw-hv-lines");
-    this.canvas.dataset.testid = "head-view-canvas";
     this.canvas.setAttribute("aria-hidden", "true");
     this.body.append(this.left, this.canvas, this.right);
-    this.info = el("div", "lw-hint lw-hv-info");
-    this.info.dataset.testid = "head-view-info";
     this.el.append(this.title, this.chips, this.errorBox, this.nav, this.body, this.info);
-
-    this.earlier.addEventListener("click", () => this.scrollBy(-Math.floor(ROWS / 2)));
-    this.later.addEventListener("click", () => this.scrollBy(Math.floor(ROWS / 2)));
-    this.body.addEventListener("wheel", this.onWheel, { passive: false });
-    this.body.addEventListener("pointerover", this.onOver);
-    this.body.addEventListener("pointerleave", this.onLeave);
-    this.body.addEventListener("click", this.onClick);
+    view.listen(this.body, "wheel", (e) => this.onWheel(e)); // not passive: on an element, not the document
+    view.listen(this.body, "pointerover", (e) => this.onOver(e));
+    view.listen(this.body, "pointerleave", () => {
+      this.hover = null;
+      this.drawLines();
+    });
+    view.listen(this.body, "click", (e) => {
+      const h = this.rowOf(e);
+      if (h && h.index !== ctx.selectedToken()) view.set({ selected_token: h.index });
+    });
+    view.listen(this.chips, "click", (e) => {
+      const chip = (e.target as HTMLElement).closest<HTMLElement>('[data-testid="head-chip"]');
+      if (chip) this.toggleHead(Number(chip.dataset.head));
+    });
   }
 
   // -- what to show -----------------------------------------------------------------------------
   /** The part of the request key that does not depend on the window. */
-  private what(): { what: string; layer: number; heads: number[]; aggregate: string } | { error: string } | { idle: string } {
-    const ctx = this.ctx;
-    const n = ctx.nLayers();
-    const rawLayer = ctx.raw("selected_layer");
-    if (rawLayer >= 0 && !inRange(rawLayer, n)) return { error: rangeMessage("layer", rawLayer, n) };
-    const layer = ctx.selectedLayer();
-    if (layer < 0) return { idle: "Pick a layer and head: click a thumbnail in the overview, or use the layer and head menus." };
-    const aggregate = ctx.aggregate();
-    if (aggregate === "rollout" && !ctx.rolloutAvailable()) {
-      return { error: `rollout is limited to ${ctx.rolloutLimit()} tokens (rollout_limit); this text has ${ctx.T}` };
+  private what(): (Drawn & { what: string }) | { error: string } | { idle: string } {
+    const d = this.ctx.drawn();
+    if ("pick" in d) {
+      return d.pick === "layer"
+        ? { idle: "Pick a layer and head: click a thumbnail in the overview, or use the layer and head menus." }
+        : { idle: "Pick a head: click a chip above or a thumbnail in the overview." };
     }
-    const heads = aggregate ? [-1] : ctx.heads();
-    if (!aggregate && heads.length === 0) {
-      const rawHead = ctx.raw("selected_head");
-      if (rawHead >= 0) return { error: rangeMessage("head", rawHead, ctx.nHeads()) };
-      return { idle: "Pick a head: click a chip above or a thumbnail in the overview." };
-    }
-    return { what: `${ctx.version}:${layer}:${aggregate || heads.join(",")}`, layer, heads, aggregate };
+    return "error" in d ? d : { ...d, what: `${this.ctx.version}:${d.layer}:${d.aggregate || d.heads.join(",")}` };
   }
 
   update(): void {
@@ -152,7 +113,7 @@ export class HeadPanel implements Panel {
     if ("idle" in w || "error" in w) {
       this.wantKey = "";
       this.fetchSoon.cancel();
-      ctx.client.cancel("headview");
+      ctx.view.client.cancel("headview");
       this.title.textContent = "Head view";
       this.setView("error" in w ? "error" : "idle", "error" in w ? w.error : null, "idle" in w ? w.idle : "");
       this.drawLines();
@@ -185,7 +146,7 @@ export class HeadPanel implements Panel {
   }
 
   private setView(state: PanelState, error: string | null, hint = ""): void {
-    setState(this.el, state);
+    this.el.dataset.state = state;
     showError(this.errorBox, error);
     const s = this.span;
     this.el.dataset.q0 = String(s?.start ?? 0);
@@ -207,13 +168,8 @@ export class HeadPanel implements Panel {
     const ctx = this.ctx;
     const win = { q0: s.start, q1: s.end, k0: s.start, k1: s.end };
     const request = w.aggregate
-      ? ctx.client.request("headview", "pattern", {
-          layer: w.layer,
-          aggregate: w.aggregate,
-          ...win,
-          size: Math.max(s.end - s.start, 1),
-        })
-      : ctx.client.request("headview", "heads", { layer: w.layer, heads: w.heads, ...win });
+      ? ctx.view.client.request("headview", "pattern", { ...w.params, ...win, size: Math.max(s.end - s.start, 1) })
+      : ctx.view.client.request("headview", "heads", { layer: w.layer, heads: w.heads, ...win });
     request.then(
       (r) => {
         if (r === null) return;
@@ -254,14 +210,6 @@ export class HeadPanel implements Panel {
     this.lastSelected = -2;
   }
 
-  dispose(): void {
-    this.fetchSoon.cancel();
-    this.body.removeEventListener("wheel", this.onWheel);
-    this.body.removeEventListener("pointerover", this.onOver);
-    this.body.removeEventListener("pointerleave", this.onLeave);
-    this.body.removeEventListener("click", this.onClick);
-  }
-
   // -- the window --------------------------------------------------------------------------------------
   private scrollBy(rows: number): void {
     const T = this.ctx.T;
@@ -283,7 +231,7 @@ export class HeadPanel implements Panel {
     this.drawLines();
   }
 
-  private readonly onWheel = (e: WheelEvent): void => {
+  private onWheel(e: WheelEvent): void {
     const s = this.span;
     if (!s || e.deltaY === 0) return;
     const down = e.deltaY > 0;
@@ -291,7 +239,7 @@ export class HeadPanel implements Panel {
     e.preventDefault();
     const lines = e.deltaMode === 1 ? Math.abs(e.deltaY) : Math.abs(e.deltaY) / ROW_H;
     this.scrollBy((down ? 1 : -1) * Math.max(1, Math.round(lines)));
-  };
+  }
 
   // -- DOM ---------------------------------------------------------------------------------------------
   private renderChips(): void {
@@ -305,9 +253,8 @@ export class HeadPanel implements Panel {
     const items: Node[] = [el("span", "lw-hint", "Heads: ")];
     for (let h = 0; h < n; h++) {
       const on = active.has(h);
-      const b = el("button", "lw-chip lw-head-chip", `H${h}`);
+      const b = part("button", "lw-chip lw-head-chip", "head-chip", `H${h}`);
       b.type = "button";
-      b.dataset.testid = "head-chip";
       b.dataset.head = String(h);
       b.setAttribute("aria-pressed", String(on));
       if (on) {
@@ -315,7 +262,6 @@ export class HeadPanel implements Panel {
         b.style.boxShadow = `inset 0 -3px 0 ${headColor(h)}`;
       }
       b.title = on ? `Hide head ${h}` : `Draw head ${h} too`;
-      b.addEventListener("click", () => this.toggleHead(h));
       items.push(b);
     }
     if (aggregate) items.push(el("span", "lw-hint", ` (showing the ${aggregate === "mean" ? "mean of heads" : "rollout"}: pick a head to go back)`));
@@ -325,7 +271,7 @@ export class HeadPanel implements Panel {
   private toggleHead(h: number): void {
     const ctx = this.ctx;
     if (ctx.aggregate()) {
-      ctx.set({ aggregate: "", heads: [h], selected_head: h });
+      ctx.view.set({ aggregate: "", heads: [h], selected_head: h });
       return;
     }
     const current = ctx.heads();
@@ -334,14 +280,14 @@ export class HeadPanel implements Panel {
       if (next.length === 0) return; // at least one head stays
       const changes: { heads: number[]; selected_head?: number } = { heads: next };
       if (ctx.selectedHead() === h) changes.selected_head = next[0]!;
-      ctx.set(changes);
+      ctx.view.set(changes);
     } else {
-      ctx.set({ heads: [...current, h].sort((a, b) => a - b), selected_head: h });
+      ctx.view.set({ heads: [...current, h].sort((a, b) => a - b), selected_head: h });
     }
   }
 
   private renderColumns(): void {
-    const tokens = this.ctx.tokens();
+    const tokens = this.ctx.view.tokens();
     const s = this.span;
     const selected = this.ctx.selectedToken();
     const key = s ? `${this.ctx.version}:${s.start}:${s.end}` : "";
@@ -349,17 +295,15 @@ export class HeadPanel implements Panel {
       this.domKey = key;
       this.leftRows = [];
       this.rightRows = [];
-      const ids = this.ctx.model.get("token_ids") ?? [];
-      const offsets = this.ctx.model.get("offsets") ?? [];
-      const bytes = this.ctx.model.get("token_bytes") ?? [];
+      const ids = this.ctx.view.list<number>("token_ids");
+      const offsets = this.ctx.view.list<[number, number]>("offsets");
+      const bytes = this.ctx.view.list<string>("token_bytes");
       if (s) {
         for (let i = s.start; i < s.end; i++) {
           const title = tokenTitle(i, { id: ids[i], offset: offsets[i], bytes: bytes[i], text: String(tokens[i] ?? "") });
           for (const side of ["q", "k"] as const) {
-            const row = el("div", "lw-hv-tok");
-            row.dataset.index = String(i);
-            row.dataset.side = side;
-            row.dataset.testid = side === "q" ? "hv-query" : "hv-key";
+            const row = part("div", "lw-hv-tok", side === "q" ? "hv-query" : "hv-key");
+            Object.assign(row.dataset, { index: String(i), side });
             row.title = title;
             const text = el("span", "lw-hv-text");
             appendVisibleToken(text, String(tokens[i] ?? ""));
@@ -424,7 +368,7 @@ export class HeadPanel implements Panel {
       if (!h) this.info.textContent = this.el.dataset.state === "idle" ? this.info.textContent : this.defaultInfo();
       return;
     }
-    const tokens = this.ctx.tokens();
+    const tokens = this.ctx.view.tokens();
     const other = h.side === "q" ? this.rightRows : this.leftRows;
     const links: { pos: number; head: number; w: number }[] = [];
     let inside = 0;
@@ -459,38 +403,25 @@ export class HeadPanel implements Panel {
     return Number.isInteger(index) ? { side, index } : null;
   }
 
-  private readonly onOver = (e: PointerEvent): void => {
+  private onOver(e: PointerEvent): void {
     const h = this.rowOf(e);
     if (h?.side === this.hover?.side && h?.index === this.hover?.index) return;
     this.hover = h;
     this.drawLines();
-  };
-
-  private readonly onLeave = (): void => {
-    this.hover = null;
-    this.drawLines();
-  };
-
-  private readonly onClick = (e: MouseEvent): void => {
-    const h = this.rowOf(e);
-    if (h && h.index !== this.ctx.selectedToken()) this.ctx.set({ selected_token: h.index });
-  };
+  }
 
   // -- export --------------------------------------------------------------------------------------------
   snapshot(): HTMLCanvasElement {
     const dpr = this.ctx.dpr();
     const s = this.span;
-    const tokens = this.ctx.tokens();
+    const tokens = this.ctx.view.tokens();
     const n = s ? s.end - s.start : 0;
     const colW = 170;
     const titleH = 26;
     const width = colW * 2 + LINES_W;
     const height = titleH + Math.max(1, n) * ROW_H + 8;
-    const out = document.createElement("canvas");
-    const c = sizeCanvas(out, width, height, dpr);
     const { fg } = this.ctx.colors();
-    c.fillStyle = exportBackground(fg);
-    c.fillRect(0, 0, width, height);
+    const { canvas: out, c } = exportCanvas(width, height, dpr, fg);
     c.fillStyle = fg;
     c.font = "12px system-ui, sans-serif";
     c.textBaseline = "middle";
@@ -532,15 +463,14 @@ function windowDataOf(
   heads: number[],
   win: { q0: number; q1: number; k0: number; k1: number },
 ): WindowData {
-  const a = arrays[name];
-  if (!a) throw new Error(`the answer has no array "${name}" (it has: ${Object.keys(arrays).join(", ") || "none"})`);
-  if (!(a.data instanceof Float32Array)) throw new Error(`array "${name}" is ${a.dtype}, expected floats`);
-  const shape = a.shape.length === 2 ? [1, ...a.shape] : a.shape;
+  const values = floats(arrays, name);
+  const given = arrays[name]!.shape;
+  const shape = given.length === 2 ? [1, ...given] : given;
   const [n, rows, cols] = shape;
   if (shape.length !== 3 || n !== heads.length || !rows || !cols) {
-    throw new Error(`"${name}" has shape [${a.shape.join(", ")}], expected [${heads.length}, rows, cols]`);
+    throw new Error(`"${name}" has shape [${given.join(", ")}], expected [${heads.length}, rows, cols]`);
   }
-  return { what, key, heads, ...win, rows, cols, values: a.data };
+  return { what, key, heads, ...win, rows, cols, values };
 }
 
 /**

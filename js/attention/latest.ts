@@ -95,10 +95,6 @@ export class LatestFetcher<V> {
     if (this.wanted === key) this.pump();
   }
 
-  get pending(): string | null {
-    return this.inFlight;
-  }
-
   /** Drop the cache and errors (the text changed); an answer already on its way is ignored. */
   reset(): void {
     this.generation++;

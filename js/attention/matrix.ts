@@ -3,21 +3,11 @@
 // and after each move the new window is asked for (debounced, stale answers dropped). Hovering a
 // cell shows its weight, first from the pixels received, then exact from the kernel.
 
-import type { DecodedArray } from "../shared/wire";
 import { el, visibleText } from "../shared/tokens";
-import {
-  type Ctx,
-  type Panel,
-  type PanelState,
-  debounce,
-  errorMessage,
-  exportBackground,
-  setState,
-  showError,
-  sizeCanvas,
-} from "./context";
+import { type DecodedArray, floats } from "../shared/wire";
+import { type Ctx, type Drawn, type Panel, type PanelState, button, debounce, errorMessage, errorSlot, exportCanvas, part, showError, sizeCanvas } from "./context";
 import { colorOf, gammaTable, maxOf } from "./draw";
-import { inRange, rangeMessage, sig, tokenLabel } from "./format";
+import { inRange, sig, tokenLabel } from "./format";
 import { LruCache } from "./latest";
 import {
   type View,
@@ -60,24 +50,17 @@ interface Received {
   image: HTMLCanvasElement;
 }
 
-interface Target {
-  what: string;
-  layer: number;
-  head: number;
-  aggregate: string;
-}
+type Target = Drawn & { what: string };
 
 export class MatrixPanel implements Panel {
-  readonly el: HTMLElement;
-  private readonly title: HTMLElement;
-  private readonly errorBox: HTMLElement;
-  private readonly topAxis: HTMLCanvasElement;
-  private readonly leftAxis: HTMLCanvasElement;
-  private readonly plot: HTMLElement;
-  private readonly canvas: HTMLCanvasElement;
-  private readonly tooltip: HTMLElement;
-  private readonly legendBar: HTMLElement;
-  private readonly legendMax: HTMLElement;
+  readonly el = part("div", "lw-panel lw-matrix", "matrix-view");
+  private readonly title = part("div", "lw-panel-title", "matrix-title");
+  private readonly errorBox = errorSlot("matrix-view-error");
+  private readonly topAxis = part("canvas", "lw-mx-axis", "matrix-keys-axis");
+  private readonly leftAxis = part("canvas", "lw-mx-axis", "matrix-queries-axis");
+  private readonly canvas = part("canvas", "lw-mx-canvas", "matrix-canvas");
+  private readonly tooltip = part("div", "lw-tooltip", "matrix-tooltip");
+  private readonly legendMax = el("span");
 
   private view: View = fullView(0);
   private viewT = -1;
@@ -88,76 +71,46 @@ export class MatrixPanel implements Panel {
   private readonly weights = new LruCache<number>(4096);
   private hover: { q: number; k: number; x: number; y: number } | null = null;
   private drag: { x: number; y: number; view: View; moved: boolean } | null = null;
-  private readonly fetchSoon = debounce(() => this.fetch(), 150);
-  private readonly weightSoon = debounce(() => this.fetchWeight(), 60);
+  private readonly fetchSoon = debounce(this.ctx.view, () => this.fetch(), 150);
+  private readonly weightSoon = debounce(this.ctx.view, () => this.fetchWeight(), 60);
 
   constructor(private readonly ctx: Ctx) {
-    this.el = el("div", "lw-panel lw-matrix");
-    this.el.dataset.testid = "matrix-view";
-    setState(this.el, "idle");
-    this.title = el("div", "lw-panel-title");
-    this.title.dataset.testid = "matrix-title";
-    this.errorBox = el("div", "lw-error");
-    this.errorBox.dataset.testid = "matrix-view-error";
-    this.errorBox.hidden = true;
+    const view = ctx.view;
+    this.el.dataset.state = "idle";
+    const reset = button(view, "", "Reset zoom", "matrix-reset", () => this.setView(fullView(ctx.T), true));
     const bar = el("div", "lw-mx-bar");
-    const reset = el("button", "lw-btn", "Reset zoom");
-    reset.type = "button";
-    reset.dataset.testid = "matrix-reset";
-    reset.addEventListener("click", () => this.setView(fullView(this.ctx.T), true));
     bar.append(reset, el("span", "lw-hint", " wheel: zoom · drag: pan · double-click: reset · click a cell: select its query token"));
-    const grid = el("div", "lw-mx-grid");
-    const corner = el("div", "lw-mx-corner lw-hint", "query ↓ · key →");
-    this.topAxis = el("canvas", "lw-mx-axis");
-    this.topAxis.dataset.testid = "matrix-keys-axis";
-    this.leftAxis = el("canvas", "lw-mx-axis");
-    this.leftAxis.dataset.testid = "matrix-queries-axis";
-    this.plot = el("div", "lw-mx-plot");
-    this.canvas = el("canvas", "lw-mx-canvas");
-    this.canvas.dataset.testid = "matrix-canvas";
     this.canvas.setAttribute("role", "img");
-    this.tooltip = el("div", "lw-tooltip");
-    this.tooltip.dataset.testid = "matrix-tooltip";
     this.tooltip.hidden = true;
-    this.plot.append(this.canvas, this.tooltip);
-    grid.append(corner, this.topAxis, this.leftAxis, this.plot);
-    const legend = el("div", "lw-legend lw-hint");
-    legend.dataset.testid = "matrix-legend";
-    this.legendBar = el("span", "lw-legend-bar");
-    this.legendMax = el("span", "", "");
-    legend.append(el("span", "", "0 "), this.legendBar, this.legendMax);
+    const plot = el("div", "lw-mx-plot");
+    plot.append(this.canvas, this.tooltip);
+    const grid = el("div", "lw-mx-grid");
+    grid.append(el("div", "lw-mx-corner lw-hint", "query ↓ · key →"), this.topAxis, this.leftAxis, plot);
+    const legendBar = el("span", "lw-legend-bar");
     const stops = Array.from({ length: 11 }, (_, i) => cssColor(LUT, i / 10, 1));
-    this.legendBar.style.background = `linear-gradient(to right, ${stops.join(", ")})`;
+    legendBar.style.background = `linear-gradient(to right, ${stops.join(", ")})`;
+    const legend = part("div", "lw-legend lw-hint", "matrix-legend");
+    legend.append(el("span", "", "0 "), legendBar, this.legendMax);
     this.el.append(this.title, this.errorBox, bar, grid, legend);
 
-    this.canvas.addEventListener("wheel", this.onWheel, { passive: false });
-    this.canvas.addEventListener("pointerdown", this.onDown);
-    this.canvas.addEventListener("pointermove", this.onMove);
-    this.canvas.addEventListener("pointerup", this.onUp);
-    this.canvas.addEventListener("pointercancel", this.onUp);
-    this.canvas.addEventListener("pointerleave", this.onLeave);
-    this.canvas.addEventListener("dblclick", this.onDouble);
+    view.listen(this.canvas, "wheel", (e) => this.onWheel(e)); // not passive: on an element, not the document
+    view.listen(this.canvas, "pointerdown", (e) => this.onDown(e));
+    view.listen(this.canvas, "pointermove", (e) => this.onMove(e));
+    view.listen(this.canvas, "pointerup", (e) => this.onUp(e));
+    view.listen(this.canvas, "pointercancel", (e) => this.onUp(e));
+    view.listen(this.canvas, "pointerleave", () => this.onLeave());
+    view.listen(this.canvas, "dblclick", () => this.setView(fullView(ctx.T), true));
   }
 
   // -- what to show ---------------------------------------------------------------------------
   private target(): Target | { error: string } | { idle: string } {
-    const ctx = this.ctx;
-    const nL = ctx.nLayers();
-    const rawLayer = ctx.raw("selected_layer");
-    if (rawLayer >= 0 && !inRange(rawLayer, nL)) return { error: rangeMessage("layer", rawLayer, nL) };
-    const layer = ctx.selectedLayer();
-    if (layer < 0 || ctx.T === 0) return { idle: "Pick a layer and head: click a thumbnail in the overview (Shift+click opens it here)." };
-    const aggregate = ctx.aggregate();
-    if (aggregate === "rollout" && !ctx.rolloutAvailable()) {
-      return { error: `rollout is limited to ${ctx.rolloutLimit()} tokens (rollout_limit); this text has ${ctx.T}` };
+    const d = this.ctx.drawn();
+    if ("pick" in d) {
+      return d.pick === "layer"
+        ? { idle: "Pick a layer and head: click a thumbnail in the overview (Shift+click opens it here)." }
+        : { idle: "Pick a head: click a thumbnail in the overview, or use the head menu." };
     }
-    const head = ctx.selectedHead();
-    if (!aggregate && head < 0) {
-      const raw = ctx.raw("selected_head");
-      if (raw >= 0) return { error: rangeMessage("head", raw, ctx.nHeads()) };
-      return { idle: "Pick a head: click a thumbnail in the overview, or use the head menu." };
-    }
-    return { what: `${ctx.version}:${layer}:${aggregate || head}`, layer, head, aggregate };
+    return "error" in d ? d : { ...d, what: `${this.ctx.version}:${d.layer}:${d.aggregate || d.head}` };
   }
 
   private size(): number {
@@ -176,7 +129,7 @@ export class MatrixPanel implements Panel {
     if ("idle" in t || "error" in t) {
       this.wantKey = "";
       this.fetchSoon.cancel();
-      ctx.client.cancel("matrix");
+      ctx.view.client.cancel("matrix");
       this.title.textContent = "idle" in t ? t.idle : "Matrix view";
       this.finish("error" in t ? "error" : "idle", "error" in t ? t.error : null);
       this.received = null;
@@ -221,7 +174,7 @@ export class MatrixPanel implements Panel {
   }
 
   private finish(state: PanelState, error: string | null): void {
-    setState(this.el, state);
+    this.el.dataset.state = state;
     showError(this.errorBox, error);
     const d = this.canvas.dataset;
     const v = this.view;
@@ -244,10 +197,7 @@ export class MatrixPanel implements Panel {
     if (key !== this.wantKey) return;
     const win = requestWindow(this.view, this.ctx.T);
     const size = this.size();
-    const params: Record<string, unknown> = { layer: t.layer, ...win, size };
-    if (t.aggregate) params["aggregate"] = t.aggregate;
-    else params["head"] = t.head;
-    this.ctx.client.request("matrix", "pattern", params).then(
+    this.ctx.view.client.request("matrix", "pattern", { ...t.params, ...win, size }).then(
       (r) => {
         if (r === null) return;
         let rec: Received;
@@ -290,18 +240,6 @@ export class MatrixPanel implements Panel {
     this.tooltip.hidden = true;
   }
 
-  dispose(): void {
-    this.fetchSoon.cancel();
-    this.weightSoon.cancel();
-    this.canvas.removeEventListener("wheel", this.onWheel);
-    this.canvas.removeEventListener("pointerdown", this.onDown);
-    this.canvas.removeEventListener("pointermove", this.onMove);
-    this.canvas.removeEventListener("pointerup", this.onUp);
-    this.canvas.removeEventListener("pointercancel", this.onUp);
-    this.canvas.removeEventListener("pointerleave", this.onLeave);
-    this.canvas.removeEventListener("dblclick", this.onDouble);
-  }
-
   // -- zoom and pan -----------------------------------------------------------------------------------
   private setView(view: View, now: boolean): void {
     const T = this.ctx.T;
@@ -322,7 +260,7 @@ export class MatrixPanel implements Panel {
     return { x: (e.clientX - rect.left) * sx, y: (e.clientY - rect.top) * sy };
   }
 
-  private readonly onWheel = (e: WheelEvent): void => {
+  private onWheel(e: WheelEvent): void {
     if (this.ctx.T === 0 || e.deltaY === 0) return;
     e.preventDefault();
     const { x, y } = this.pointer(e);
@@ -330,9 +268,9 @@ export class MatrixPanel implements Panel {
     const delta = e.deltaMode === 1 ? e.deltaY * 40 : e.deltaMode === 2 ? e.deltaY * 400 : e.deltaY;
     const factor = Math.exp(Math.max(-1, Math.min(1, delta * 0.0015)));
     this.setView(zoomView(this.view, this.ctx.T, factor, at.q, at.k), false);
-  };
+  }
 
-  private readonly onDown = (e: PointerEvent): void => {
+  private onDown(e: PointerEvent): void {
     if (e.button !== 0) return;
     const { x, y } = this.pointer(e);
     this.drag = { x, y, view: this.view, moved: false };
@@ -341,9 +279,9 @@ export class MatrixPanel implements Panel {
     } catch {
       // synthetic events have no capturable pointer
     }
-  };
+  }
 
-  private readonly onMove = (e: PointerEvent): void => {
+  private onMove(e: PointerEvent): void {
     const { x, y } = this.pointer(e);
     const d = this.drag;
     if (d) {
@@ -358,9 +296,9 @@ export class MatrixPanel implements Panel {
       return;
     }
     this.hoverAt(x, y);
-  };
+  }
 
-  private readonly onUp = (e: PointerEvent): void => {
+  private onUp(e: PointerEvent): void {
     const d = this.drag;
     this.drag = null;
     this.canvas.style.cursor = "";
@@ -368,18 +306,16 @@ export class MatrixPanel implements Panel {
     // A click, not a drag: select the cell's query token.
     const { x, y } = this.pointer(e);
     const cell = cellAt(this.view, this.ctx.T, x, y, SIDE, SIDE);
-    if (cell && cell.q !== this.ctx.selectedToken()) this.ctx.set({ selected_token: cell.q });
-  };
+    if (cell && cell.q !== this.ctx.selectedToken()) this.ctx.view.set({ selected_token: cell.q });
+  }
 
-  private readonly onLeave = (): void => {
+  private onLeave(): void {
     if (this.drag) return;
     this.hover = null;
     this.tooltip.hidden = true;
     this.weightSoon.cancel();
     this.draw();
-  };
-
-  private readonly onDouble = (): void => this.setView(fullView(this.ctx.T), true);
+  }
 
   // -- hover ----------------------------------------------------------------------------------------------
   private hoverAt(x: number, y: number): void {
@@ -414,7 +350,7 @@ export class MatrixPanel implements Panel {
       tip.hidden = true;
       return;
     }
-    const tokens = this.ctx.tokens();
+    const tokens = this.ctx.view.tokens();
     tip.dataset.q = String(h.q);
     tip.dataset.k = String(h.k);
     const exact = this.weights.get(this.weightKey(t.what, h.q, h.k));
@@ -457,10 +393,7 @@ export class MatrixPanel implements Panel {
     if (!h || !("what" in t) || !inRange(h.q, this.ctx.T) || !inRange(h.k, this.ctx.T)) return;
     const key = this.weightKey(t.what, h.q, h.k);
     if (this.weights.has(key)) return;
-    const params: Record<string, unknown> = { layer: t.layer, q: h.q, k: h.k };
-    if (t.aggregate) params["aggregate"] = t.aggregate;
-    else params["head"] = t.head;
-    this.ctx.client.request("weight", "weight", params).then(
+    this.ctx.view.client.request("weight", "weight", { ...t.params, q: h.q, k: h.k }).then(
       (r) => {
         if (r === null) return;
         const value = r.msg["value"];
@@ -537,7 +470,7 @@ export class MatrixPanel implements Panel {
 
   private drawAxes(fg: string, accent: string): void {
     const dpr = this.ctx.dpr();
-    const tokens = this.ctx.tokens();
+    const tokens = this.ctx.view.tokens();
     const sel = this.ctx.selectedToken();
     const hq = this.hover?.q ?? -1;
     const hk = this.hover?.k ?? -1;
@@ -619,11 +552,8 @@ export class MatrixPanel implements Panel {
     const titleH = 24;
     const width = LEFT_W + SIDE + 8;
     const height = titleH + TOP_H + SIDE + 8;
-    const out = document.createElement("canvas");
-    const c = sizeCanvas(out, width, height, dpr);
     const { fg } = this.ctx.colors();
-    c.fillStyle = exportBackground(fg);
-    c.fillRect(0, 0, width, height);
+    const { canvas: out, c } = exportCanvas(width, height, dpr, fg);
     c.fillStyle = fg;
     c.font = "12px system-ui, sans-serif";
     c.textBaseline = "middle";
@@ -651,15 +581,13 @@ function receivedOf(
   key: string,
   win: View,
 ): Received {
-  const a = arrays["pattern"];
-  if (!a) throw new Error(`the answer has no array "pattern" (it has: ${Object.keys(arrays).join(", ") || "none"})`);
-  if (!(a.data instanceof Float32Array)) throw new Error(`array "pattern" is ${a.dtype}, expected floats`);
-  const [rows, cols] = a.shape;
-  if (a.shape.length !== 2 || !rows || !cols) throw new Error(`"pattern" has shape [${a.shape.join(", ")}], expected [rows, cols]`);
+  const values = floats(arrays, "pattern");
+  const shape = arrays["pattern"]!.shape;
+  const [rows, cols] = shape;
+  if (shape.length !== 2 || !rows || !cols) throw new Error(`"pattern" has shape [${shape.join(", ")}], expected [rows, cols]`);
   const num = (v: unknown, fallback: number): number => (typeof v === "number" && Number.isFinite(v) && v > 0 ? v : fallback);
   const qStep = num(msg["q_step"], (win.q1 - win.q0) / rows);
   const kStep = num(msg["k_step"], (win.k1 - win.k0) / cols);
-  const values = a.data;
   const max = maxOf(values);
   const image = document.createElement("canvas");
   image.width = cols;

@@ -2,18 +2,9 @@
 // canvas. Without a selected token each thumbnail is the head's pooled pattern, streamed a layer
 // at a time; with one, each is that token's row (or column) as a bar plot, redrawn in a few ms.
 
-import type { DecodedArray } from "../shared/wire";
 import { el } from "../shared/tokens";
-import {
-  type Ctx,
-  type Panel,
-  type PanelState,
-  errorMessage,
-  exportBackground,
-  setState,
-  showError,
-  sizeCanvas,
-} from "./context";
+import { type DecodedArray, floats } from "../shared/wire";
+import { type Ctx, type Panel, type PanelState, errorMessage, errorSlot, exportCanvas, part, showError, sizeCanvas } from "./context";
 import {
   type StripStyle,
   MARKER,
@@ -75,23 +66,9 @@ export interface TokenRows {
   rollout: Float32Array | undefined;
 }
 
-function shapeOf(arrays: Record<string, DecodedArray>, name: string): number[] {
-  const a = arrays[name];
-  if (!a) throw new Error(`the answer has no array "${name}"`);
-  return a.shape;
-}
-
+/** An optional array of an answer. */
 function floatsOf(arrays: Record<string, DecodedArray>, name: string): Float32Array | undefined {
-  const a = arrays[name];
-  if (!a) return undefined;
-  if (!(a.data instanceof Float32Array)) throw new Error(`array "${name}" is ${a.dtype}, expected floats`);
-  return a.data;
-}
-
-function needFloats(arrays: Record<string, DecodedArray>, name: string): Float32Array {
-  const f = floatsOf(arrays, name);
-  if (!f) throw new Error(`the answer has no array "${name}" (it has: ${Object.keys(arrays).join(", ") || "none"})`);
-  return f;
+  return arrays[name] ? floats(arrays, name) : undefined;
 }
 
 /** Check a token answer against the model's shape and turn it into TokenRows. */
@@ -103,12 +80,13 @@ export function tokenRowsOf(
   nHeads: number,
   T: number,
 ): TokenRows {
-  const rows = needFloats(arrays, "rows");
-  const [L, H, n] = shapeOf(arrays, "rows");
+  const rows = floats(arrays, "rows");
+  const shape = arrays["rows"]!.shape;
+  const [L, H, n] = shape;
   if (L !== nLayers || H !== nHeads || n !== T) {
-    throw new Error(`"rows" has shape [${shapeOf(arrays, "rows").join(", ")}], expected [${nLayers}, ${nHeads}, ${T}]`);
+    throw new Error(`"rows" has shape [${shape.join(", ")}], expected [${nLayers}, ${nHeads}, ${T}]`);
   }
-  const sharpness = needFloats(arrays, "sharpness");
+  const sharpness = floats(arrays, "sharpness");
   if (sharpness.length !== L * H) throw new Error(`"sharpness" has ${sharpness.length} values, expected ${L * H}`);
   let rollout = floatsOf(arrays, "rollout");
   if (rollout && rollout.length !== L * T) rollout = undefined;
@@ -122,14 +100,14 @@ const PATTERN_TABLE = gammaTable(LUT);
 const BAR_TABLE = gammaTable(LUT, 0.5, 96);
 
 export class OverviewPanel implements Panel {
-  readonly el: HTMLElement;
-  private readonly errorBox: HTMLElement;
-  private readonly sharpBox: HTMLElement;
-  private readonly legend: HTMLElement;
-  private readonly wrap: HTMLElement;
-  private readonly canvas: HTMLCanvasElement;
-  private readonly overlay: HTMLCanvasElement;
-  private readonly tooltip: HTMLElement;
+  readonly el = part("div", "lw-panel lw-overview", "overview");
+  private readonly errorBox = errorSlot("overview-error");
+  private readonly sharpBox = part("div", "lw-sharp", "sharp-heads");
+  private readonly legend = part("div", "lw-legend lw-hint", "overview-legend");
+  private readonly wrap = el("div", "lw-grid-wrap");
+  private readonly canvas = part("canvas", "lw-grid", "overview-canvas");
+  private readonly overlay = el("canvas", "lw-grid-overlay");
+  private readonly tooltip = part("div", "lw-tooltip", "overview-tooltip");
 
   private layout: GridLayout = gridLayout(0, 0, 32, false);
   private dpr = 1;
@@ -138,7 +116,11 @@ export class OverviewPanel implements Panel {
   private streamState: PanelState = "idle";
   private streamError: string | null = null;
   private received = 0;
-  private readonly tokens: LatestFetcher<TokenRows>;
+  private readonly tokens = new LatestFetcher<TokenRows>(
+    (key) => this.fetchToken(key),
+    () => this.update(),
+    new LruCache<TokenRows>(96 * 2 ** 20, (t) => (t.rows.length + t.mean.length + (t.rollout?.length ?? 0)) * 4),
+  );
   /** What the canvas shows: "" for patterns, else the token key. */
   private drawnKey: string | null = null;
   private drawnOrderKey = "";
@@ -152,25 +134,9 @@ export class OverviewPanel implements Panel {
     /** Called when the stream's progress changes (the header shows it). */
     private readonly onStatus: () => void,
   ) {
-    this.el = el("div", "lw-panel lw-overview");
-    this.el.dataset.testid = "overview";
-    this.el.dataset.position = "-1";
-    setState(this.el, "idle");
-    this.errorBox = el("div", "lw-error");
-    this.errorBox.dataset.testid = "overview-error";
-    this.errorBox.hidden = true;
-    this.sharpBox = el("div", "lw-sharp");
-    this.sharpBox.dataset.testid = "sharp-heads";
+    Object.assign(this.el.dataset, { position: "-1", state: "idle" });
     this.sharpBox.hidden = true;
-    this.legend = el("div", "lw-legend lw-hint");
-    this.legend.dataset.testid = "overview-legend";
-    this.wrap = el("div", "lw-grid-wrap");
-    this.canvas = el("canvas", "lw-grid");
-    this.canvas.dataset.testid = "overview-canvas";
-    this.overlay = el("canvas", "lw-grid-overlay");
     this.overlay.setAttribute("aria-hidden", "true");
-    this.tooltip = el("div", "lw-tooltip");
-    this.tooltip.dataset.testid = "overview-tooltip";
     this.tooltip.hidden = true;
     this.canvas.setAttribute("role", "img");
     this.wrap.append(this.canvas, this.overlay, this.tooltip);
@@ -181,15 +147,17 @@ export class OverviewPanel implements Panel {
     body.append(this.wrap, side);
     this.el.append(this.errorBox, body);
 
-    this.tokens = new LatestFetcher<TokenRows>(
-      (key) => this.fetchToken(key),
-      () => this.update(),
-      new LruCache<TokenRows>(96 * 2 ** 20, (t) => (t.rows.length + t.mean.length + (t.rollout?.length ?? 0)) * 4),
-    );
-
-    this.canvas.addEventListener("pointermove", this.onMove);
-    this.canvas.addEventListener("pointerleave", this.onLeave);
-    this.canvas.addEventListener("click", this.onClick);
+    const view = ctx.view;
+    view.listen(this.canvas, "pointermove", (e) => this.onMove(e));
+    view.listen(this.canvas, "pointerleave", () => this.onLeave());
+    view.listen(this.canvas, "click", (e) => {
+      const cell = this.cellAtEvent(e);
+      if (cell) this.pick(cell, e.shiftKey);
+    });
+    view.listen(this.sharpBox, "click", (e) => {
+      const chip = (e.target as HTMLElement).closest<HTMLElement>('[data-testid="sharp-head"]');
+      if (chip) this.pick({ layer: Number(chip.dataset.layer), column: -1, kind: "head", head: Number(chip.dataset.head) }, e.shiftKey);
+    });
   }
 
   // -- status for the header ---------------------------------------------------------------------
@@ -211,14 +179,14 @@ export class OverviewPanel implements Panel {
     this.drawnKey = null;
     if (ctx.T === 0 || ctx.nLayers() === 0 || ctx.nHeads() === 0 || !(size > 0)) {
       this.streamState = "idle";
-      ctx.client.cancel("overview");
+      ctx.view.client.cancel("overview");
       this.onStatus();
       return;
     }
     this.streamState = "loading";
     this.onStatus();
     const started = performance.now();
-    ctx.client
+    ctx.view.client
       .request("overview", "overview", { size }, undefined, {
         onChunk: (msg, arrays) => {
           if (this.streamKey !== key) return;
@@ -255,10 +223,11 @@ export class OverviewPanel implements Panel {
     if (typeof layer !== "number" || !Number.isInteger(layer) || layer < 0 || layer >= nLayers) {
       throw new Error(`overview: a part names layer ${String(layer)}, the model has layers 0..${nLayers - 1}`);
     }
-    const thumbs = needFloats(arrays, "thumbs");
-    const [H, rows, cols] = shapeOf(arrays, "thumbs");
+    const thumbs = floats(arrays, "thumbs");
+    const shape = arrays["thumbs"]!.shape;
+    const [H, rows, cols] = shape;
     if (H !== nHeads || !rows || !cols) {
-      throw new Error(`overview: "thumbs" has shape [${shapeOf(arrays, "thumbs").join(", ")}], expected [${nHeads}, size, size]`);
+      throw new Error(`overview: "thumbs" has shape [${shape.join(", ")}], expected [${nHeads}, size, size]`);
     }
     let thumbMax = floatsOf(arrays, "thumb_max");
     if (!thumbMax || thumbMax.length !== H) thumbMax = new Float32Array(H).fill(1);
@@ -304,7 +273,7 @@ export class OverviewPanel implements Panel {
     if (Number(version) !== ctx.version) return null;
     const position = Number(pos);
     const dir = direction === "to" ? "to" : "from";
-    const r = await ctx.client.request("token", "token", { position, direction: dir });
+    const r = await ctx.view.client.request("token", "token", { position, direction: dir });
     if (r === null) return null;
     return tokenRowsOf(r.arrays, position, dir, ctx.nLayers(), ctx.nHeads(), ctx.T);
   }
@@ -315,21 +284,18 @@ export class OverviewPanel implements Panel {
     this.ensureStream();
     this.relayout();
     const key = this.tokenKey();
-    const selectedRaw = ctx.raw("selected_token");
+    const selectedRaw = ctx.view.selected();
     let error: string | null = null;
     if (selectedRaw >= 0 && key === null) {
       error = `token ${selectedRaw} is out of range: the text has tokens 0..${ctx.T - 1}`;
     }
     let state: PanelState;
-    let position = -1;
     let data: TokenRows | undefined;
     if (key !== null) {
       data = this.tokens.want(key);
       const failed = this.tokens.error(key);
-      if (data) {
-        state = "ready";
-        position = data.position;
-      } else if (failed) {
+      if (data) state = "ready";
+      else if (failed) {
         state = "error";
         error = failed.message;
       } else state = "loading";
@@ -338,12 +304,9 @@ export class OverviewPanel implements Panel {
       state = error !== null ? "error" : this.streamState;
       if (this.streamError) error = error ?? this.streamError;
     }
-    if (ctx.panel() !== "overview") {
-      // Hidden: keep the stream going, draw when shown.
-      setState(this.el, state);
-      showError(this.errorBox, error);
-      return;
-    }
+    this.el.dataset.state = state;
+    showError(this.errorBox, error);
+    if (ctx.panel() !== "overview") return; // hidden: keep the stream going, draw when shown
     // Draw: the token's rows when they are here; patterns when no token is selected; otherwise
     // keep what is drawn (data-position tells which) until the answer comes.
     const orderKey = this.orderKey();
@@ -359,15 +322,9 @@ export class OverviewPanel implements Panel {
       this.drawnKey = "";
     }
     this.drawnOrderKey = orderKey;
-    if (this.drawnKey === "") position = -1;
-    else if (data) position = data.position;
-    else position = Number(this.el.dataset.position ?? -1);
-    this.el.dataset.position = String(position);
-    this.el.dataset.direction = ctx.direction();
-    this.el.dataset.stream = this.streamState;
-    this.el.dataset.layers = String(this.received);
-    setState(this.el, state);
-    showError(this.errorBox, error);
+    if (this.drawnKey === "") this.el.dataset.position = "-1";
+    else if (data) this.el.dataset.position = String(data.position);
+    Object.assign(this.el.dataset, { direction: ctx.direction(), stream: this.streamState, layers: String(this.received) });
     // The sharp heads and the legend follow what is drawn, not what is being fetched.
     const shown = this.drawnKey ? this.tokens.cache.get(this.drawnKey) : undefined;
     this.renderSharp(shown);
@@ -388,12 +345,6 @@ export class OverviewPanel implements Panel {
     this.drawnKey = null;
     this.hover = null;
     this.tooltip.hidden = true;
-  }
-
-  dispose(): void {
-    this.canvas.removeEventListener("pointermove", this.onMove);
-    this.canvas.removeEventListener("pointerleave", this.onLeave);
-    this.canvas.removeEventListener("click", this.onClick);
   }
 
   // -- layout and drawing -----------------------------------------------------------------------------
@@ -603,16 +554,12 @@ export class OverviewPanel implements Panel {
     }
     const top = topSharp(data.sharpness, this.ctx.nLayers(), this.ctx.nHeads(), 5);
     const title = data.direction === "from" ? "Sharpest heads: largest weight from " : "Sharpest heads: largest weight on ";
-    const tokens = this.ctx.tokens();
+    const tokens = this.ctx.view.tokens();
     const items = top.map((s) => {
-      const b = el("button", "lw-chip", sharpLabel(s));
+      const b = part("button", "lw-chip", "sharp-head", sharpLabel(s));
       b.type = "button";
-      b.dataset.testid = "sharp-head";
-      b.dataset.layer = String(s.layer);
-      b.dataset.head = String(s.head);
-      b.dataset.value = String(s.value);
+      Object.assign(b.dataset, { layer: String(s.layer), head: String(s.head), value: String(s.value) });
       b.title = "Open this head in the head view (Shift+click: matrix view)";
-      b.addEventListener("click", (e) => this.pick({ layer: s.layer, column: -1, kind: "head", head: s.head }, e.shiftKey));
       return b;
     });
     box.replaceChildren(el("div", "lw-hint", `${title}${tokenLabel(data.position, tokens[data.position])}`), ...items);
@@ -622,7 +569,7 @@ export class OverviewPanel implements Panel {
 
   private renderLegend(data: TokenRows | undefined): void {
     if (data) {
-      const tok = tokenLabel(data.position, this.ctx.tokens()[data.position]);
+      const tok = tokenLabel(data.position, this.ctx.view.tokens()[data.position]);
       this.legend.textContent =
         data.direction === "from"
           ? `Each thumbnail: where ${tok} looks — its weight on each key position, left to right (bar height √weight, max-pooled). Orange line: the token. Esc clears.`
@@ -641,7 +588,7 @@ export class OverviewPanel implements Panel {
     return hitTest(this.layout, this.orders(), (e.clientX - rect.left) * sx, (e.clientY - rect.top) * sy);
   }
 
-  private readonly onMove = (e: PointerEvent): void => {
+  private onMove(e: PointerEvent): void {
     const cell = this.cellAtEvent(e);
     const same = cell && this.hover && cell.layer === this.hover.layer && cell.column === this.hover.column;
     if (!same) {
@@ -663,18 +610,13 @@ export class OverviewPanel implements Panel {
     const left = Math.min(x, Math.max(0, rect.width - 260));
     this.tooltip.style.left = `${left}px`;
     this.tooltip.style.top = `${y + this.layout.cell + 4}px`;
-  };
+  }
 
-  private readonly onLeave = (): void => {
+  private onLeave(): void {
     this.hover = null;
     this.tooltip.hidden = true;
     this.drawOverlay();
-  };
-
-  private readonly onClick = (e: MouseEvent): void => {
-    const cell = this.cellAtEvent(e);
-    if (cell) this.pick(cell, e.shiftKey);
-  };
+  }
 
   tooltipText(cell: Cell): string {
     const layer = this.layers[cell.layer];
@@ -700,24 +642,19 @@ export class OverviewPanel implements Panel {
   private pick(cell: Cell, matrix: boolean): void {
     const panel = matrix ? "matrix" : "head";
     if (cell.kind === "head") {
-      this.ctx.set({ selected_layer: cell.layer, selected_head: cell.head, heads: [cell.head], aggregate: "", panel });
+      this.ctx.view.set({ selected_layer: cell.layer, selected_head: cell.head, heads: [cell.head], aggregate: "", panel });
     } else if (cell.kind === "mean" || this.ctx.rolloutAvailable()) {
-      this.ctx.set({ selected_layer: cell.layer, aggregate: cell.kind, panel });
+      this.ctx.view.set({ selected_layer: cell.layer, aggregate: cell.kind, panel });
     }
   }
 
   // -- export ---------------------------------------------------------------------------------------
   snapshot(): HTMLCanvasElement {
-    const out = document.createElement("canvas");
-    out.width = this.canvas.width;
-    out.height = this.canvas.height;
-    const c = out.getContext("2d");
-    if (!c) throw new Error("this browser gives no 2D canvas");
+    const { width, height } = this.layout;
     // The labels are in the theme's text colour: put them on a background they read on.
-    c.fillStyle = exportBackground(this.ctx.colors().fg);
-    c.fillRect(0, 0, out.width, out.height);
-    c.drawImage(this.canvas, 0, 0);
-    c.drawImage(this.overlay, 0, 0);
-    return out;
+    const { canvas, c } = exportCanvas(width, height, this.dpr, this.ctx.colors().fg);
+    c.drawImage(this.canvas, 0, 0, width, height);
+    c.drawImage(this.overlay, 0, 0, width, height);
+    return canvas;
   }
 }

@@ -41,11 +41,6 @@ export function binRange(pos: number, length: number, bins: number): [number, nu
   return [Math.max(0, first), end];
 }
 
-/** The (last) bin showing position `pos`: where maxPool puts it. */
-export function binOf(pos: number, length: number, bins: number): number {
-  return Math.max(0, binRange(pos, length, bins)[1] - 1);
-}
-
 /** Nearest-neighbour source index of each of `bins` target pixels over `length` source cells. */
 export function nearestIndex(length: number, bins: number): Int32Array {
   const out = new Int32Array(bins);
@@ -170,14 +165,6 @@ export function cellAt(
   const k = Math.floor(t.k);
   if (q < 0 || k < 0 || q >= T || k >= T || x < 0 || y < 0 || x >= width || y >= height) return null;
   return { q, k };
-}
-
-/** The pixel at the centre of cell (q, k): what a test hovers to read that cell. */
-export function cellCenter(view: View, q: number, k: number, width: number, height: number): { x: number; y: number } {
-  return {
-    x: ((k + 0.5 - view.k0) / (view.k1 - view.k0)) * width,
-    y: ((q + 0.5 - view.q0) / (view.q1 - view.q0)) * height,
-  };
 }
 
 /**
