@@ -185,7 +185,7 @@ function mount(view: View): void {
 
   view.client.onSnapshot(async () => {
     const { panel, blob } = await snapshot();
-    return { panel, png: await blob.arrayBuffer() };
+    return { shown: panel, png: await blob.arrayBuffer() };
   });
 
   // -- following the traits ------------------------------------------------------------------------------

@@ -13,19 +13,13 @@ import tokens from "../tokens/index";
 import { PanelModel } from "./panel-model";
 import "./style.css";
 
-// TEMPORARY until every view is on the scaffold.
-function asPanel(mod: any): Mountable {
-  if (mod.mount) return mod as Mountable;
-  return { name: "", render: mod.render, mount: (model, el) => { const r = mod.render({ model, el }); return typeof r === "function" ? r : () => {}; } };
-}
-
 const VIEWS: Record<string, { view: Mountable; title: string }> = {
   tokens: { view: tokens, title: "Next-token predictions" },
-  attention: { view: asPanel(attention), title: "Attention" },
-  saliency: { view: asPanel(saliency), title: "Saliency" },
-  neurons: { view: asPanel(neurons), title: "MLP neurons" },
-  lens: { view: asPanel(lens), title: "Logit lens" },
-  concepts: { view: asPanel(concepts), title: "Concepts (TCAV)" },
+  attention: { view: attention, title: "Attention" },
+  saliency: { view: saliency, title: "Saliency" },
+  neurons: { view: neurons, title: "MLP neurons" },
+  lens: { view: lens, title: "Logit lens" },
+  concepts: { view: concepts, title: "Concepts (TCAV)" },
 };
 
 function mount(view: View): void {

@@ -297,26 +297,26 @@ describe("Client", () => {
     const png = new Uint8Array([0x89, 0x50, 0x4e, 0x47]).buffer;
     model.emit({ type: "snapshot", id: 3 }); // no handler yet: ignored
     assert.equal(model.sent.length, 0);
-    client.onSnapshot(async () => ({ panel: "matrix", png }));
+    client.onSnapshot(async () => ({ shown: "matrix", png }));
     model.emit({ type: "snapshot", id: 3 });
     await tick();
     assert.equal(model.sent.length, 1);
     assert.deepEqual(model.sentBuffers[0], [png]);
-    assert.deepEqual(model.last(), { type: "snapshot", id: 3, panel: "matrix" });
+    assert.deepEqual(model.last(), { type: "snapshot", id: 3, shown: "matrix" });
 
     client.onSnapshot(() => Promise.reject(new Error("nothing to draw")));
     model.emit({ type: "snapshot", id: 4 });
     await tick();
-    assert.deepEqual(model.last(), { type: "snapshot", id: 4, panel: "", error: "nothing to draw" });
+    assert.deepEqual(model.last(), { type: "snapshot", id: 4, shown: "", error: "nothing to draw" });
     assert.equal(model.sentBuffers[1], undefined);
 
     // A snapshot id that equals a pending request's id is still a snapshot, not an answer.
-    client.onSnapshot(async () => ({ panel: "overview", png }));
+    client.onSnapshot(async () => ({ shown: "overview", png }));
     const r = client.request("s", "x");
     const id = model.last().id;
     model.emit({ type: "snapshot", id });
     await tick();
-    assert.equal(model.last().panel, "overview");
+    assert.equal(model.last().shown, "overview");
     assert.equal(client.isPending("s"), true);
     client.dispose();
     assert.equal(await r, null);

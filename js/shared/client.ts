@@ -54,8 +54,8 @@ export interface RequestOptions {
 
 /** What a view hands back for the kernel's `{"type": "snapshot"}` message. */
 export interface Snapshot {
-  /** The panel rendered ("overview", "head", "matrix", ...). */
-  panel: string;
+  /** What was rendered ("overview", "head", "matrix", ...); not "panel", which names an Explorer's panel. */
+  shown: string;
   /** The PNG file's bytes. */
   png: ArrayBuffer;
 }
@@ -138,7 +138,7 @@ export class Client {
 
   /**
    * Answer the kernel's `{"type": "snapshot", "id": n}` messages with `render()`'s PNG:
-   * `{"type": "snapshot", "id": n, "panel": ...}` plus the bytes as the one buffer. When render fails
+   * `{"type": "snapshot", "id": n, "shown": ...}` plus the bytes as the one buffer. When render fails
    * the answer carries `error` (the message) and no buffer. Replaces an earlier handler.
    */
   onSnapshot(render: (() => Promise<Snapshot>) | undefined): void {
@@ -201,8 +201,8 @@ export class Client {
       pending = Promise.reject(e);
     }
     pending.then(
-      ({ panel, png }) => reply({ panel }, [png]),
-      (e: unknown) => reply({ panel: "", error: e instanceof Error ? e.message : String(e) }),
+      ({ shown, png }) => reply({ shown }, [png]),
+      (e: unknown) => reply({ shown: "", error: e instanceof Error ? e.message : String(e) }),
     );
   }
 
