@@ -32,3 +32,12 @@ test("a request nobody recorded gets an error naming it", async () => {
   assert.equal(msg.id, 3);
   assert.match(msg.message, /not recorded in this file: pattern/);
 });
+
+test("an Explorer panel's request is answered with its panel tag, recorded or not", async () => {
+  const model = new ReplayModel({}, {}, new Uint8Array());
+  const answer = new Promise<any>((resolve) => model.on("msg:custom", (msg) => resolve(msg)));
+  model.send({ type: "request", id: 5, what: "overview", size: 32, panel: "attention" });
+  const msg = await answer;
+  assert.equal(msg.panel, "attention");
+  assert.match(msg.message, /not recorded in this file: overview/);
+});

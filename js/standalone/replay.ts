@@ -64,15 +64,17 @@ export class ReplayModel {
     if (content?.["type"] !== "request") return; // snapshots and the like need a kernel
     const id = content["id"];
     const record = this.recorded[replayKey(content)];
+    // An Explorer's panel tags its requests; the answer must carry the tag back to that panel.
+    const tag = content["panel"] === undefined ? {} : { panel: content["panel"] };
     setTimeout(() => {
       if (!record) {
         const message = `not recorded in this file: ${String(content["what"])} ${replayKey(content)}; open the notebook for it`;
-        this.emit("msg:custom", { type: "error", id, what: content["what"], message }, []);
+        this.emit("msg:custom", { type: "error", id, what: content["what"], message, ...tag }, []);
         return;
       }
       for (const m of record.messages) {
         const buffers = m.buffers.map(([offset, length]) => new DataView(this.binary.buffer, this.binary.byteOffset + offset, length));
-        this.emit("msg:custom", { ...m.content, id }, buffers);
+        this.emit("msg:custom", { ...m.content, id, ...tag }, buffers);
       }
     }, 0);
   }
