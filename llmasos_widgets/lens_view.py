@@ -1,12 +1,14 @@
 """LensView: the logit lens, the model's best guess at every position after every layer.
 
 Each layer's residual output goes through the final norm and the unembedding; the view gets, layer
-by layer, the top token and its probability at every position, and asks for a cell's top-k when
-it is clicked. See DESIGN.md, "LensView".
+by layer, the top token and its probability at the positions it shows (blocks of ``BLOCK`` positions:
+a full lens at 2,048 tokens would be 3.5 TFLOP of unembedding, a block 0.08), and asks for a cell's
+top-k when it is clicked. See DESIGN.md, "LensView".
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import traitlets
@@ -15,6 +17,9 @@ from . import _wire
 from ._base import Arrays, Reply, ViewBase
 from .neurons import logit_lens
 from .trace import Trace
+
+BLOCK = 48  # positions per lens request: the grid shows 48 columns, so one or two blocks at a time
+EXPORT_ALL_BLOCKS = 512  # up to this many tokens an exported file holds the whole lens
 
 
 class LensView(ViewBase):
@@ -41,6 +46,7 @@ class LensView(ViewBase):
     front_end = "lens"
     n_layers = traitlets.Int().tag(sync=True)
     k = traitlets.Int(10).tag(sync=True)
+    block = traitlets.Int(BLOCK, read_only=True).tag(sync=True)  # positions per `lens` request
 
     def __init__(
         self, trace: Trace, *, k: int = 10, layer: int | None = None, token: int | None = None, **kwargs: Any
@@ -63,32 +69,39 @@ class LensView(ViewBase):
 
     def _export_requests(self) -> tuple[list[dict[str, Any]], str]:
         n_layers, T = self.trace.n_layers, len(self.trace)
-        requests: list[dict[str, Any]] = [{"what": "lens"}]
+        n_blocks = math.ceil(T / BLOCK)
+        if T <= EXPORT_ALL_BLOCKS:
+            blocks, lens = range(n_blocks), "the lens"
+        else:  # the first positions and the selected token's
+            blocks = sorted({0, max(self.selected_token, 0) // BLOCK})
+            lens = f"the lens at positions {', '.join(f'{b * BLOCK}..{min(T, (b + 1) * BLOCK) - 1}' for b in blocks)}"
+        requests: list[dict[str, Any]] = [{"what": "lens", "block": b} for b in blocks]
         if n_layers * T <= 4096:  # a cell's top-k is small; thousands of them are not
             cells = [
                 {"what": "cell", "layer": layer, "position": p, "k": self.k}
                 for layer in range(n_layers)
                 for p in range(T)
             ]
-            return requests + cells, f"the lens and every cell's top-{self.k} are recorded"
-        return (
-            requests,
-            "the lens is recorded; a cell's top-k needs the kernel (the text is too long to record them all)",
-        )
+            return requests + cells, f"{lens} and every cell's top-{self.k} are recorded"
+        return requests, f"{lens} is recorded; a cell's top-k needs the kernel (too many cells to record them all)"
 
-    def _stream_lens(self, reply: Reply) -> None:
-        """One chunk per layer: the top token and its probability at every position."""
-        n = self.trace.n_layers
+    def _stream_lens(self, reply: Reply, block: int = 0) -> None:
+        """One chunk per layer: the top token and its probability at the block's positions."""
+        T, n = len(self.trace), self.trace.n_layers
+        n_blocks = math.ceil(T / BLOCK)
+        if not isinstance(block, int) or isinstance(block, bool) or not 0 <= block < n_blocks:
+            raise ValueError(f"block {block!r} is out of range: {T} tokens make lens blocks 0..{n_blocks - 1}")
+        positions = slice(block * BLOCK, min(T, (block + 1) * BLOCK))
         for layer in range(n):
             if reply.cancelled:
                 return
-            lens = logit_lens(self.trace, layer, k=1)
+            lens = logit_lens(self.trace, layer, k=1, positions=positions)
             ids = lens.ids[:, 0]
             vocab = {str(i): self.trace.model.decode_token(i) for i in sorted(set(ids.tolist()))}
             arrays = [_wire.encode("ids", ids, "int32"), _wire.encode("probs", lens.probs[:, 0], "float16")]
-            reply.chunk({"layer": layer, "vocab": vocab}, arrays)
+            reply.chunk({"layer": layer, "block": block, "start": positions.start, "vocab": vocab}, arrays)
             reply.progress(layer + 1, n)
-        reply.done({"layers": n}, [])
+        reply.done({"layers": n, "block": block}, [])
 
     def _serve_cell(self, layer: int, position: int, k: int = 10) -> tuple[dict[str, Any], Arrays]:
         """The top-``k`` tokens at one layer and position."""

@@ -1,6 +1,5 @@
 """save_html: one offline file with each view's bundle, traits and recorded answers."""
 
-import base64
 import html
 import json
 import re
@@ -92,7 +91,7 @@ def test_a_concept_view_records_bokehjs_every_chart_and_every_projection(trace, 
     # What the file answers is what the kernel answers.
     (message,) = data["recorded"][_export.request_key(projections[3])]["messages"]
     (desc,) = message["content"]["arrays"]
-    cosine = _wire.decode(desc, base64.b64decode(message["buffers"][desc["buffer"]]))
+    cosine = _wire.decode(desc, message["buffers"][desc["buffer"]])
     np.testing.assert_allclose(cosine, projection(result, trace, 1, 1).numpy(), atol=1e-6)
     chart = data["recorded"][_export.request_key(charts[-1])]["messages"][0]["content"]
     assert chart["layer"] == 1 and "lw-tcav-chart" in json.dumps(chart["item"])

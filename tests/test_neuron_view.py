@@ -157,3 +157,22 @@ def test_lens_cell_and_errors(model):
     assert content["type"] == "error" and "layer 5 is out of range" in content["message"]
     with pytest.raises(Exception, match="k must be an int from 1 to 50"):
         view.k = 0
+
+
+def test_lens_is_asked_in_blocks_of_positions(model):
+    from llmasos_widgets.lens_view import BLOCK
+
+    trace = model.trace("one two three four five six seven eight nine ten " * 6)
+    assert len(trace) > BLOCK
+    view = capture(lw.LensView(trace))
+    view._on_custom_msg(view, {"type": "request", "id": 1, "what": "lens", "block": 1}, [])
+    wait_for(view, "response")
+    chunks = [(c, b) for c, b in view.sent if c["type"] == "chunk"]
+    ref = lw.logit_lens(trace, 1, k=1)
+    (content, buffers) = chunks[-1]
+    assert content["layer"] == 1 and content["start"] == BLOCK
+    assert arrays(content, buffers)["ids"].tolist() == ref.ids[BLOCK : 2 * BLOCK, 0].tolist()
+    n_blocks = -(-len(trace) // BLOCK)
+    view._on_custom_msg(view, {"type": "request", "id": 2, "what": "lens", "block": n_blocks}, [])
+    message = wait_for(view, "error")[0][0]["message"]
+    assert f"block {n_blocks} is out of range" in message and f"blocks 0..{n_blocks - 1}" in message

@@ -27,13 +27,20 @@ function mount(view: View): void {
   topk.setAttribute("aria-live", "polite");
   view.root.append(status, nav, wrap, topk);
 
-  // Per layer: the top token id and its probability at every position (filled as chunks arrive).
-  let ids: (Int32Array | undefined)[] = [];
-  let probs: (Float32Array | undefined)[] = [];
+  // Per block of positions (the kernel's `block` trait), per layer: the top token id and its
+  // probability at each of the block's positions, filled as chunks arrive.
+  interface Block {
+    ids: (Int32Array | undefined)[];
+    probs: (Float32Array | undefined)[];
+    done: boolean;
+  }
+  const blocks = new Map<number, Block>();
   const vocab = new Map<number, string>();
   let start = 0;
   let cellKey = "";
+  let shownBlocks = "";
   const nLayers = (): number => view.int("n_layers", 0);
+  const size = (): number => Math.max(1, view.int("block", COLUMNS));
 
   function renderHeader(): void {
     view.setHeader(`logit lens: the top next-token guess after each of ${nLayers()} layers, at ${view.tokens().length} positions`);
@@ -56,21 +63,24 @@ function mount(view: View): void {
       head.append(th);
     }
     const rows: HTMLElement[] = [head];
+    const B = size();
     for (let l = nLayers() - 1; l >= 0; l--) {
       const tr = el("tr");
       tr.append(el("th", "", String(l)));
-      const lid = ids[l];
-      const lp = probs[l];
       for (let p = s; p < e; p++) {
+        const block = blocks.get(Math.floor(p / B));
+        const lid = block?.ids[l];
+        const lp = block?.probs[l];
         const td = el("td");
         Object.assign(td.dataset, { testid: "lens-cell", layer: String(l), pos: String(p) });
         if (lid && lp) {
-          const id = lid[p]!;
+          const id = lid[p % B]!;
+          const prob = lp[p % B]!;
           const name = visibleText(vocab.get(id) ?? `<${id}>`);
           td.textContent = shorten(name);
-          Object.assign(td.dataset, { tokenId: String(id), prob: String(lp[p]) });
-          td.style.background = probColor(lp[p]!);
-          td.title = `layer ${l}, position ${p}: ${name} ${(lp[p]! * 100).toFixed(1)}%`;
+          Object.assign(td.dataset, { tokenId: String(id), prob: String(prob) });
+          td.style.background = probColor(prob);
+          td.title = `layer ${l}, position ${p}: ${name} ${(prob * 100).toFixed(1)}%`;
         } else {
           td.classList.add("lw-pending");
         }
@@ -81,37 +91,57 @@ function mount(view: View): void {
       rows.push(tr);
     }
     table.replaceChildren(...rows);
+    const [first, last] = [Math.floor(s / B), Math.floor((e - 1) / B)];
+    if (`${first}:${last}` !== shownBlocks && e > s) {
+      shownBlocks = `${first}:${last}`;
+      void loadVisible(first, last);
+    }
   }
 
-  async function loadLens(): Promise<void> {
+  /**
+   * Fetch the blocks the grid shows that are not here yet, one after the other: the kernel runs one
+   * lens request at a time and a newer one cancels the older, so moving on drops what is no longer shown.
+   */
+  async function loadVisible(first: number, last: number): Promise<void> {
     const n = nLayers();
-    ids = new Array(n).fill(undefined);
-    probs = new Array(n).fill(undefined);
-    vocab.clear();
-    Object.assign(status.dataset, { state: "loading", done: "0", total: String(n) });
-    status.textContent = `Computing the lens… 0/${n} layers`;
-    renderGrid();
-    try {
-      const response = await view.client.request("lens", "lens", {}, ({ done, total }) => {
-        status.dataset.done = String(done);
-        status.textContent = `Computing the lens… ${done}/${total} layers`;
-      }, {
-        onChunk: (msg, arrays) => {
-          const l = Number(msg["layer"]);
-          if (!(l >= 0 && l < n)) return;
-          for (const [id, name] of Object.entries(msg["vocab"] ?? {})) vocab.set(Number(id), String(name));
-          ids[l] = ints(arrays, "ids");
-          probs[l] = floats(arrays, "probs");
-          renderGrid();
-        },
-      });
-      if (response === null) return;
-      Object.assign(status.dataset, { state: "ready", done: String(n) });
-      status.textContent = "";
-    } catch (e) {
-      status.dataset.state = "error";
-      status.replaceChildren(errorBox(e, "lens-error"));
+    const B = size();
+    const need: number[] = [];
+    for (let b = first; b <= last; b++) if (!blocks.get(b)?.done) need.push(b);
+    for (const b of need) {
+      const block: Block = { ids: new Array(n).fill(undefined), probs: new Array(n).fill(undefined), done: false };
+      blocks.set(b, block);
+      const where = `positions ${b * B}–${Math.min(view.tokens().length, (b + 1) * B) - 1}`;
+      Object.assign(status.dataset, { state: "loading", done: "0", total: String(n) });
+      status.textContent = `Computing the lens at ${where}… 0/${n} layers`;
+      try {
+        const response = await view.client.request("lens", "lens", { block: b }, ({ done, total }) => {
+          status.dataset.done = String(done);
+          status.textContent = `Computing the lens at ${where}… ${done}/${total} layers`;
+        }, {
+          onChunk: (msg, arrays) => {
+            const l = Number(msg["layer"]);
+            if (!(l >= 0 && l < n)) return;
+            for (const [id, name] of Object.entries(msg["vocab"] ?? {})) vocab.set(Number(id), String(name));
+            block.ids[l] = ints(arrays, "ids");
+            block.probs[l] = floats(arrays, "probs");
+            renderGrid();
+          },
+        });
+        if (response === null) {
+          if (blocks.get(b) === block) blocks.delete(b); // a newer window asked first: fetched again when shown
+          return;
+        }
+        block.done = true;
+      } catch (e) {
+        blocks.delete(b);
+        shownBlocks = ""; // shown again, it is asked again
+        status.dataset.state = "error";
+        status.replaceChildren(errorBox(e, "lens-error"));
+        return;
+      }
     }
+    Object.assign(status.dataset, { state: "ready", done: String(n) });
+    status.textContent = "";
   }
 
   async function updateTopk(): Promise<void> {
@@ -164,8 +194,11 @@ function mount(view: View): void {
     if (cell?.dataset.layer) view.set({ selected_layer: Number(cell.dataset.layer), selected_token: Number(cell.dataset.pos) });
   });
   view.on("tokens", () => {
+    blocks.clear();
+    vocab.clear();
+    shownBlocks = "";
     renderHeader();
-    void loadLens();
+    renderGrid();
     void updateTopk();
   });
   view.on(["selected_token", "selected_layer"], () => {
@@ -176,7 +209,7 @@ function mount(view: View): void {
   view.on("model_name", renderHeader);
 
   renderHeader();
-  void loadLens();
+  renderGrid();
   void updateTopk();
 }
 
