@@ -697,8 +697,9 @@ class _Path:
         # Points per forward pass: all of them for short inputs, fewer for long ones, so that one
         # batch holds at most about 2,048 positions (a backward keeps every layer's activations).
         self.batch = internal_batch_size or max(1, 2048 // x.shape[0])
-        with torch.no_grad():  # [2, row]: f(baseline), f(x)
-            self.objective = self._objectives(torch.stack([start, end])).float().cpu()
+        with torch.no_grad():  # [2, row]: f(baseline), f(x); one pass when they are one point (gradients at x)
+            points = [end] if start is end else [start, end]
+            self.objective = self._objectives(torch.stack(points)).float().cpu().expand(2, -1).clone()
 
     def _objectives(self, var: Tensor) -> Tensor:  # var [batch, n_var, d] -> f [batch, row]
         if self.method == "layer_integrated_gradients":
