@@ -521,8 +521,9 @@ def _plan(
             True,
             source.tokens[:n],
         )
-    if isinstance(source, Trace):
-        source = source.text
+    trace = source if isinstance(source, Trace) else None
+    if trace is not None:
+        source = trace.text
     if not isinstance(source, str):
         raise ValueError(f"source must be a text (str) or a generation Trace, not {type(source).__name__}")
     ids, offsets = model._encode(source, truncate=False)
@@ -543,7 +544,9 @@ def _plan(
         return _Problem(ids, n, [n - 1], [ref_ids[0]], [], pooled, [False] * n, False, tokens)
     if reference is not None:
         raise ValueError(f"reference is for encoders; {model.name} is a causal LM: use target= (and contrast=)")
-    if target is None:
+    if target is None and trace is not None and list(trace.token_ids) == list(ids):
+        targets = [trace.top_predictions(-1, k=1)[0].id]  # the trace holds the pass already
+    elif target is None:
         with torch.no_grad():
             out = model.adapter.base()(input_ids=torch.tensor([ids], device=model.device))
             logits = model.model.get_output_embeddings()(out.last_hidden_state[0, -1])
@@ -647,16 +650,16 @@ def _gradient(
         if method == "layer_integrated_gradients":
             start, end = _layer_endpoints(model, problem, x, b, layer)
         elif method in ("saliency", "input_x_gradient"):
-            start, end = x[:n], x[:n]  # the gradient at the input itself
+            start = end = x[:n]  # the gradient at the input itself (one point: no path, no f(baseline))
         else:
             start, end = b, x[:n]
         path = _Path(model, problem, method, x, start, end, layer, internal_batch_size)
         if method == "saliency":
-            values, _ = path.run([1.0], lambda g: g.abs().sum(-1), progress)
-            return values[0], path.objective[1], None, None, None
+            values, f = path.run([1.0], lambda g: g.abs().sum(-1), progress)
+            return values[0], f[0], None, None, None
         if method == "input_x_gradient":
-            values, _ = path.run([1.0], lambda g: (g * end.float()).sum(-1), progress)
-            return values[0], path.objective[1], None, None, None
+            values, f = path.run([1.0], lambda g: (g * end.float()).sum(-1), progress)
+            return values[0], f[0], None, None, None
         if n_steps is None:
             scores, steps = _adaptive_ig(path, max_steps, progress)
         else:
@@ -697,9 +700,11 @@ class _Path:
         # Points per forward pass: all of them for short inputs, fewer for long ones, so that one
         # batch holds at most about 2,048 positions (a backward keeps every layer's activations).
         self.batch = internal_batch_size or max(1, 2048 // x.shape[0])
-        with torch.no_grad():  # [2, row]: f(baseline), f(x); one pass when they are one point (gradients at x)
-            points = [end] if start is end else [start, end]
-            self.objective = self._objectives(torch.stack(points)).float().cpu().expand(2, -1).clone()
+        # [2, row]: f(baseline), f(x) for a path; a gradient at x alone reads f(x) from its own pass.
+        self.objective = None
+        if start is not end:
+            with torch.no_grad():
+                self.objective = self._objectives(torch.stack([start, end])).float().cpu()
 
     def _objectives(self, var: Tensor) -> Tensor:  # var [batch, n_var, d] -> f [batch, row]
         if self.method == "layer_integrated_gradients":
