@@ -25,7 +25,7 @@ MAKE_VIEW = f"""import llmasos_widgets as lw
 trace = lw.load_model("tiny-llama").trace({TEXT!r})
 view = lw.TokensView(trace)"""
 CLICKED = 2  # " of"
-SELECTED_TINT = "rgba(25, 118, 210, 0.18)"  # --lw-selected-tint in js/shared/style.ts
+SELECTED_TINT = "rgba(25, 118, 210, 0.18)"  # --lw-selected-tint in js/shared/base.css
 
 
 def drawn(token: str) -> str:
