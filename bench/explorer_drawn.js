@@ -10,7 +10,7 @@
                   : state('tokens', '[data-testid="predictions"]') === 'ready' && q('tokens', '.lw-pred-title')?.textContent.includes('#' + i),
     attention: overview?.dataset.state === 'ready' && (i < 0 ? overview.dataset.overviewMs !== undefined : overview.dataset.position === String(i)),
     saliency: state('saliency', '[data-testid="overlay"]') === 'ready' && (i < 0 || !!q('saliency', `.lw-token.lw-selected[data-index="${i}"]`)),
-    neurons: i < 0 ? !!q('neurons', '[data-testid="token-strip"]') : at('neurons', '[data-testid="token-neurons"]') && state('neurons', '[data-testid="token-neurons"]') === 'ready',
+    neurons: i < 0 ? state('neurons', '[data-testid="token-neurons"]') === 'idle' : at('neurons', '[data-testid="token-neurons"]') && state('neurons', '[data-testid="token-neurons"]') === 'ready',
     lens: state('lens', '[data-testid="progress"]') === 'ready' && (i < 0 || !!q('lens', `td.lw-in-col[data-pos="${i}"]`)),
   };
   return Object.values(drawn).every(Boolean);

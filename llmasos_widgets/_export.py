@@ -147,6 +147,11 @@ def save_html(views: list[ViewBase], path: str | os.PathLike[str], *, title: str
     runtime_path = STATIC / "standalone.js"
     if not runtime_path.is_file():
         raise ValueError("the export runtime static/standalone.js is missing: run `npm run build` or reinstall")
+    for view in views:
+        if not (STATIC / f"{view.front_end}.js").is_file():
+            raise ValueError(
+                f"the front-end bundle static/{view.front_end}.js is missing: run `npm run build` or reinstall"
+            )
     runtime = runtime_path.read_text(encoding="utf-8")
     if "</script" in runtime.lower():
         raise ValueError("the export runtime holds '</script' and cannot be inlined")
@@ -189,7 +194,10 @@ def save_html(views: list[ViewBase], path: str | os.PathLike[str], *, title: str
         raise ValueError(
             f"the export would be {len(encoded) / 2**20:.0f} MB, over {MAX_BYTES / 2**20:.0f} MB: record less"
         )
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise ValueError(f"cannot write {path}: {e.strerror or e} (choose a folder you can write to)") from e
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(encoded)

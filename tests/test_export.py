@@ -56,18 +56,25 @@ def test_several_views_share_one_file_and_each_says_what_it_recorded(trace, tmp_
     attention = data[0]["recorded"]
     assert _export.request_key({"what": "overview", "size": views[0].thumb_size}) in attention
     assert _export.request_key({"what": "token", "position": len(trace) - 1, "direction": "to"}) in attention
-    assert "every token's attention rows and columns are recorded" in html.unescape(page)
+    assert "where every token looks and who looks at every token are recorded" in html.unescape(page)
 
 
-def test_attention_rows_are_bounded_and_the_note_says_which(trace, tmp_path, monkeypatch):
+def test_attention_rows_are_bounded_and_the_note_says_which(trace, monkeypatch):
     view = lw.AttentionView(trace)
-    monkeypatch.setattr(view, "export_token_bytes", 1)
-    requests, note = view._export_requests()
-    assert [r["what"] for r in requests] == ["overview"]
-    per_token = 2 * 2 * 2 * (4 + 1) * len(trace)  # float16, 2 directions, 2 layers x (4 heads + rollout), T
-    monkeypatch.setattr(view, "export_token_bytes", 3 * per_token)
-    requests, note = view._export_requests()
-    assert len(requests) == 1 + 2 * 3 and "tokens 0..2" in note
+    T = len(trace)
+    per_row = 2 * 2 * (4 + 1) * T  # float16, 2 layers x (4 heads + rollout), T
+    for budget, n_from, n_to, said in [
+        (1, 0, 0, "no token's rows"),
+        (3 * per_row, 3, 0, "where tokens 0..2 look (not who looks at them)"),
+        ((T + 2) * per_row, T, 2, "where every token looks and who looks at tokens 0..1"),
+        (2 * T * per_row, T, T, "where every token looks and who looks at every token"),
+    ]:
+        monkeypatch.setattr(view, "export_token_bytes", budget)
+        requests, note = view._export_requests()
+        tokens = [r for r in requests if r["what"] == "token"]
+        assert [r["position"] for r in tokens if r["direction"] == "from"] == list(range(n_from))
+        assert [r["position"] for r in tokens if r["direction"] == "to"] == list(range(n_to))
+        assert said in note
 
 
 def test_a_concept_view_records_bokehjs_every_chart_and_every_projection(trace, tmp_path, capsys):
@@ -107,6 +114,16 @@ def test_bad_paths_are_refused_and_nothing_is_half_written(trace, tmp_path, monk
         view.save_html(tmp_path)
     with pytest.raises(ValueError, match="does not exist"):
         view.save_html(tmp_path / "missing" / "t.html")
+    with pytest.raises(ValueError, match="cannot write /proc/t.html: .*choose a folder you can write to"):
+        view.save_html("/proc/t.html")
+    monkeypatch.setattr(_export, "STATIC", tmp_path / "nowhere")
+    with pytest.raises(ValueError, match="export runtime static/standalone.js is missing"):
+        view.save_html(tmp_path / "t.html")
+    monkeypatch.undo()
+    monkeypatch.setattr(type(view), "front_end", "no-such-view")
+    with pytest.raises(ValueError, match=r"bundle static/no-such-view.js is missing: run `npm run build`"):
+        view.save_html(tmp_path / "t.html")
+    monkeypatch.undo()
     monkeypatch.setattr(_export, "MAX_BYTES", 1000)
     with pytest.raises(ValueError, match="over 0 MB: record less"):
         view.save_html(tmp_path / "big.html")
