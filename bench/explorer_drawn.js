@@ -1,4 +1,4 @@
-// Whether every panel of the Explorer is drawn (for a token i >= 0: drawn for that token), read in the page.
+// Which panels of the Explorer are drawn (for a token i >= 0: drawn for that token), read in the page.
 // bench/explorer.py evaluates this function with Playwright.
 (i) => {
   const q = (panel, s) => document.querySelector(`.lw-explorer [data-testid="panel-${panel}"] ${s}`);
@@ -11,7 +11,9 @@
     attention: overview?.dataset.state === 'ready' && (i < 0 ? overview.dataset.overviewMs !== undefined : overview.dataset.position === String(i)),
     saliency: state('saliency', '[data-testid="overlay"]') === 'ready' && (i < 0 || !!q('saliency', `.lw-token.lw-selected[data-index="${i}"]`)),
     neurons: i < 0 ? state('neurons', '[data-testid="token-neurons"]') === 'idle' : at('neurons', '[data-testid="token-neurons"]') && state('neurons', '[data-testid="token-neurons"]') === 'ready',
-    lens: state('lens', '[data-testid="progress"]') === 'ready' && (i < 0 || !!q('lens', `td.lw-in-col[data-pos="${i}"]`)),
+    // The lens: all of it at first; after a click, the clicked token's column (the rest fills in after).
+    lens: i < 0 ? state('lens', '[data-testid="progress"]') === 'ready'
+                : !!q('lens', `td.lw-in-col[data-pos="${i}"]`) && !q('lens', `td.lw-in-col.lw-pending[data-pos="${i}"]`),
   };
-  return Object.values(drawn).every(Boolean);
+  return drawn;
 }

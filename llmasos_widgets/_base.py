@@ -17,7 +17,7 @@ from typing import Any
 import anywidget
 import traitlets
 
-from . import _wire
+from . import _checks, _wire
 from .trace import Trace
 
 STATIC = Path(__file__).parent / "static"
@@ -147,10 +147,8 @@ class ViewBase(anywidget.AnyWidget):
 
     @traitlets.validate("selected_head")
     def _check_head(self, proposal: Any) -> int:
-        value, n = proposal["value"], self.trace.n_heads
-        if value != -1 and not 0 <= value < n:
-            raise ValueError(f"head {value} is out of range: {self.trace.model.name} has heads 0..{n - 1}")
-        return int(value)
+        value = proposal["value"]  # -1: none selected
+        return int(value) if value == -1 else _checks.head(value, self.trace.n_heads, self.trace.model.name)
 
     # -- protocol ------------------------------------------------------------------------------
     def _on_custom_msg(self, _widget: Any, content: Any, buffers: Any) -> None:

@@ -35,3 +35,37 @@ def layer(value: Any, n_layers: int, model_name: str) -> int:
 
     """
     return index(value, n_layers, "layer", f"{model_name} has layers")
+
+
+def head(value: Any, n_heads: int, model_name: str) -> int:
+    """A head index of a model with ``n_heads`` heads per layer (negative counts from the end).
+
+    Examples
+    --------
+    >>> head(8, 9, "smollm2-135m")
+    8
+    >>> head(9, 9, "smollm2-135m")
+    Traceback (most recent call last):
+    ...
+    ValueError: head 9 is out of range: smollm2-135m has heads 0..8 (or -9..-1 from the end)
+
+    """
+    return index(value, n_heads, "head", f"{model_name} has heads")
+
+
+def int_in(name: str, value: Any, low: int, high: int) -> int:
+    """``value`` as an int from ``low`` to ``high`` (a count such as ``k``); a bool is no int here.
+
+    Examples
+    --------
+    >>> int_in("k", 5, 1, 50)
+    5
+    >>> int_in("k", 0, 1, 50)
+    Traceback (most recent call last):
+    ...
+    ValueError: k must be an int from 1 to 50, got 0
+
+    """
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ValueError(f"{name} must be an int from {low} to {high}, got {value!r}")
+    return int(value)

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import _checks
 from .trace import Trace
 
 SCORE_NAMES = ("entropy", "prev_token", "sink")
@@ -106,10 +107,7 @@ class AttentionIndex:
         return len(self.trace)
 
     def _check_head(self, head: int) -> int:
-        n = self.trace.n_heads
-        if not isinstance(head, int) or isinstance(head, bool) or not 0 <= head < n:
-            raise ValueError(f"head {head!r} is out of range: {self.trace.model.name} has heads 0..{n - 1}")
-        return head
+        return _checks.head(head, self.trace.n_heads, self.trace.model.name)
 
     def qk(self, layer: int) -> tuple[Tensor, Tensor, float]:
         """Queries and keys of ``layer`` ([head, pos, head_dim] each, float32, CPU) and the score scale."""
@@ -130,7 +128,8 @@ class AttentionIndex:
     def _head(self, layer: int, head: int, q0: int = 0, q1: int | None = None) -> tuple[Tensor, Tensor]:
         q, k, scale = self.qk(layer)
         q1 = self.n_tokens if q1 is None else q1
-        scores = (q[self._check_head(head), q0:q1] @ k[head].T).mul_(scale)
+        head = self._check_head(head)
+        scores = (q[head, q0:q1] @ k[head].T).mul_(scale)
         lse = self.adapter.softmax_(scores, q0)
         return scores, lse
 

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import traitlets
 
-from . import _wire
+from . import _checks, _wire
 from ._base import Arrays, Reply, ViewBase
 from .attention import AGGREGATES, SCORE_NAMES, AttentionIndex, pool
 from .trace import Trace
@@ -160,16 +160,25 @@ class AttentionView(ViewBase):
         return self.index
 
     # -- requests ------------------------------------------------------------------------------
-    # An exported file keeps token rows for as many tokens as fit in this many bytes (float16, before
-    # gzip: about 2.3x smaller in the file): where each token looks ("from") first, then who looks at
-    # it ("to"), since "from" is what a click shows first.
-    export_token_bytes = 6 * 2**20
+    # An exported file keeps token rows for as many tokens as fit in this many bytes of weights a row
+    # can hold (float16; in a causal model token p looks at p + 1 keys and is looked at by T - p
+    # queries, and the zeros after them cost next to nothing once gzipped): where each token looks
+    # ("from") first, then who looks at it ("to"), since "from" is what a click shows first.
+    export_token_bytes = 4 * 2**20
 
     def _export_requests(self) -> tuple[list[dict[str, Any]], str]:
         T, n = len(self.trace), self.trace.n_layers * (self.trace.n_heads + 1)  # + 1: the rollout row
-        per_row = n * T * 2  # one token, one direction
-        budget = self.export_token_bytes // max(per_row, 1)
-        kept = {"from": min(T, budget), "to": min(T, max(0, budget - T))}
+        causal = self.trace.model.is_causal
+        kept, spent = {"from": 0, "to": 0}, 0
+        for d in DIRECTIONS:
+            for p in range(T):
+                cost = 2 * n * ((p + 1 if d == "from" else T - p) if causal else T)
+                if spent + cost > self.export_token_bytes:
+                    break
+                spent += cost
+                kept[d] += 1
+            if kept[d] < T:
+                break
         requests: list[dict[str, Any]] = [{"what": "overview", "size": self.thumb_size}]
         requests += [{"what": "token", "position": p, "direction": d} for d in DIRECTIONS for p in range(kept[d])]
 
@@ -182,10 +191,10 @@ class AttentionView(ViewBase):
             rows = f"where {which(kept['from'])} look (not who looks at them)"
         else:
             rows = f"where every token looks and who looks at {which(kept['to'])}"
-        return requests, (f"the overview and {rows} are recorded; head patterns and zoomed matrices need the kernel")
+        return requests, f"the overview and {rows} are recorded; head patterns and zoomed matrices need the kernel"
 
     def _stream_overview(self, reply: Reply, size: int) -> None:
-        size = _int_in("size", size, 1, 256)
+        size = _checks.int_in("size", size, 1, 256)
         n_layers = self.trace.n_layers
         for layer in range(n_layers):
             if reply.cancelled:
@@ -226,7 +235,7 @@ class AttentionView(ViewBase):
         head: int | None = None,
         aggregate: str = "",
     ) -> tuple[dict[str, Any], Arrays]:
-        size = _int_in("size", size, 1, 2048)
+        size = _checks.int_in("size", size, 1, 2048)
         window = self._index.window(layer, head, aggregate, q0, q1, k0, k1)
         pooled = pool(window, size)
         fields = {
@@ -304,9 +313,3 @@ def _one_of(name: str, value: Any, allowed: tuple[str, ...]) -> str:
         shown = ", ".join(repr(a) for a in allowed)
         raise ValueError(f"{name} {value!r} is not one of {shown}")
     return str(value)
-
-
-def _int_in(name: str, value: Any, low: int, high: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        raise ValueError(f"{name} must be an int from {low} to {high}, got {value!r}")
-    return value

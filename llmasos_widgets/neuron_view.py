@@ -12,7 +12,7 @@ from typing import Any
 import torch
 import traitlets
 
-from . import _wire
+from . import _checks, _wire
 from ._base import Arrays, ViewBase
 from .neurons import (
     NeuronIndex,
@@ -112,7 +112,7 @@ class NeuronView(ViewBase):
 
     @traitlets.validate("k")
     def _check_k(self, proposal: Any) -> int:
-        return _int_in("k", proposal["value"], 1, 100)
+        return _checks.int_in("k", proposal["value"], 1, 100)
 
     @traitlets.validate("target")
     def _check_target(self, proposal: Any) -> int:
@@ -130,7 +130,7 @@ class NeuronView(ViewBase):
 
     def _serve_layer(self, layer: int, k: int = 20) -> tuple[dict[str, Any], Arrays]:
         """Each token's top-k neurons in ``layer`` and each neuron's peak over the text."""
-        layer, k = self.trace.check_layer(layer), _int_in("k", k, 1, 100)
+        layer, k = self.trace.check_layer(layer), _checks.int_in("k", k, 1, 100)
         acts = self.trace.mlp_post(layer).float().cpu()  # [pos, neuron]
         top = torch.topk(acts, min(k, acts.shape[1]), dim=1)
         arrays = [
@@ -144,7 +144,7 @@ class NeuronView(ViewBase):
         self, layer: int, position: int, target: int = -1, k: int = 20
     ) -> tuple[dict[str, Any], Arrays]:
         """The neurons adding most to the target logit at ``position`` (activation × gradient)."""
-        k = _int_in("k", k, 1, 100)
+        k = _checks.int_in("k", k, 1, 100)
         result = neuron_contributions(self.trace, layer, position, None if target == -1 else target, k=k)
         assert result.contributions is not None and result.target is not None
         fields = {
@@ -163,7 +163,7 @@ class NeuronView(ViewBase):
     def _serve_neuron(self, layer: int, neuron: int, k: int = 10, bins: int = 30) -> tuple[dict[str, Any], Arrays]:
         """One neuron: its activation on every token, their histogram, and its vocabulary projection."""
         layer, neuron = self.trace.check_layer(layer), check_neuron(self.trace.model, neuron)
-        k, bins = _int_in("k", k, 1, 50), _int_in("bins", bins, 1, 200)
+        k, bins = _checks.int_in("k", k, 1, 50), _checks.int_in("bins", bins, 1, 200)
         acts = self.trace.mlp_post(layer)[:, neuron].float().cpu()  # [pos]
         counts, lo, hi = histogram(acts, bins)
         proj = vocab_projection(self.trace.model, layer, neuron, k=k)
@@ -210,7 +210,7 @@ class NeuronView(ViewBase):
 
     def _serve_search(self, token: str, k: int = 10) -> tuple[dict[str, Any], Arrays]:
         """Neurons whose top examples peak on ``token``."""
-        found = self._need_index().neurons_for_token(token, k=_int_in("k", k, 1, 100))
+        found = self._need_index().neurons_for_token(token, k=_checks.int_in("k", k, 1, 100))
         results = [{"layer": la, "neuron": n, "count": c, "activation": a} for la, n, c, a in found]
         return {"token": token, "results": results}, []
 
@@ -218,9 +218,3 @@ class NeuronView(ViewBase):
         if self.index is None:
             raise ValueError("this view has no corpus index: pass index=lw.NeuronIndex.build(model, texts, layers)")
         return self.index
-
-
-def _int_in(name: str, value: Any, low: int, high: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        raise ValueError(f"{name} must be an int from {low} to {high}, got {value!r}")
-    return int(value)

@@ -199,9 +199,7 @@ def _grad_of_logit(trace: Trace, layer: int, pos: int, target: int) -> Tensor:  
 
 
 def _check_k(k: int, n: int) -> int:
-    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= n:
-        raise ValueError(f"k must be an int from 1 to {n}, got {k!r}")
-    return k
+    return _checks.int_in("k", k, 1, n)
 
 
 # -- per neuron --------------------------------------------------------------------------------
@@ -689,10 +687,8 @@ def _build(
     layers = sorted({_checks.layer(layer, model.n_layers, model.name) for layer in layers}) if layers else []
     if not layers:
         raise ValueError(f"give at least one layer to index: {model.name} has layers 0..{model.n_layers - 1}")
-    if not isinstance(top_k, int) or not 1 <= top_k <= 1000:
-        raise ValueError(f"top_k must be an int from 1 to 1000, got {top_k!r}")
-    if not isinstance(window, int) or not 0 <= window <= 64:
-        raise ValueError(f"window must be an int from 0 to 64, got {window!r}")
+    _checks.int_in("top_k", top_k, 1, 1000)
+    _checks.int_in("window", window, 0, 64)
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     limit = model.context_length

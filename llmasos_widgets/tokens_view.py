@@ -7,7 +7,7 @@ from typing import Any
 import torch
 import traitlets
 
-from . import _wire
+from . import _checks, _wire
 from ._base import Arrays, ViewBase
 from .trace import Trace
 
@@ -40,18 +40,14 @@ class TokensView(ViewBase):
 
     @traitlets.validate("k")
     def _check_k(self, proposal: Any) -> int:
-        k = proposal["value"]
-        if not 1 <= k <= 50:
-            raise ValueError(f"k must be from 1 to 50, got {k}")
-        return int(k)
+        return _checks.int_in("k", proposal["value"], 1, 50)
 
     def _export_requests(self) -> tuple[list[dict[str, Any]], str]:
         requests = [{"what": "predictions", "position": p, "k": self.k} for p in range(len(self.trace))]
         return requests, f"the top-{self.k} next tokens at every token are recorded"
 
     def _serve_predictions(self, position: int, k: int = 5) -> tuple[dict[str, Any], Arrays]:
-        if not isinstance(k, int) or not 1 <= k <= 50:
-            raise ValueError(f"k must be an int from 1 to 50, got {k!r}")
+        _checks.int_in("k", k, 1, 50)
         preds = self.trace.top_predictions(position, k=k)
         ids = torch.tensor([p.id for p in preds], dtype=torch.int32)
         probs = torch.tensor([p.prob for p in preds], dtype=torch.float32)

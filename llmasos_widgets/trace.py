@@ -246,8 +246,7 @@ class Trace:
         (3, True)
 
         """
-        if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= 1000:
-            raise ValueError(f"k must be an int from 1 to 1000, got {k!r}")
+        _checks.int_in("k", k, 1, 1000)
         probs = torch.softmax(self.logits_at(pos), dim=-1)
         top = torch.topk(probs, min(k, probs.shape[0]))
         return [

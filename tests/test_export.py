@@ -61,13 +61,17 @@ def test_several_views_share_one_file_and_each_says_what_it_recorded(trace, tmp_
 
 def test_attention_rows_are_bounded_and_the_note_says_which(trace, monkeypatch):
     view = lw.AttentionView(trace)
-    T = len(trace)
-    per_row = 2 * 2 * (4 + 1) * T  # float16, 2 layers x (4 heads + rollout), T
+    T, n = len(trace), 2 * (4 + 1)  # tiny-llama: 2 layers x (4 heads + the rollout row)
+
+    def cost(positions, direction):  # float16 weights each row can hold in a causal model
+        return sum(2 * n * (p + 1 if direction == "from" else T - p) for p in positions)
+
+    every_from = cost(range(T), "from")
     for budget, n_from, n_to, said in [
         (1, 0, 0, "no token's rows"),
-        (3 * per_row, 3, 0, "where tokens 0..2 look (not who looks at them)"),
-        ((T + 2) * per_row, T, 2, "where every token looks and who looks at tokens 0..1"),
-        (2 * T * per_row, T, T, "where every token looks and who looks at every token"),
+        (cost(range(3), "from"), 3, 0, "where tokens 0..2 look (not who looks at them)"),
+        (every_from + cost(range(2), "to"), T, 2, "where every token looks and who looks at tokens 0..1"),
+        (every_from + cost(range(T), "to"), T, T, "where every token looks and who looks at every token"),
     ]:
         monkeypatch.setattr(view, "export_token_bytes", budget)
         requests, note = view._export_requests()

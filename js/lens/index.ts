@@ -107,6 +107,8 @@ function mount(view: View): void {
     const B = size();
     const need: number[] = [];
     for (let b = first; b <= last; b++) if (!blocks.get(b)?.done) need.push(b);
+    const near = Math.floor(Math.max(0, view.selected()) / B); // the selected token's column first
+    need.sort((a, b) => Math.abs(a - near) - Math.abs(b - near) || a - b);
     for (const b of need) {
       const block: Block = { ids: new Array(n).fill(undefined), probs: new Array(n).fill(undefined), done: false };
       blocks.set(b, block);
