@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import torch
 import traitlets
 
 from . import _checks, _wire
@@ -85,22 +86,20 @@ class LensView(ViewBase):
         return requests, f"{lens} is recorded; a cell's top-k needs the kernel (too many cells to record them all)"
 
     def _stream_lens(self, reply: Reply, block: int = 0) -> None:
-        """One chunk per layer: the top token and its probability at the block's positions."""
+        """The top token and its probability after every layer, at the block's positions (one answer)."""
         T, n = len(self.trace), self.trace.n_layers
         n_blocks = math.ceil(T / BLOCK)
         if not isinstance(block, int) or isinstance(block, bool) or not 0 <= block < n_blocks:
             raise ValueError(f"block {block!r} is out of range: {T} tokens make lens blocks 0..{n_blocks - 1}")
+        if reply.cancelled:  # the page moved on before this started (a newer lens request)
+            return
         positions = slice(block * BLOCK, min(T, (block + 1) * BLOCK))
-        for layer in range(n):
-            if reply.cancelled:
-                return
-            lens = logit_lens(self.trace, layer, k=1, positions=positions)
-            ids = lens.ids[:, 0]
-            vocab = {str(i): self.trace.model.decode_token(i) for i in sorted(set(ids.tolist()))}
-            arrays = [_wire.encode("ids", ids, "int32"), _wire.encode("probs", lens.probs[:, 0], "float16")]
-            reply.chunk({"layer": layer, "block": block, "start": positions.start, "vocab": vocab}, arrays)
-            reply.progress(layer + 1, n)
-        reply.done({"layers": n, "block": block}, [])
+        lenses = [logit_lens(self.trace, layer, k=1, positions=positions) for layer in range(n)]
+        ids = torch.stack([lens.ids[:, 0] for lens in lenses])  # [layer, position]
+        probs = torch.stack([lens.probs[:, 0] for lens in lenses])
+        vocab = {str(i): self.trace.model.decode_token(i) for i in sorted(set(ids.flatten().tolist()))}
+        arrays = [_wire.encode("ids", ids, "int32"), _wire.encode("probs", probs, "float16")]
+        reply.done({"block": block, "start": positions.start, "vocab": vocab}, arrays)
 
     def _serve_cell(self, layer: int, position: int, k: int = 10) -> tuple[dict[str, Any], Arrays]:
         """The top-``k`` tokens at one layer and position."""

@@ -126,23 +126,22 @@ def test_one_layer_costs_little_on_the_wire(model):
 
 
 # -- LensView -------------------------------------------------------------------------------------
-def test_lens_streams_every_layer_with_the_direct_computation(model):
+def test_lens_answers_every_layer_with_the_direct_computation(model):
     trace = model.trace(TEXT)
     view = capture(lw.LensView(trace))
     view._on_custom_msg(view, {"type": "request", "id": 1, "what": "lens"}, [])
-    wait_for(view, "response")
-    chunks = [(c, b) for c, b in view.sent if c["type"] == "chunk"]
-    assert [c["layer"] for c, _ in chunks] == [0, 1]
+    ((content, buffers),) = wait_for(view, "response")
+    got = arrays(content, buffers)
+    assert got["ids"].shape == (2, len(trace)) and content["start"] == 0
     hf = model.model
     with torch.no_grad():
         out = hf(input_ids=torch.tensor([trace.token_ids]), output_hidden_states=True)
-    for (content, buffers), hidden in zip(chunks, out.hidden_states[1:], strict=True):
-        normed = hidden[0] if content["layer"] == 1 else hf.model.norm(hidden[0])
+    for layer, hidden in enumerate(out.hidden_states[1:]):
+        normed = hidden[0] if layer == 1 else hf.model.norm(hidden[0])
         probs = torch.softmax(hf.lm_head(normed).detach(), -1).max(-1)
-        got = arrays(content, buffers)
-        assert got["ids"].tolist() == probs.indices.tolist()
-        np.testing.assert_allclose(got["probs"], probs.values.numpy(), rtol=1e-3, atol=1e-4)
-        assert all(str(i) in content["vocab"] for i in got["ids"].tolist())
+        assert got["ids"][layer].tolist() == probs.indices.tolist()
+        np.testing.assert_allclose(got["probs"][layer], probs.values.numpy(), rtol=1e-3, atol=1e-4)
+    assert all(str(i) in content["vocab"] for i in got["ids"].flatten().tolist())
 
 
 def test_lens_cell_and_errors(model):
@@ -166,12 +165,10 @@ def test_lens_is_asked_in_blocks_of_positions(model):
     assert len(trace) > BLOCK
     view = capture(lw.LensView(trace))
     view._on_custom_msg(view, {"type": "request", "id": 1, "what": "lens", "block": 1}, [])
-    wait_for(view, "response")
-    chunks = [(c, b) for c, b in view.sent if c["type"] == "chunk"]
+    ((content, buffers),) = wait_for(view, "response")
     ref = lw.logit_lens(trace, 1, k=1)
-    (content, buffers) = chunks[-1]
-    assert content["layer"] == 1 and content["start"] == BLOCK
-    assert arrays(content, buffers)["ids"].tolist() == ref.ids[BLOCK : 2 * BLOCK, 0].tolist()
+    assert content["start"] == BLOCK
+    assert arrays(content, buffers)["ids"][1].tolist() == ref.ids[BLOCK : 2 * BLOCK, 0].tolist()
     n_blocks = -(-len(trace) // BLOCK)
     view._on_custom_msg(view, {"type": "request", "id": 2, "what": "lens", "block": n_blocks}, [])
     message = wait_for(view, "error")[0][0]["message"]

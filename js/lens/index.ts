@@ -98,42 +98,50 @@ function mount(view: View): void {
     }
   }
 
+  /** Redraw the grid once per frame however many layers arrived in it (a block streams 30). */
+  let frame = 0;
+  function scheduleGrid(): void {
+    if (frame) return;
+    frame = requestAnimationFrame(() => {
+      frame = 0;
+      renderGrid();
+    });
+  }
+  view.onDispose(() => cancelAnimationFrame(frame));
+
   /**
-   * Fetch the blocks the grid shows that are not here yet, one after the other: the kernel runs one
-   * lens request at a time and a newer one cancels the older, so moving on drops what is no longer shown.
+   * Fetch the blocks the grid shows that are not here yet, the selected token's first, one after the
+   * other: the kernel answers one lens request at a time and a newer one cancels the older, so moving
+   * on drops what is no longer shown.
    */
   async function loadVisible(first: number, last: number): Promise<void> {
     const n = nLayers();
     const B = size();
+    const near = Math.floor(Math.max(0, view.selected()) / B);
     const need: number[] = [];
     for (let b = first; b <= last; b++) if (!blocks.get(b)?.done) need.push(b);
-    const near = Math.floor(Math.max(0, view.selected()) / B); // the selected token's column first
     need.sort((a, b) => Math.abs(a - near) - Math.abs(b - near) || a - b);
-    for (const b of need) {
-      const block: Block = { ids: new Array(n).fill(undefined), probs: new Array(n).fill(undefined), done: false };
+    for (const [done, b] of need.entries()) {
+      const block: Block = { ids: [], probs: [], done: false };
       blocks.set(b, block);
-      const where = `positions ${b * B}–${Math.min(view.tokens().length, (b + 1) * B) - 1}`;
-      Object.assign(status.dataset, { state: "loading", done: "0", total: String(n) });
-      status.textContent = `Computing the lens at ${where}… 0/${n} layers`;
+      Object.assign(status.dataset, { state: "loading", done: String(done), total: String(need.length) });
+      status.textContent = `Computing the lens at positions ${b * B}–${Math.min(view.tokens().length, (b + 1) * B) - 1}…`;
       try {
-        const response = await view.client.request("lens", "lens", { block: b }, ({ done, total }) => {
-          status.dataset.done = String(done);
-          status.textContent = `Computing the lens at ${where}… ${done}/${total} layers`;
-        }, {
-          onChunk: (msg, arrays) => {
-            const l = Number(msg["layer"]);
-            if (!(l >= 0 && l < n)) return;
-            for (const [id, name] of Object.entries(msg["vocab"] ?? {})) vocab.set(Number(id), String(name));
-            block.ids[l] = ints(arrays, "ids");
-            block.probs[l] = floats(arrays, "probs");
-            renderGrid();
-          },
-        });
+        const response = await view.client.request("lens", "lens", { block: b });
         if (response === null) {
           if (blocks.get(b) === block) blocks.delete(b); // a newer window asked first: fetched again when shown
           return;
         }
+        for (const [id, name] of Object.entries(response.msg["vocab"] ?? {})) vocab.set(Number(id), String(name));
+        const ids = ints(response.arrays, "ids"); // [layer, position]
+        const probs = floats(response.arrays, "probs");
+        const width = ids.length / Math.max(1, n);
+        for (let l = 0; l < n; l++) {
+          block.ids[l] = ids.subarray(l * width, (l + 1) * width);
+          block.probs[l] = probs.subarray(l * width, (l + 1) * width);
+        }
         block.done = true;
+        scheduleGrid();
       } catch (e) {
         blocks.delete(b);
         shownBlocks = ""; // shown again, it is asked again
@@ -142,7 +150,7 @@ function mount(view: View): void {
         return;
       }
     }
-    Object.assign(status.dataset, { state: "ready", done: String(n) });
+    Object.assign(status.dataset, { state: "ready", done: String(need.length), total: String(need.length) });
     status.textContent = "";
   }
 
