@@ -306,16 +306,43 @@ def logit_lens(trace: Trace, layer: int, k: int = 1, positions: slice | None = N
     """
     layer = trace.check_layer(layer)
     resid = trace.resid_pre(layer + 1)
-    if positions is not None:
-        resid = resid[positions]
+    return LensLayer(layer, *_unembed_top(trace, resid if positions is None else resid[positions], k))
+
+
+def logit_lens_block(trace: Trace, positions: slice, layers: range | None = None) -> tuple[Tensor, Tensor]:
+    """The top token and its probability after each of ``layers`` (default all) at ``positions``: ``[layer, position]``.
+
+    The same numbers as :func:`logit_lens` with ``k=1``, in one batched unembedding (twice as fast
+    for a few positions as one layer at a time).
+
+    Examples
+    --------
+    >>> from llmasos_widgets import load_model
+    >>> trace = load_model("tiny-llama").trace("The capital of France is")
+    >>> ids, probs = logit_lens_block(trace, slice(1, 4))
+    >>> ids.shape, bool((ids[1] == logit_lens(trace, 1).ids[1:4, 0]).all())
+    (torch.Size([2, 3]), True)
+
+    """
+    layers = range(trace.n_layers) if layers is None else layers
+    resid = torch.stack([trace.resid_pre(trace.check_layer(layer) + 1)[positions] for layer in layers])
+    ids, probs = _unembed_top(trace, resid.reshape(-1, resid.shape[-1]), 1)
+    return ids.reshape(resid.shape[:2]), probs.reshape(resid.shape[:2])
+
+
+def _unembed_top(trace: Trace, resid: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Top-``k`` tokens and probabilities of residual rows through the final norm and unembedding.
+
+    Rows go 512 at a time, so a long text never holds a [rows, vocab] tensor at once.
+    """
     ids, probs = [], []
     with torch.no_grad():
-        for start in range(0, resid.shape[0], 128):
-            logits = trace.model.adapter.logits(resid[start : start + 128].to(trace.model.device)).float()
+        for start in range(0, resid.shape[0], 512):
+            logits = trace.model.adapter.logits(resid[start : start + 512].to(trace.model.device)).float()
             top = torch.topk(torch.softmax(logits, dim=-1), _check_k(k, logits.shape[-1]), dim=-1)
             ids.append(top.indices.cpu())
             probs.append(top.values.cpu())
-    return LensLayer(layer, torch.cat(ids), torch.cat(probs))
+    return torch.cat(ids), torch.cat(probs)
 
 
 # -- corpus index ------------------------------------------------------------------------------
