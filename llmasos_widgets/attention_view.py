@@ -164,7 +164,7 @@ class AttentionView(ViewBase):
     # can hold (float16; in a causal model token p looks at p + 1 keys and is looked at by T - p
     # queries, and the zeros after them cost next to nothing once gzipped): where each token looks
     # ("from") first, then who looks at it ("to"), since "from" is what a click shows first.
-    export_token_bytes = 4 * 2**20
+    export_token_bytes = 3 * 2**20
 
     def _export_requests(self) -> tuple[list[dict[str, Any]], str]:
         T, n = len(self.trace), self.trace.n_layers * (self.trace.n_heads + 1)  # + 1: the rollout row

@@ -103,6 +103,14 @@ class LensView(ViewBase):
         arrays = [_wire.encode("ids", ids, "int32"), _wire.encode("probs", probs, "float16")]
         reply.done({"block": block, "start": positions.start, "vocab": vocab}, arrays)
 
+    def _serve_column(self, position: int) -> tuple[dict[str, Any], Arrays]:
+        """The top token after every layer at one position: what a click needs first (30 unembeddings)."""
+        position = self.trace.check_position(position)
+        ids, probs = logit_lens_block(self.trace, slice(position, position + 1))
+        vocab = {str(i): self.trace.model.decode_token(i) for i in sorted(set(ids.flatten().tolist()))}
+        fields = {"position": position, "vocab": vocab}
+        return fields, [_wire.encode("ids", ids[:, 0], "int32"), _wire.encode("probs", probs[:, 0], "float16")]
+
     def _serve_cell(self, layer: int, position: int, k: int = 10) -> tuple[dict[str, Any], Arrays]:
         """The top-``k`` tokens at one layer and position."""
         _checks.int_in("k", k, 1, 50)

@@ -173,3 +173,14 @@ def test_lens_is_asked_in_blocks_of_positions(model):
     view._on_custom_msg(view, {"type": "request", "id": 2, "what": "lens", "block": n_blocks}, [])
     message = wait_for(view, "error")[0][0]["message"]
     assert f"block {n_blocks} is out of range" in message and f"blocks 0..{n_blocks - 1}" in message
+
+
+def test_lens_column_is_the_blocks_column(model):
+    trace = model.trace("one two three four five six seven eight nine ten")
+    view = capture(lw.LensView(trace))
+    content, buffers = ask(view, what="column", position=9)
+    got = arrays(content, buffers)
+    assert got["ids"].tolist() == [lw.logit_lens(trace, layer).ids[9, 0].item() for layer in range(2)]
+    assert content["position"] == 9 and all(str(i) in content["vocab"] for i in got["ids"].tolist())
+    content, _ = ask(view, what="column", position=99)
+    assert content["type"] == "error" and "position 99 is out of range" in content["message"]

@@ -9,6 +9,7 @@ import { columnWindow, probColor, shorten } from "./grid";
 import "./style.css";
 
 const COLUMNS = 48; // positions shown at once; the window follows the selection
+const BLOCKS_AFTER_MS = 300; // a moved window asks for its blocks this long after the click
 
 function mount(view: View): void {
   const status = el("div", "lw-muted");
@@ -35,10 +36,13 @@ function mount(view: View): void {
     done: boolean;
   }
   const blocks = new Map<number, Block>();
+  // Single columns asked for on a click, before their block arrives: position -> [layer] arrays.
+  const columns = new Map<number, { ids: Int32Array; probs: Float32Array }>();
   const vocab = new Map<number, string>();
   let start = 0;
   let cellKey = "";
   let shownBlocks = "";
+  let blocksTimer: ReturnType<typeof setTimeout> | undefined;
   const nLayers = (): number => view.int("n_layers", 0);
   const size = (): number => Math.max(1, view.int("block", COLUMNS));
 
@@ -69,13 +73,15 @@ function mount(view: View): void {
       tr.append(el("th", "", String(l)));
       for (let p = s; p < e; p++) {
         const block = blocks.get(Math.floor(p / B));
-        const lid = block?.ids[l];
-        const lp = block?.probs[l];
+        const column = block?.done ? undefined : columns.get(p);
+        const lid = column ? column.ids : block?.ids[l];
+        const lp = column ? column.probs : block?.probs[l];
+        const at = column ? l : p % B;
         const td = el("td");
         Object.assign(td.dataset, { testid: "lens-cell", layer: String(l), pos: String(p) });
         if (lid && lp) {
-          const id = lid[p % B]!;
-          const prob = lp[p % B]!;
+          const id = lid[at]!;
+          const prob = lp[at]!;
           const name = visibleText(vocab.get(id) ?? `<${id}>`);
           td.textContent = shorten(name);
           Object.assign(td.dataset, { tokenId: String(id), prob: String(prob) });
@@ -93,8 +99,12 @@ function mount(view: View): void {
     table.replaceChildren(...rows);
     const [first, last] = [Math.floor(s / B), Math.floor((e - 1) / B)];
     if (`${first}:${last}` !== shownBlocks && e > s) {
+      // The first window at once; after a click, a moment later: the clicked column comes first (its own
+      // request), the other panels answer the click meanwhile, and keys held down do not queue blocks.
+      const wait = shownBlocks === "" ? 0 : BLOCKS_AFTER_MS;
       shownBlocks = `${first}:${last}`;
-      void loadVisible(first, last);
+      clearTimeout(blocksTimer);
+      blocksTimer = setTimeout(() => void loadVisible(first, last), wait);
     }
   }
 
@@ -107,7 +117,10 @@ function mount(view: View): void {
       renderGrid();
     });
   }
-  view.onDispose(() => cancelAnimationFrame(frame));
+  view.onDispose(() => {
+    cancelAnimationFrame(frame);
+    clearTimeout(blocksTimer);
+  });
 
   /**
    * Fetch the blocks the grid shows that are not here yet, the selected token's first, one after the
@@ -205,15 +218,32 @@ function mount(view: View): void {
   });
   view.on("tokens", () => {
     blocks.clear();
+    columns.clear();
     vocab.clear();
     shownBlocks = "";
     renderHeader();
     renderGrid();
     void updateTopk();
   });
+  /** The clicked token's column at once (30 unembeddings), while its block of the grid is computed. */
+  async function loadColumn(): Promise<void> {
+    const p = view.selected();
+    if (p < 0 || columns.has(p) || blocks.get(Math.floor(p / size()))?.done) return;
+    try {
+      const response = await view.client.request("column", "column", { position: p });
+      if (response === null) return;
+      for (const [id, name] of Object.entries(response.msg["vocab"] ?? {})) vocab.set(Number(id), String(name));
+      columns.set(p, { ids: ints(response.arrays, "ids"), probs: floats(response.arrays, "probs") });
+      scheduleGrid();
+    } catch {
+      // The column is only a head start (an exported file does not record it): its block follows.
+    }
+  }
+
   view.on(["selected_token", "selected_layer"], () => {
-    renderGrid();
+    void loadColumn();
     void updateTopk();
+    scheduleGrid(); // drawn in the next frame: the other panels' requests of this click leave first
   });
   view.on("k", () => void updateTopk());
   view.on("model_name", renderHeader);
