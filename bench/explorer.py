@@ -80,7 +80,7 @@ def ts_lines(commit: str | None) -> tuple[int, int]:
     return ts, css
 
 
-def browser_times(sizes: list[int]) -> dict:
+def browser_times(sizes: list[int], collapsed: list[str]) -> dict:
     """Cell -> all panels drawn, and click latencies, for each size, in one JupyterLab session."""
     import _lab
     from playwright.sync_api import sync_playwright
@@ -103,7 +103,7 @@ def browser_times(sizes: list[int]) -> dict:
                 # Run the Explorer's cell from the page, as a user does, and time it there.
                 nb.kernel_exec("t0 = time.perf_counter()")
                 page.evaluate("() => window.__lw_t0 = performance.now()")
-                _lab_add_cell(nb, "ex = lw.Explorer(model, text)\nex")
+                _lab_add_cell(nb, f"ex = lw.Explorer(model, text, collapsed={collapsed!r})\nex")
                 page.wait_for_function(
                     "() => document.querySelector('.lw-explorer [data-testid=panel-lens]') !== null", timeout=600_000
                 )
@@ -166,6 +166,7 @@ def main() -> None:
     parser.add_argument("--export-tokens", type=int, default=256)
     parser.add_argument("--no-browser", action="store_true")
     parser.add_argument("--browser-only", action="store_true", help="only (b) and (c)")
+    parser.add_argument("--collapsed", nargs="*", default=[], help="panels folded in (b) and (c)")
     args = parser.parse_args()
 
     import torch
@@ -175,7 +176,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
     model = lw.load_model("smollm2-135m")
     if args.browser_only:
-        report_browser(args.tokens)
+        report_browser(args.tokens, args.collapsed)
         return
     print(f"(a) Python: Explorer(model, text) with every panel, {model.name}")
     for n in args.tokens:
@@ -193,12 +194,13 @@ def main() -> None:
     print(f"now {ts_now} + {css_now} (CSS was inside TypeScript strings before)")
 
     if not args.no_browser:
-        report_browser(args.tokens)
+        report_browser(args.tokens, args.collapsed)
 
 
-def report_browser(sizes: list[int]) -> None:
-    times = browser_times(sizes)
-    print("\n(b) JupyterLab + Chromium: cell run -> every panel drawn; (c) click -> every panel updated (20 clicks)")
+def report_browser(sizes: list[int], collapsed: list[str]) -> None:
+    times = browser_times(sizes, collapsed)
+    folded = f" ({', '.join(collapsed)} folded)" if collapsed else ""
+    print(f"\n(b) JupyterLab + Chromium: cell run -> every panel drawn; (c) click -> every panel updated{folded}")
     for n, r in times.items():
         c = r["clicks_ms"]
         med = {k: statistics.median(x[k] for x in c) for k in c[0]}

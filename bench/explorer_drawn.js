@@ -5,6 +5,7 @@
   const state = (panel, s) => q(panel, s)?.dataset.state;
   const at = (panel, s) => q(panel, s)?.dataset.position === String(i);
   const overview = q('attention', '[data-testid="overview"]');
+  const folded = (panel) => !!document.querySelector(`.lw-explorer [data-testid="panel-${panel}"].lw-folded`);
   const drawn = {
     tokens: i < 0 ? state('tokens', '[data-testid="predictions"]') === 'idle'
                   : state('tokens', '[data-testid="predictions"]') === 'ready' && q('tokens', '.lw-pred-title')?.textContent.includes('#' + i),
@@ -15,5 +16,6 @@
     lens: i < 0 ? state('lens', '[data-testid="progress"]') === 'ready'
                 : !!q('lens', `td.lw-in-col[data-pos="${i}"]`) && !q('lens', `td.lw-in-col.lw-pending[data-pos="${i}"]`),
   };
+  for (const panel of Object.keys(drawn)) if (folded(panel)) drawn[panel] = true; // a folded panel draws nothing
   return drawn;
 }
