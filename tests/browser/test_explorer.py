@@ -77,3 +77,20 @@ def test_one_click_moves_every_panel_and_python_sees_it(notebook):
     expect(root.locator('[data-testid="selection"]')).to_contain_text("token #5", timeout=30_000)
     expect(root.locator('[data-testid="token-neurons"]')).to_have_attribute("data-position", "5", timeout=30_000)
     assert nb.errors == [], f"page errors: {nb.errors}"
+
+
+def test_separate_views_linked_in_the_page_follow_one_click(notebook):
+    nb = notebook(
+        [
+            "import llmasos_widgets as lw\ntrace = lw.load_model('tiny-llama').trace('The capital of France is')",
+            "tokens, lens = lw.TokensView(trace), lw.LensView(trace)\nlinks = lw.link(tokens, lens)\ntokens",
+            "lens",
+        ]
+    )
+    page = nb.page
+    strip = page.locator('.lw-tokens [data-testid="token-strip"] [data-testid="token"]')
+    expect(strip).to_have_count(5, timeout=120_000)
+    strip.nth(3).click()  # in the TokensView: the LensView follows through ipywidgets' front-end link
+    expect(page.locator('.lw-lens td.lw-in-col[data-pos="3"]').first).to_be_visible(timeout=30_000)
+    assert nb.kernel_exec("print(tokens.selected_token, lens.selected_token)").split() == ["3", "3"]
+    assert nb.errors == [], f"page errors: {nb.errors}"
