@@ -3,15 +3,13 @@
 // are its entry in the Explorer's `panel_states`, and its messages travel through the Explorer's comm
 // tagged with the panel's name. It speaks the same interface as anywidget's model (ViewModel).
 
+import { type Callback, Events } from "../shared/events";
 import type { ViewModel } from "../shared/view";
-
-type Callback = (...args: any[]) => void;
 
 const TEXT = ["tokens", "token_ids", "offsets", "token_bytes", "generated", "model_name"];
 
-export class PanelModel implements ViewModel {
+export class PanelModel extends Events implements ViewModel {
   private readonly shared: Set<string>;
-  private readonly listeners = new Map<string, Set<Callback>>();
   /** The panel's own traits as the page knows them: the kernel's, overlaid with values set here. */
   private state: Record<string, unknown>;
   private readonly dirty = new Set<string>();
@@ -22,6 +20,7 @@ export class PanelModel implements ViewModel {
     readonly name: string,
     links: readonly string[],
   ) {
+    super();
     this.shared = new Set([...TEXT, ...links]);
     this.state = { ...this.kernelState() };
     for (const key of this.shared) this.hostOn(`change:${key}`, () => this.emit(`change:${key}`));
@@ -56,18 +55,6 @@ export class PanelModel implements ViewModel {
     this.host.send({ type: "set", panel: this.name, changes });
   }
 
-  on(event: string, callback: Callback): void {
-    let set = this.listeners.get(event);
-    if (!set) this.listeners.set(event, (set = new Set()));
-    set.add(callback);
-  }
-
-  off(event?: string | null, callback?: Callback | null): void {
-    if (!event) this.listeners.clear();
-    else if (!callback) this.listeners.delete(event);
-    else this.listeners.get(event)?.delete(callback);
-  }
-
   send(content: any, callbacks?: any, buffers?: ArrayBuffer[] | ArrayBufferView[]): void {
     this.host.send({ ...content, panel: this.name }, callbacks, buffers);
   }
@@ -75,7 +62,7 @@ export class PanelModel implements ViewModel {
   /** Stop listening to the host (the panel was folded or the Explorer removed). */
   dispose(): void {
     for (const [event, fn] of this.hostHandlers) this.host.off(event, fn);
-    this.listeners.clear();
+    this.off();
   }
 
   private kernelState(): Record<string, unknown> {
@@ -97,7 +84,4 @@ export class PanelModel implements ViewModel {
     this.hostHandlers.push([event, fn]);
   }
 
-  private emit(event: string, ...args: unknown[]): void {
-    for (const callback of Array.from(this.listeners.get(event) ?? [])) callback(...args);
-  }
 }

@@ -2,13 +2,13 @@
 // clicks still change them and fire change events), and requests are answered from the responses
 // recorded at export. A request nobody recorded gets an error message the view shows in place.
 
+import { Events } from "../shared/events";
+
 /** One recorded answer: the messages the kernel sent (chunks, progress, then response or error). */
 export interface Recorded {
   /** Each message's buffers as [offset, length] in the file's binary part. */
   messages: { content: Record<string, unknown>; buffers: [number, number][] }[];
 }
-
-type Callback = (...args: any[]) => void;
 
 /**
  * The key of a request: its `what` and parameters (not its id), keys sorted, as compact JSON.
@@ -23,15 +23,15 @@ export function replayKey(content: Record<string, unknown>): string {
   return JSON.stringify(params);
 }
 
-export class ReplayModel {
+export class ReplayModel extends Events {
   private readonly state: Record<string, unknown>;
-  private readonly listeners = new Map<string, Set<Callback>>();
 
   constructor(
     state: Record<string, unknown>,
     private readonly recorded: Record<string, Recorded>,
     private readonly binary: Uint8Array,
   ) {
+    super();
     this.state = { ...state };
   }
 
@@ -46,18 +46,6 @@ export class ReplayModel {
   }
 
   save_changes(): void {}
-
-  on(event: string, callback: Callback): void {
-    let set = this.listeners.get(event);
-    if (!set) this.listeners.set(event, (set = new Set()));
-    set.add(callback);
-  }
-
-  off(event?: string | null, callback?: Callback | null): void {
-    if (!event) this.listeners.clear();
-    else if (!callback) this.listeners.delete(event);
-    else this.listeners.get(event)?.delete(callback);
-  }
 
   /** Answer a view's request, later (as a kernel would), from what was recorded. */
   send(content: Record<string, unknown>): void {
@@ -79,7 +67,4 @@ export class ReplayModel {
     }, 0);
   }
 
-  private emit(event: string, ...args: unknown[]): void {
-    for (const callback of Array.from(this.listeners.get(event) ?? [])) callback(...args);
-  }
 }
