@@ -119,3 +119,18 @@ def test_export_records_each_open_panel_under_its_name(model):
     ]
     (message,) = predictions["messages"]
     assert message["content"]["type"] == "response" and message["content"]["panel"] == "tokens"
+
+
+def test_a_concept_panel_follows_the_token_and_keeps_its_own_layer(model):
+    import warnings
+
+    shout = lw.Concept("shout", [f"STOP {w.upper()} NOW!!!" for w in "abcdefghijkl"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # CAVs of a tiny random model are unreliable
+        result = lw.tcav(model, ["The capital"], 5, [shout], [0], n_random=2, progress=False)
+    ex = lw.Explorer(model, TEXT, panels=["lens", "concepts"], concepts=result)
+    assert ex.panels == ["lens", "concepts"] and ex.panel("concepts").has_trace
+    ex.selected_token, ex.selected_layer = 2, 1
+    concepts = ex.panel("concepts")
+    assert concepts.selected_token == 2 and concepts.selected_layer == 0  # its CAVs are at layer 0 only
+    assert "selected_layer" in ex.panel_states["concepts"] and ex.panel_links["concepts"] == ["selected_token"]
