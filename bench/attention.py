@@ -62,42 +62,36 @@ def bertviz_bytes(trace) -> tuple[int, float]:
     return len(html.data.encode()), time.perf_counter() - start
 
 
+# The first cell of a bench notebook: the model, and text_of from this file.
+SETUP_CELL = (
+    "import llmasos_widgets as lw, sys\n"
+    f"sys.path.insert(0, {str(ROOT / 'bench')!r})\n"
+    "from attention import text_of\n"
+    "model = lw.load_model('smollm2-135m')"
+)
+
+
 def browser_times(sizes: list[int], click_tokens: int) -> dict:
     """Overview time for each size and click latency at click_tokens, in one JupyterLab session."""
     import _lab
 
     results: dict = {"overview_s": {}, "clicks_ms": []}
-    lab = _lab.start_lab()
-    try:
-        from playwright.sync_api import sync_playwright
-
-        with sync_playwright() as p:
-            browser = _lab.launch_chromium(p)
-            setup = (
-                "import llmasos_widgets as lw, sys\n"
-                f"sys.path.insert(0, {str(ROOT / 'bench')!r})\n"
-                "from attention import text_of\n"
-                "model = lw.load_model('smollm2-135m')"
+    with _lab.lab_and_browser() as (lab, browser):
+        for n in sorted(set(sizes) | {click_tokens}):
+            cells = [SETUP_CELL, f"trace = model.trace(text_of(model, {n}))", "view = lw.AttentionView(trace)\nview"]
+            nb = _lab.open_notebook(lab, browser, f"bench-{n}.ipynb", cells, timeout=600)
+            page = nb.page
+            overview = page.locator('[data-testid="overview"]')
+            page.wait_for_function(
+                "() => document.querySelector('[data-testid=overview]')?.dataset.overviewMs !== undefined",
+                timeout=600_000,
+                polling=250,  # Playwright's default polls every frame, which keeps a core busy
             )
-            for n in sorted(set(sizes) | {click_tokens}):
-                cells = [setup, f"trace = model.trace(text_of(model, {n}))", "view = lw.AttentionView(trace)\nview"]
-                nb = _lab.open_notebook(lab, browser, f"bench-{n}.ipynb", cells, timeout=600)
-                page = nb.page
-                overview = page.locator('[data-testid="overview"]')
-                page.wait_for_function(
-                    "() => document.querySelector('[data-testid=overview]')?.dataset.overviewMs !== undefined",
-                    timeout=600_000,
-                    polling=250,  # Playwright's default polls every frame, which keeps a core busy
-                )
-                if n in sizes:
-                    results["overview_s"][n] = float(overview.get_attribute("data-overview-ms")) / 1000
-                if n == click_tokens:
-                    results["clicks_ms"] = click_latencies(page, n)
-                nb.close()
-            browser.close()
-    finally:
-        lab.stop()
-        _lab.remove_lab_dirs(lab)
+            if n in sizes:
+                results["overview_s"][n] = float(overview.get_attribute("data-overview-ms")) / 1000
+            if n == click_tokens:
+                results["clicks_ms"] = click_latencies(page, n)
+            nb.close()
     return results
 
 

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests" / "browser"))
 
-from attention import text_of  # noqa: E402
+from attention import SETUP_CELL, text_of  # noqa: E402
 
 BEFORE = "20087f9"  # the last commit before the front-end scaffold (issue 11)
 MB = 1e6
@@ -83,39 +83,24 @@ def ts_lines(commit: str | None) -> tuple[int, int]:
 def browser_times(sizes: list[int], collapsed: list[str]) -> dict:
     """Cell -> all panels drawn, and click latencies, for each size, in one JupyterLab session."""
     import _lab
-    from playwright.sync_api import sync_playwright
 
     results: dict = {}
-    lab = _lab.start_lab()
-    try:
-        with sync_playwright() as p:
-            browser = _lab.launch_chromium(p)
-            setup = (
-                "import llmasos_widgets as lw, sys, time\n"
-                f"sys.path.insert(0, {str(ROOT / 'bench')!r})\n"
-                "from attention import text_of\n"
-                "model = lw.load_model('smollm2-135m')"
+    with _lab.lab_and_browser() as (lab, browser):
+        for n in sizes:
+            cells = [SETUP_CELL, f"text = text_of(model, {n})"]
+            nb = _lab.open_notebook(lab, browser, f"explorer-{n}.ipynb", cells, timeout=600)
+            page = nb.page
+            # Run the Explorer's cell from the page, as a user does, and time it there.
+            page.evaluate("() => window.__lw_t0 = performance.now()")
+            _lab_add_cell(nb, f"ex = lw.Explorer(model, text, collapsed={collapsed!r})\nex")
+            page.wait_for_function(
+                "() => document.querySelector('.lw-explorer [data-testid=panel-lens]') !== null", timeout=600_000
             )
-            for n in sizes:
-                cells = [setup, f"text = text_of(model, {n})"]
-                nb = _lab.open_notebook(lab, browser, f"explorer-{n}.ipynb", cells, timeout=600)
-                page = nb.page
-                # Run the Explorer's cell from the page, as a user does, and time it there.
-                nb.kernel_exec("t0 = time.perf_counter()")
-                page.evaluate("() => window.__lw_t0 = performance.now()")
-                _lab_add_cell(nb, f"ex = lw.Explorer(model, text, collapsed={collapsed!r})\nex")
-                page.wait_for_function(
-                    "() => document.querySelector('.lw-explorer [data-testid=panel-lens]') !== null", timeout=600_000
-                )
-                cell_done = page.evaluate("() => performance.now() - window.__lw_t0") / 1000
-                page.wait_for_function(ALL_DRAWN, arg=-1, timeout=600_000, polling=100)
-                drawn = page.evaluate("() => performance.now() - window.__lw_t0") / 1000
-                results[n] = {"cell_s": cell_done, "drawn_s": drawn - cell_done, "clicks_ms": clicks(page, n)}
-                nb.close()
-            browser.close()
-    finally:
-        lab.stop()
-        _lab.remove_lab_dirs(lab)
+            cell_done = page.evaluate("() => performance.now() - window.__lw_t0") / 1000
+            page.wait_for_function(ALL_DRAWN, arg=-1, timeout=600_000, polling=100)
+            drawn = page.evaluate("() => performance.now() - window.__lw_t0") / 1000
+            results[n] = {"cell_s": cell_done, "drawn_s": drawn - cell_done, "clicks_ms": clicks(page, n)}
+            nb.close()
     return results
 
 

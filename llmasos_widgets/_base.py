@@ -44,8 +44,12 @@ def stylesheet(view: str) -> Path | str:
     return path if path.is_file() else ""
 
 
+# The synced traits that describe a trace's text (an Explorer's panels share them with it).
+TEXT_TRAITS = ("tokens", "token_ids", "offsets", "token_bytes", "generated", "model_name")
+
+
 def text_traits(trace: Trace) -> dict[str, Any]:
-    """The synced traits that describe a trace's text."""
+    """The synced traits that describe a trace's text (``TEXT_TRAITS``)."""
     return {
         "tokens": trace.tokens,
         "token_ids": trace.token_ids,

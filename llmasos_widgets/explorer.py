@@ -13,7 +13,7 @@ from typing import Any
 
 import traitlets
 
-from ._base import ViewBase
+from ._base import TEXT_TRAITS, ViewBase
 from .attention_view import AttentionView
 from .attribution import Attribution
 from .concept_view import ConceptView
@@ -38,7 +38,6 @@ LINKS = {
     "lens": ("selected_token", "selected_layer"),
     "concepts": ("selected_token",),
 }
-_TEXT = ("tokens", "token_ids", "offsets", "token_bytes", "generated", "model_name")
 _WIDGET_OWN = ("layout", "tabbable", "tooltip")
 
 
@@ -127,7 +126,7 @@ class Explorer(ViewBase):
         )
         for name, view in self._views.items():
             view.observe(lambda change, name=name: self._panel_changed(name, change), names=self._own_keys(name))
-            view.observe(lambda change, name=name: self._follow(name, change), names=list(LINKS[name]))
+            view.observe(self._follow, names=list(LINKS[name]))
             self._push(name, {key: getattr(self, key) for key in LINKS[name]})
         self.observe(self._lead, names=list(SELECTION))
 
@@ -164,7 +163,7 @@ class Explorer(ViewBase):
 
     def _own_keys(self, name: str) -> list[str]:
         """A panel's synced traits that are its own (not the text, nor the selection it follows)."""
-        shared = set(_TEXT) | set(LINKS[name]) | set(_WIDGET_OWN)
+        shared = set(TEXT_TRAITS) | set(LINKS[name]) | set(_WIDGET_OWN)
         return [k for k in self._views[name].keys if not k.startswith("_") and k not in shared]
 
     def _own_state(self, name: str) -> dict[str, Any]:
@@ -187,7 +186,7 @@ class Explorer(ViewBase):
             if change.name in LINKS[name]:
                 self._push(name, {change.name: change.new})
 
-    def _follow(self, _name: str, change: Any) -> None:
+    def _follow(self, change: Any) -> None:
         try:
             setattr(self, change.name, change.new)  # a panel moved the selection from Python
         except (ValueError, traitlets.TraitError):

@@ -134,3 +134,9 @@ def test_a_concept_panel_follows_the_token_and_keeps_its_own_layer(model):
     concepts = ex.panel("concepts")
     assert concepts.selected_token == 2 and concepts.selected_layer == 0  # its CAVs are at layer 0 only
     assert "selected_layer" in ex.panel_states["concepts"] and ex.panel_links["concepts"] == ["selected_token"]
+
+
+def test_the_text_traits_an_explorer_shares_are_the_ones_every_view_has(model):
+    from llmasos_widgets._base import TEXT_TRAITS, text_traits
+
+    assert tuple(text_traits(model.trace(TEXT))) == TEXT_TRAITS

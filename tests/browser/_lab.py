@@ -7,6 +7,7 @@ Jupyter Notebook 7 is the same JupyterLab application in another shell, so the s
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -22,6 +23,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -328,6 +330,24 @@ def remove_lab_dirs(server: LabServer, keep: bool = False) -> None:
 # --------------------------------------------------------------------------------------------
 # Browser
 # --------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def lab_and_browser(timeout: float = DEFAULT_TIMEOUT) -> Iterator[tuple[LabServer, Any]]:
+    """A JupyterLab server and a headless Chromium for scripts (bench/), both stopped and removed after."""
+    from playwright.sync_api import sync_playwright
+
+    lab = start_lab(timeout=timeout)
+    try:
+        with sync_playwright() as p:
+            browser = launch_chromium(p)
+            try:
+                yield lab, browser
+            finally:
+                browser.close()
+    finally:
+        lab.stop()
+        remove_lab_dirs(lab)
 
 
 def launch_chromium(playwright: Any, headless: bool = True) -> Any:
