@@ -10,6 +10,20 @@
 from .attention import AttentionIndex
 from .attention_view import AttentionView
 from .attribution import Attribution, SanityCheck, attribute
+from .causal import (
+    CausalTrace,
+    Direction,
+    Metric,
+    Patching,
+    PatchResult,
+    SteerResult,
+    causal_trace,
+    kl_to_clean,
+    logit_diff,
+    patch,
+    prob,
+    steer,
+)
 from .concept_view import ConceptView
 from .concepts import CAV, Concept, TCAVResult, tcav, train_cav
 from .corpus import sample_texts, sample_topics
@@ -23,6 +37,18 @@ from .tokens_view import TokensView
 from .trace import Prediction, Trace
 
 __all__ = [
+    "steer",
+    "prob",
+    "patch",
+    "logit_diff",
+    "kl_to_clean",
+    "causal_trace",
+    "SteerResult",
+    "PatchResult",
+    "Patching",
+    "Metric",
+    "Direction",
+    "CausalTrace",
     "Attribution",
     "SaliencyView",
     "SanityCheck",

@@ -90,6 +90,36 @@ class Adapter:
         ``q`` and ``k`` are [head, pos, head_dim], keys already repeated over grouped query heads
         and rotated where the family uses RoPE, so that ``scores = q @ k.T * scale``.
         """
+        x = self.attn_norm(layer)(resid_pre)[None]  # [1, pos, d_model]
+        q, k, _ = self.qkv(layer, x, torch.arange(x.shape[1], device=x.device))
+        k = k.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)  # GQA: kv head j serves queries j*g..
+        return q[0], k[0], self.attn_scale(layer)
+
+    # -- the parts of a block (causal.py runs blocks itself, to patch inside them) ----------------
+    # A causal block here is pre-norm: h = x + out_proj(attention(attn_norm(x))); out = h + mlp(mlp_norm(h)).
+    def attn_norm(self, layer: int) -> nn.Module:
+        raise NotImplementedError
+
+    def mlp_norm(self, layer: int) -> nn.Module:
+        raise NotImplementedError
+
+    def mlp(self, layer: int) -> nn.Module:
+        """The MLP; its output is ``blocks.{layer}.hook_mlp_out``."""
+        raise NotImplementedError
+
+    def attn_out_proj(self, layer: int) -> nn.Module:
+        """The attention's output projection: input ``blocks.{layer}.attn.hook_z``, output ``hook_attn_out``."""
+        raise NotImplementedError
+
+    def attn_scale(self, layer: int) -> float:
+        raise NotImplementedError
+
+    def qkv(self, layer: int, x: Tensor, positions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Queries [batch, head, pos, head_dim], keys and values [batch, kv_head, pos, head_dim] of ``layer``.
+
+        ``x`` is the normed block input [batch, pos, d_model] at absolute ``positions`` [pos]; queries
+        and keys are rotated where the family uses RoPE.
+        """
         raise NotImplementedError
 
     @property
@@ -164,21 +194,30 @@ class LlamaAdapter(Adapter):
         window = getattr(self.config, "sliding_window", None)
         return window if window and getattr(self.config, "use_sliding_window", True) else None
 
-    def attention_qk(self, layer: int, resid_pre: Tensor) -> tuple[Tensor, Tensor, float]:
-        block = self.blocks()[layer]
-        attn = block.self_attn
-        head_dim = attn.head_dim
-        x = block.input_layernorm(resid_pre)[None]  # [1, pos, d_model]
-        q = attn.q_proj(x).view(1, x.shape[1], -1, head_dim)
-        k = attn.k_proj(x).view(1, x.shape[1], -1, head_dim)
+    def attn_norm(self, layer: int) -> nn.Module:
+        return self.blocks()[layer].input_layernorm
+
+    def mlp_norm(self, layer: int) -> nn.Module:
+        return self.blocks()[layer].post_attention_layernorm
+
+    def mlp(self, layer: int) -> nn.Module:
+        return self.blocks()[layer].mlp
+
+    def attn_out_proj(self, layer: int) -> nn.Module:
+        return self.blocks()[layer].self_attn.o_proj
+
+    def attn_scale(self, layer: int) -> float:
+        return float(self.blocks()[layer].self_attn.scaling)
+
+    def qkv(self, layer: int, x: Tensor, positions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        attn = self.blocks()[layer].self_attn
+        shape = (x.shape[0], x.shape[1], -1, attn.head_dim)
+        q, k, v = attn.q_proj(x).view(shape), attn.k_proj(x).view(shape), attn.v_proj(x).view(shape)
         if hasattr(attn, "q_norm"):  # Qwen3 normalises each head's queries and keys
             q, k = attn.q_norm(q), attn.k_norm(k)
-        q, k = q.transpose(1, 2), k.transpose(1, 2)  # [1, heads, pos, head_dim]
-        positions = torch.arange(x.shape[1], device=x.device)[None]
-        cos, sin = self.base().rotary_emb(x, positions)
-        q, k = _apply_rope(q, cos, sin), _apply_rope(k, cos, sin)
-        k = k.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)  # GQA: kv head j serves queries j*g..
-        return q[0], k[0], float(attn.scaling)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [batch, heads, pos, head_dim]
+        cos, sin = self.base().rotary_emb(x, positions[None])
+        return _apply_rope(q, cos, sin), _apply_rope(k, cos, sin), v
 
 
 def _apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
@@ -210,11 +249,26 @@ class GPT2Adapter(Adapter):
     def final_norm(self) -> nn.Module | None:
         return self.base().ln_f
 
-    def attention_qk(self, layer: int, resid_pre: Tensor) -> tuple[Tensor, Tensor, float]:
-        block = self.blocks()[layer]
-        attn = block.attn
-        q, k, _ = attn.c_attn(block.ln_1(resid_pre)).split(attn.split_size, dim=-1)
-        return self._heads(q, attn.head_dim), self._heads(k, attn.head_dim), float(attn.scaling)
+    def attn_norm(self, layer: int) -> nn.Module:
+        return self.blocks()[layer].ln_1
+
+    def mlp_norm(self, layer: int) -> nn.Module:
+        return self.blocks()[layer].ln_2
+
+    def mlp(self, layer: int) -> nn.Module:
+        return self.blocks()[layer].mlp
+
+    def attn_out_proj(self, layer: int) -> nn.Module:
+        return self.blocks()[layer].attn.c_proj
+
+    def attn_scale(self, layer: int) -> float:
+        return float(self.blocks()[layer].attn.scaling)
+
+    def qkv(self, layer: int, x: Tensor, positions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        attn = self.blocks()[layer].attn
+        shape = (x.shape[0], x.shape[1], -1, attn.head_dim)
+        q, k, v = (t.view(shape).transpose(1, 2) for t in attn.c_attn(x).split(attn.split_size, dim=-1))
+        return q, k, v
 
 
 class BertAdapter(Adapter):

@@ -274,20 +274,32 @@ class LanguageModel:
                 pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
             )
         new_ids = out[0, len(ids) :].tolist()
-        # Offsets of generated tokens from incremental decoding. A token that leaves a character
-        # incomplete decodes with a trailing U+FFFD: it spans that character, and the next token
-        # starts from the last complete one, so split characters share a span as a fast
-        # tokenizer's offset mapping gives them.
-        pieces = [str(self.tokenizer.decode(new_ids[: i + 1])) for i in range(len(new_ids))]
-        generated_text = pieces[-1] if pieces else ""
-        complete = 0  # characters complete before this token
-        for piece in pieces:
-            end = min(len(piece), len(generated_text))
-            offsets.append((len(prompt) + min(complete, end), len(prompt) + end))
-            complete = len(piece.rstrip("\ufffd"))
-        text = prompt + generated_text
+        generated_text, new_offsets = self.continuation(new_ids, start=len(prompt))
         generated = [False] * len(ids) + [True] * len(new_ids)
-        return Trace.run(self, text, ids + new_ids, offsets, generated=generated)
+        return Trace.run(self, prompt + generated_text, ids + new_ids, offsets + new_offsets, generated=generated)
+
+    def continuation(self, new_ids: list[int], start: int = 0) -> tuple[str, list[tuple[int, int]]]:
+        """The text of generated tokens and each token's character span in it (shifted by ``start``).
+
+        Offsets come from incremental decoding. A token that leaves a character incomplete decodes
+        with a trailing U+FFFD: it spans that character, and the next token starts from the last
+        complete one, so split characters share a span as a fast tokenizer's offset mapping gives them.
+
+        Examples
+        --------
+        >>> model = load_model("tiny-gpt2")
+        >>> model.continuation(model.tokenizer.encode(" a cat"))
+        (' a cat', [(0, 2), (2, 6)])
+
+        """
+        pieces = [str(self.tokenizer.decode(new_ids[: i + 1])) for i in range(len(new_ids))]
+        text = pieces[-1] if pieces else ""
+        offsets, complete = [], 0  # characters complete before this token
+        for piece in pieces:
+            end = min(len(piece), len(text))
+            offsets.append((start + min(complete, end), start + end))
+            complete = len(piece.rstrip("\ufffd"))
+        return text, offsets
 
 
 # GPT-2's printable stand-ins for the 256 byte values, used by every byte-level BPE vocabulary.
