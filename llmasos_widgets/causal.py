@@ -863,7 +863,7 @@ def causal_trace(
     else:
         target_id = one_token(model, target)
     if noise is None:
-        noise = 3 * float(model.model.get_input_embeddings().weight.float().std())
+        noise = 3 * float(model.model.get_input_embeddings().weight.detach().float().std())
     elif not (isinstance(noise, (int, float)) and math.isfinite(noise) and noise > 0):
         raise ValueError(f"noise must be a positive number (a standard deviation), got {noise!r}")
     generator = torch.Generator().manual_seed(seed)

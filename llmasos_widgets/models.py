@@ -199,7 +199,9 @@ class LanguageModel:
                 # SentencePiece's word-start "▁" that the tokenizer added before the text: it stands
                 # for no character, so it keeps its own name and the character goes to the next token.
                 out.append(piece)
-            elif (end <= shown and not (end <= start and token_id in special)) or _continuation_only(raw):
+            elif (end <= shown and not (end <= start and token_id in special)) or (
+                _continuation_only(raw) and text[start:end] != "\ufffd"  # a stray byte decodes as U+FFFD: show it
+            ):
                 out.append("")  # carries the rest of a character an earlier token shows
             elif end <= start:
                 out.append(self.decode_token(token_id))  # no characters: a special token
@@ -282,8 +284,10 @@ class LanguageModel:
         """The text of generated tokens and each token's character span in it (shifted by ``start``).
 
         Offsets come from incremental decoding. A token that leaves a character incomplete decodes
-        with a trailing U+FFFD: it spans that character, and the next token starts from the last
-        complete one, so split characters share a span as a fast tokenizer's offset mapping gives them.
+        with a trailing U+FFFD that the final text does not have: it spans that character, and the
+        next token starts where the two texts part, so split characters share a span as a fast
+        tokenizer's offset mapping gives them. Bytes that never form a character stay U+FFFD, each on
+        its own token.
 
         Examples
         --------
@@ -298,7 +302,7 @@ class LanguageModel:
         for piece in pieces:
             end = min(len(piece), len(text))
             offsets.append((start + min(complete, end), start + end))
-            complete = len(piece.rstrip("\ufffd"))
+            complete = len(os.path.commonprefix([piece, text]))
         return text, offsets
 
 

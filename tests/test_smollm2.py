@@ -52,3 +52,47 @@ def test_a_gguf_file_loads_directly():
     model = lw.load_model(str(bundled_path("smollm2-135m")))  # the .gguf path: dequantized in memory
     assert model.adapter.family == "llama" and model.n_layers == 30
     assert model.trace("The capital of France is").top_predictions(-1, k=1)[0].token == " Paris"
+
+
+IOI = (
+    "When Mary and John went to the store, John gave a drink to",
+    "When Mary and John went to the store, Mary gave a drink to",
+)
+
+
+def test_ioi_patching_equals_the_plain_loop_and_finds_the_second_name(smollm2):
+    import torch
+
+    from tests.test_causal import hf_run
+
+    metric = lw.logit_diff(" Mary", " John")
+    res = lw.patch(smollm2, *IOI, metric=metric, progress=False)
+    assert res.clean_metric == pytest.approx(6.12, abs=0.01) and res.corrupt_metric == pytest.approx(-5.49, abs=0.01)
+    layer, position, _ = res.top_cells(1)[0]
+    assert position == 9 and 12 <= layer <= 18  # the second name, mid-depth (NOTES: layer 15)
+    ids = {name: smollm2.tokenizer(text)["input_ids"] for name, text in zip(("clean", "corrupt"), IOI, strict=True)}
+    clean_acts = {}
+    clean_logits = hf_run(smollm2, ids["clean"], keep=clean_acts)
+    bound = metric.bind(smollm2)
+    for layer in (0, 7, 15, 22, 29):
+        for p in (9, 11, 13):
+
+            def fn(t, p=p, layer=layer):
+                t = t.clone()
+                t[0, p] = clean_acts[("resid", layer)][p]
+                return t
+
+            out = hf_run(smollm2, ids["corrupt"], replace=("resid", layer, fn))
+            assert res.values[layer, p].item() == pytest.approx(bound(out[None], clean_logits)[0].item(), abs=1e-4)
+    heads = lw.patch(smollm2, *IOI, metric=metric, over="heads", progress=False)
+    d = clean_acts[("heads", 23)].shape[-1] // 9
+    for head in (0, 3, 8):
+
+        def swap(t, head=head):
+            t = t.clone()
+            t[0, :, head * d : (head + 1) * d] = clean_acts[("heads", 23)][:, head * d : (head + 1) * d]
+            return t
+
+        out = hf_run(smollm2, ids["corrupt"], replace=("heads", 23, swap))
+        assert heads.values[23, head].item() == pytest.approx(bound(out[None], clean_logits)[0].item(), abs=1e-4)
+    assert torch.isfinite(heads.scores).all()
