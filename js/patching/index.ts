@@ -193,7 +193,7 @@ function mount(view: View): void {
       g.strokeRect(c * cellW + 1, AXIS + r * CELL_H + 1, cellW - 2, CELL_H - 2);
     }
     legend.textContent = `colour: score from −${fmt(scale, 2)} (blue) through 0 (corrupt, clear) to +${fmt(scale, 2)} (red; 1 = clean); grey: not computed`;
-    canvas.dataset.method = String(view.get("method"));
+    Object.assign(canvas.dataset, { method: String(view.get("method")), rows: String(o.rows), cols: String(o.cols), cellW: String(cellW) });
     canvas.dataset.filled = String(scores ? scores.reduce((n, v) => n + (Number.isFinite(v) ? 1 : 0), 0) : 0);
   }
 

@@ -75,13 +75,14 @@ function mount(view: View): void {
   function column(target: HTMLElement, label: string, tokens: string[], changed: boolean[] | null): void {
     const text = el("div", "lw-gen");
     const prompt = el("span", "lw-prompt");
-    for (const t of view.tokens()) appendVisibleToken(prompt, t);
+    // A token carrying the rest of a split character ("") adds nothing to running text: skipped.
+    for (const t of view.tokens()) if (t !== "") appendVisibleToken(prompt, t);
     text.append(prompt);
     tokens.forEach((t, i) => {
       const span = el("span", "lw-out");
       span.dataset.testid = "gen-token";
       span.dataset.index = String(i);
-      appendVisibleToken(span, t);
+      if (t !== "") appendVisibleToken(span, t);
       if (changed?.[i]) {
         span.classList.add("lw-changed");
         span.dataset.changed = "true";
