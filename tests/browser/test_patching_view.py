@@ -163,3 +163,32 @@ def test_the_slider_produces_a_steered_generation_with_changed_tokens_marked(not
     slider.fill("1")
     expect(effect).to_have_attribute("data-state", "no-effect", timeout=60_000)
     assert nb.errors == [], f"page errors: {nb.errors}"
+
+
+def test_smollm2_ioi_first_rows_within_a_second_of_the_cell(notebook):
+    # The target: the first row drawn <= 1 s after the cell finishes (IOI resid sweep, 30 x 14).
+    clean = "When Mary and John went to the store, John gave a drink to"
+    corrupt = "When Mary and John went to the store, Mary gave a drink to"
+    nb = notebook(
+        [
+            "import llmasos_widgets as lw, time\nmodel = lw.load_model('smollm2-135m')",
+            f"pv = lw.PatchingView(model, {clean!r}, {corrupt!r}, metric=lw.logit_diff(' Mary', ' John'))\n"
+            "t_done = time.time()\npv",
+        ],
+        timeout=300,
+    )
+    page = nb.page
+    canvas = page.locator('.lw-patching [data-testid="patch-grid"]')
+    expect(canvas).to_have_attribute("data-first-computed-at", __import__("re").compile(r"\d+"), timeout=120_000)
+    status = page.locator('.lw-patching [data-testid="progress"]')
+    expect(status).to_have_attribute("data-state", "ready", timeout=120_000)
+    t_done = float(nb.kernel_exec("print(t_done)")) * 1000
+    first = float(canvas.get_attribute("data-first-chunk-at")) - t_done
+    computed = float(canvas.get_attribute("data-first-computed-at")) - t_done
+    seconds = float(nb.kernel_exec("print(pv.results['exact'].seconds)"))
+    print(
+        f"\n[smollm2 IOI] first rows (free) drawn {first:.0f} ms, first computed row {computed:.0f} ms after the cell; sweep {seconds:.1f} s"
+    )
+    assert first <= 1000 and computed <= 2500
+    assert int(canvas.get_attribute("data-filled")) == 30 * 14
+    assert nb.errors == [], f"page errors: {nb.errors}"
