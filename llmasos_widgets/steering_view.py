@@ -187,15 +187,15 @@ class SteeringView(ViewBase):
         Any finite alpha works here; the slider shows the nearest of its steps.
         """
         with self._lock:
-            return self._steer(self.alpha if alpha is None else alpha)
+            return self._steer(self.alpha if alpha is None else alpha, self.positions)
 
-    def _steer(self, alpha: float) -> SteerResult:
+    def _steer(self, alpha: float, positions: str) -> SteerResult:
         res = steer(
             self.model,
             self.prompt,
             self.direction,
             alpha,
-            positions=self.positions,
+            positions=positions,
             max_new_tokens=self.max_new_tokens,
             metric=self._metric,
         )
@@ -214,11 +214,9 @@ class SteeringView(ViewBase):
         with self._lock:  # one run at a time; a newer slider position made this one stale while it waited
             if reply.cancelled:
                 return
-            self.positions = positions
-            res = self._steer(alpha)
+            res = self._steer(alpha, positions)  # the page set `alpha` and `positions` itself: no trait changes here
         if reply.cancelled:
             return
-        self.alpha = alpha
         reply.done(_payload(res, step), [])
 
     def _export_requests(self) -> tuple[list[dict[str, Any]], str]:

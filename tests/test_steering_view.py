@@ -51,7 +51,7 @@ def test_a_step_answers_steer_at_that_coefficient(model, direction):
     view = capture(lw.SteeringView(model, PROMPT, direction=direction, alphas=(-60, 60), max_new_tokens=6))
     content = steer_at(view, 20)
     expected = lw.steer(model, PROMPT, direction, 60.0, max_new_tokens=6)
-    assert content["type"] == "response" and content["alpha"] == 60.0 and view.alpha == 60.0
+    assert content["type"] == "response" and content["alpha"] == 60.0 and view.alpha == 0.0  # the page sets alpha
     assert content["steered"] == expected.steered and content["baseline"] == expected.baseline
     assert content["changed"] == expected.changed and content["kl_mean"] == pytest.approx(expected.kl_mean)
     assert content["no_effect"] is expected.no_effect is False and any(content["changed"])
@@ -66,7 +66,7 @@ def test_metric_change_and_positions(model, direction):
     content = steer_at(view, 0, positions="prompt")
     expected = lw.steer(model, PROMPT, direction, -60.0, positions="prompt", max_new_tokens=3, metric=lw.prob(" the"))
     assert content["metric"] == "p(' the')" and content["metric_change"] == pytest.approx(expected.metric_change)
-    assert view.positions == "prompt"
+    assert view.positions == "all"  # the page sets the traits; a request changes none
     bad = steer_at(view, 0, id_=2, positions="everywhere")
     assert bad["type"] == "error" and "positions 'everywhere' is not one of" in bad["message"]
 
@@ -122,5 +122,5 @@ def test_alpha_grid_and_export(model, direction, tmp_path):
     assert alpha_grid(1.0, 3.0, 2) == [1.0, 2.0, 3.0]
     view = lw.SteeringView(model, PROMPT, direction=direction, max_new_tokens=3)
     recorded, note = _export.record(view)
-    assert len(recorded) == 21 and "21 slider steps" in note
+    assert len(recorded) == 21 and "21 slider steps" in note and view.alpha == 0.0  # recording moved nothing
     assert view.save_html(tmp_path / "steer.html").stat().st_size > 1000

@@ -97,6 +97,7 @@ function mount(view: View): void {
     const step = Number(slider.value);
     const pos = positions.value || String(view.get("positions") ?? "all");
     shownStep = step;
+    view.set({ alpha: alphas()[step] ?? 0, positions: pos }); // Python sees what the page shows
     Object.assign(effect.dataset, { state: "loading", step: String(step) });
     effect.replaceChildren(el("div", "lw-loading", "Generating with and without the direction…"));
     try {
@@ -144,7 +145,7 @@ function mount(view: View): void {
   view.on("alpha", () => {
     // Set from Python (or by the kernel after a run): follow it if it moved elsewhere.
     const step = nearestStep(alphas(), Number(view.get("alpha") ?? 0));
-    if (step === shownStep) return;
+    if (step === Number(slider.value)) return;
     slider.value = String(step);
     showAlpha();
     void run();

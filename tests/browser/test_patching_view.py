@@ -153,7 +153,7 @@ def test_the_slider_produces_a_steered_generation_with_changed_tokens_marked(not
             "print(json.dumps([r.changed, sv.alpha]))"
         )
     )
-    assert changed.count() == sum(expected[0]) and expected[1] == 60.0
+    assert changed.count() == sum(expected[0]) and expected[1] == 60.0  # the page set sv.alpha
 
     # A coefficient that breaks the logits: the kernel's error in place, and the view still works.
     nb.kernel_exec("sv.set_trait('alpha_values', [float(a) for a in [-1e38, 0.0, 1e38]]); sv.alpha = 0.0")
@@ -187,8 +187,45 @@ def test_smollm2_ioi_first_rows_within_a_second_of_the_cell(notebook):
     computed = float(canvas.get_attribute("data-first-computed-at")) - t_done
     seconds = float(nb.kernel_exec("print(pv.results['exact'].seconds)"))
     print(
-        f"\n[smollm2 IOI] first rows (free) drawn {first:.0f} ms, first computed row {computed:.0f} ms after the cell; sweep {seconds:.1f} s"
+        f"\n[smollm2 IOI] first rows (free) drawn {first:.0f} ms, first computed row {computed:.0f} ms "
+        f"after the cell; sweep {seconds:.1f} s"
     )
     assert first <= 1000 and computed <= 2500
     assert int(canvas.get_attribute("data-filled")) == 30 * 14
     assert nb.errors == [], f"page errors: {nb.errors}"
+
+
+def test_exported_patching_and_steering_views_answer_offline(browser, tmp_path):
+    import torch
+
+    import llmasos_widgets as lw
+    from llmasos_widgets._export import save_html
+
+    model = lw.load_model("tiny-llama")
+    pv = lw.PatchingView(model, "The cat is in the", "The dog is in the", metric=lw.logit_diff(" cat", " the"))
+    d = lw.Direction(torch.randn(64, generator=torch.Generator().manual_seed(0)), layer=1)
+    sv = lw.SteeringView(model, "The cat is", direction=d, alphas=(-60, 60), max_new_tokens=4)
+    path = save_html([pv, sv], tmp_path / "causal.html")
+    context = browser.new_context(offline=True)
+    context.route("**/*", lambda r: r.continue_() if r.request.url.startswith(("file:", "blob:")) else r.abort())
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(path.as_uri())
+    try:
+        status = page.locator('.lw-patching [data-testid="progress"]')
+        expect(status).to_have_attribute("data-state", "ready", timeout=30_000)
+        click_cell(page, ".lw-patching", row=1, col=1)
+        expect(page.locator('.lw-patching [data-testid="cell-predictions"]')).to_have_attribute("data-state", "ready")
+        page.locator('.lw-patching [data-testid="method-attribution"]').click()
+        expect(status).to_have_attribute("data-method", "attribution")
+        expect(status).to_have_attribute("data-state", "ready")
+        page.locator('.lw-patching [data-testid="rerun"]').click()  # needs the kernel: said in place
+        expect(page.locator('.lw-patching [data-testid="sweep-error"]')).to_contain_text("not recorded in this file")
+        effect = page.locator('.lw-steering [data-testid="effect"]')
+        expect(effect).to_have_attribute("data-state", "no-effect", timeout=30_000)
+        page.locator('.lw-steering [data-testid="alpha-slider"]').fill("20")
+        expect(effect).to_have_attribute("data-state", "ready")
+        assert errors == []
+    finally:
+        context.close()
