@@ -32,7 +32,9 @@ from .lens_view import LensView
 from .models import BUNDLED, DEFAULT_MODEL, LanguageModel, load_model
 from .neuron_view import NeuronView
 from .neurons import NeuronIndex, logit_lens, neuron_contributions, top_neurons, vocab_projection
+from .patching_view import PatchingView
 from .saliency_view import SaliencyView
+from .steering_view import SteeringView
 from .tokens_view import TokensView
 from .trace import Prediction, Trace
 
@@ -65,6 +67,8 @@ __all__ = [
     "LensView",
     "NeuronIndex",
     "NeuronView",
+    "PatchingView",
+    "SteeringView",
     "Prediction",
     "TCAVResult",
     "TokensView",

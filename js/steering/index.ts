@@ -1,0 +1,158 @@
+// SteeringView: a coefficient slider; each position asks the kernel to generate with and without
+// alpha × direction added to the residual stream, and shows both generations side by side, the
+// steered tokens that changed marked, and the effect size (KL, metric change) or a plain "no effect".
+
+import { appendVisibleToken, el } from "../shared/tokens";
+import { defineView, errorBox, type View } from "../shared/view";
+import { effectLine, nearestStep } from "./effect";
+import "./style.css";
+
+const DEBOUNCE_MS = 150; // while the slider is dragged, ask once it rests this long
+
+function mount(view: View): void {
+  const alphas = (): number[] => view.list<number>("alpha_values");
+
+  const controls = el("div", "lw-controls");
+  const slider = el("input");
+  slider.type = "range";
+  slider.dataset.testid = "alpha-slider";
+  slider.setAttribute("aria-label", "steering coefficient alpha");
+  const alphaText = el("span", "lw-mono lw-alpha");
+  alphaText.dataset.testid = "alpha";
+  const positions = el("select");
+  positions.dataset.testid = "positions";
+  controls.append(el("span", "", "α "), slider, alphaText, el("span", "lw-muted", " added at "), positions);
+  const scale = el("div", "lw-muted lw-scale");
+  const effect = el("div", "lw-effect");
+  effect.dataset.testid = "effect";
+  effect.setAttribute("aria-live", "polite");
+  const cols = el("div", "lw-cols");
+  const baseCol = el("div", "lw-col");
+  baseCol.dataset.testid = "baseline";
+  const steerCol = el("div", "lw-col");
+  steerCol.dataset.testid = "steered";
+  cols.append(baseCol, steerCol);
+  view.root.append(controls, scale, effect, cols);
+
+  let shownStep = -1;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  view.onDispose(() => clearTimeout(timer));
+
+  function renderControls(): void {
+    const values = alphas();
+    slider.min = "0";
+    slider.max = String(Math.max(0, values.length - 1));
+    slider.step = "1";
+    slider.value = String(nearestStep(values, Number(view.get("alpha") ?? 0)));
+    positions.replaceChildren(
+      ...view.list<string>("steer_positions").map((p) => {
+        const o = el("option", "", p);
+        o.value = p;
+        o.selected = p === view.get("positions");
+        return o;
+      }),
+    );
+    const norm = Number(view.get("direction_norm"));
+    const stream = Number(view.get("stream_norm"));
+    view.setHeader(
+      `steering · ${String(view.get("direction_name") ?? "")} added to the residual stream entering layer ${view.int("layer", 0)}`,
+    );
+    scale.textContent =
+      `|direction| = ${norm.toPrecision(3)}, the stream's median norm there = ${stream.toPrecision(3)}; ` +
+      `the slider runs α from ${(values[0] ?? 0).toPrecision(3)} to ${(values[values.length - 1] ?? 0).toPrecision(3)}`;
+    showAlpha();
+  }
+
+  function showAlpha(): void {
+    const values = alphas();
+    const a = values[Number(slider.value)] ?? 0;
+    const norm = Number(view.get("direction_norm"));
+    const stream = Number(view.get("stream_norm"));
+    const ratio = stream > 0 ? (Math.abs(a) * norm) / stream : NaN;
+    alphaText.textContent = `${a.toPrecision(3)}  (|α·v| = ${Number.isFinite(ratio) ? ratio.toFixed(2) : "?"} × the stream's norm)`;
+  }
+
+  function column(target: HTMLElement, label: string, tokens: string[], changed: boolean[] | null): void {
+    const text = el("div", "lw-gen");
+    const prompt = el("span", "lw-prompt");
+    // A token carrying the rest of a split character ("") adds nothing to running text: skipped.
+    for (const t of view.tokens()) if (t !== "") appendVisibleToken(prompt, t);
+    text.append(prompt);
+    tokens.forEach((t, i) => {
+      const span = el("span", "lw-out");
+      span.dataset.testid = "gen-token";
+      span.dataset.index = String(i);
+      if (t !== "") appendVisibleToken(span, t);
+      if (changed?.[i]) {
+        span.classList.add("lw-changed");
+        span.dataset.changed = "true";
+        span.title = "differs from the baseline's token here";
+      }
+      text.append(span);
+    });
+    target.replaceChildren(el("div", "lw-col-title", label), text);
+  }
+
+  async function run(): Promise<void> {
+    const step = Number(slider.value);
+    const pos = positions.value || String(view.get("positions") ?? "all");
+    shownStep = step;
+    view.set({ alpha: alphas()[step] ?? 0, positions: pos }); // Python sees what the page shows
+    Object.assign(effect.dataset, { state: "loading", step: String(step) });
+    effect.replaceChildren(el("div", "lw-loading", "Generating with and without the direction…"));
+    try {
+      const r = await view.client.request("steer", "steer", { step, positions: pos });
+      if (r === null) return;
+      const m = r.msg;
+      const baseline = (m["baseline"] as string[]) ?? [];
+      const steered = (m["steered"] as string[]) ?? [];
+      const changed = (m["changed"] as boolean[]) ?? [];
+      column(baseCol, "baseline (α = 0)", baseline, null);
+      column(steerCol, `steered (α = ${Number(m["alpha"]).toPrecision(3)})`, steered, changed);
+      const noEffect = m["no_effect"] === true;
+      effect.dataset.state = noEffect ? "no-effect" : "ready";
+      effect.dataset.changed = String(changed.filter(Boolean).length);
+      const line = el("div", noEffect ? "lw-no-effect" : "lw-effect-line");
+      line.dataset.testid = noEffect ? "no-effect" : "effect-line";
+      line.textContent = effectLine({
+        klNext: m["kl_next"] as number | null,
+        klMean: m["kl_mean"] as number | null,
+        metric: (m["metric"] as string | null) ?? null,
+        metricChange: (m["metric_change"] as number | null) ?? null,
+        changed: changed.filter(Boolean).length,
+        total: changed.length,
+        noEffect,
+      });
+      effect.replaceChildren(line);
+    } catch (e) {
+      if (shownStep !== step) return;
+      effect.dataset.state = "error";
+      effect.replaceChildren(errorBox(e, "steer-error"));
+    }
+  }
+
+  view.listen(slider, "input", () => {
+    showAlpha();
+    clearTimeout(timer);
+    timer = setTimeout(() => void run(), DEBOUNCE_MS);
+  });
+  view.listen(slider, "change", () => {
+    clearTimeout(timer);
+    if (Number(slider.value) !== shownStep) void run();
+  });
+  view.listen(positions, "change", () => void run());
+  view.on(["alpha_values", "direction_norm", "stream_norm", "direction_name", "layer", "model_name"], renderControls);
+  view.on("alpha", () => {
+    // Set from Python (or by the kernel after a run): follow it if it moved elsewhere.
+    const step = nearestStep(alphas(), Number(view.get("alpha") ?? 0));
+    if (step === Number(slider.value)) return;
+    slider.value = String(step);
+    showAlpha();
+    void run();
+  });
+
+  renderControls();
+  void run();
+}
+
+export default defineView({ name: "steering", mount });
