@@ -60,6 +60,31 @@ def header(path: str | os.PathLike[str]) -> dict[str, str] | None:
         return None
 
 
+def declared_format(path: str | os.PathLike[str]) -> str | None:
+    """The format a safetensors file's header names, read from its first bytes even if the rest is cut off.
+
+    Examples
+    --------
+    >>> import tempfile, torch
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     data = open(save(d + "/x.st", {"a": torch.ones(100)}, "demo", 1, {}), "rb").read()
+    ...     _ = open(d + "/cut.st", "wb").write(data[:-50])
+    ...     header(d + "/cut.st") is None, declared_format(d + "/cut.st")
+    (True, 'demo')
+
+    """
+    try:
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            if not 2 <= size <= 100_000_000:
+                return None
+            head = json.loads(f.read(size))
+        value = head.get("__metadata__", {}).get("format")
+        return value if isinstance(value, str) else None
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def load(
     path: str | os.PathLike[str], fmt: str, version: int, what: str, required: Iterable[str] = ()
 ) -> tuple[Any, dict[str, Tensor]]:

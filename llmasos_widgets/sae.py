@@ -534,10 +534,12 @@ def _layer_acts(
     return kept["acts"], ids, mask, _included(mask, skip_first)
 
 
-def _next_token_loss(model: LanguageModel, hidden: Tensor, ids: Tensor, where: Tensor) -> tuple[float, int]:
+def _next_token_loss(
+    model: LanguageModel, hidden: Tensor, ids: Tensor, mask: Tensor, where: Tensor
+) -> tuple[float, int]:
     """Summed next-token cross-entropy of predictions at positions ``where`` [batch, pos], and their count."""
     head = model.adapter.head()
-    where = where[:, :-1]
+    where = where[:, :-1] & mask[:, 1:].bool()  # the next token must be real, not padding
     rows, targets = hidden[:, :-1][where], ids[:, 1:][where]
     total = 0.0
     for start in range(0, rows.shape[0], 512):  # never a [tokens, vocab] tensor for the whole batch
@@ -594,14 +596,14 @@ def _evaluate(
                 l0 += float((r.codes.values > 0).sum())
                 fired[r.codes.indices[r.codes.values > 0].cpu()] = True
                 if causal:
-                    loss, count = _next_token_loss(model, hidden, ids, inc)
+                    loss, count = _next_token_loss(model, hidden, ids, mask, inc)
                     ce["clean"] += loss
                     n_pred += count
                     recon = torch.zeros_like(x)
                     recon[inc] = r.reconstruction.to(x)
                     for name, value in (("sae", recon), ("zero", torch.zeros_like(x))):
                         state["with"] = value
-                        ce[name] += _next_token_loss(model, forward(ids, mask), ids, inc)[0]
+                        ce[name] += _next_token_loss(model, forward(ids, mask), ids, mask, inc)[0]
             bar.update(int(mask.sum()))
     finally:
         handle.remove()
@@ -1195,8 +1197,8 @@ def _download(repo_id: str, layer: int | None, hookpoint: str | None, revision: 
 def _load_path(path: Path, layer: int | None, hookpoint: str | None) -> SAE:
     if path.is_file():
         head = _files.header(path)
-        if head is not None and head.get("format") == SAE_FORMAT:
-            return SAE.load(path)
+        if _files.declared_format(path) == SAE_FORMAT:
+            return SAE.load(path)  # a damaged one is refused there, with the reason
         if path.name in ("sae.safetensors", "sae_weights.safetensors"):
             return _load_path(path.parent, layer, hookpoint)
         kind = "a safetensors file of another format" if head is not None else "not a safetensors file"
