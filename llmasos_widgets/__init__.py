@@ -14,10 +14,12 @@ from .concept_view import ConceptView
 from .concepts import CAV, Concept, TCAVResult, tcav, train_cav
 from .corpus import sample_texts, sample_topics
 from .explorer import Explorer, link
+from .features import FeatureIndex
 from .lens_view import LensView
 from .models import BUNDLED, DEFAULT_MODEL, LanguageModel, load_model
 from .neuron_view import NeuronView
 from .neurons import NeuronIndex, logit_lens, neuron_contributions, top_neurons, vocab_projection
+from .sae import SAE, SAEQuality, load_sae, train_sae
 from .saliency_view import SaliencyView
 from .tokens_view import TokensView
 from .trace import Prediction, Trace
@@ -35,21 +37,26 @@ __all__ = [
     "ConceptView",
     "DEFAULT_MODEL",
     "Explorer",
+    "FeatureIndex",
     "LanguageModel",
     "LensView",
     "NeuronIndex",
     "NeuronView",
     "Prediction",
+    "SAE",
+    "SAEQuality",
     "TCAVResult",
     "TokensView",
     "Trace",
     "link",
     "load_model",
+    "load_sae",
     "logit_lens",
     "neuron_contributions",
     "sample_texts",
     "sample_topics",
     "tcav",
+    "train_sae",
     "top_neurons",
     "train_cav",
     "vocab_projection",

@@ -477,27 +477,8 @@ class NeuronIndex:
 
         """
         slot, neuron = self._slot(layer), self._check_neuron(neuron)
-        t = self.tensors
-        out = []
-        for r in range(self.top_k):
-            value = float(t["values"][slot, neuron, r])
-            if value == -math.inf:
-                break  # fewer texts than top_k
-            ids = t["window_ids"][slot, neuron, r].tolist()
-            acts = t["window_acts"][slot, neuron, r].float().tolist()
-            keep = [i for i, tid in enumerate(ids) if tid >= 0]  # -1 pads windows at a text's edges
-            peak_at = self.window - keep[0]
-            out.append(
-                Example(
-                    int(t["text_index"][slot, neuron, r]),
-                    int(t["position"][slot, neuron, r]),
-                    value,
-                    [self._token(ids[i]) for i in keep],
-                    peak_at,
-                    [acts[i] for i in keep],
-                )
-            )
-        return out
+        t = {name: t[slot, neuron] for name, t in self.tensors.items() if name in _CONTEXT_TENSORS}
+        return _examples(t, self.window, self._token)
 
     def stats(self, layer: int, neuron: int) -> dict[str, float]:
         """Summary statistics of the neuron over every token of the corpus: mean, std, max, share > 0.
@@ -663,6 +644,32 @@ def _pieces(
     return pieces, counts
 
 
+_CONTEXT_TENSORS = ("values", "text_index", "position", "window_ids", "window_acts")
+
+
+def _examples(t: dict[str, Tensor], window: int, token: Any) -> list[Example]:
+    """The kept contexts of one unit (tensors of :class:`_TopContexts` at that unit), best first."""
+    out = []
+    for r in range(t["values"].shape[0]):
+        value = float(t["values"][r])
+        if value == -math.inf:
+            break  # fewer texts than top_k
+        ids = t["window_ids"][r].tolist()
+        acts = t["window_acts"][r].float().tolist()
+        keep = [i for i, tid in enumerate(ids) if tid >= 0]  # -1 pads windows at a text's edges
+        out.append(
+            Example(
+                int(t["text_index"][r]),
+                int(t["position"][r]),
+                value,
+                [token(ids[i]) for i in keep],
+                window - keep[0],
+                [acts[i] for i in keep],
+            )
+        )
+    return out
+
+
 class _TopContexts:
     """Per unit (a neuron, a feature): a running top-k of contexts over a corpus, one per text.
 
@@ -704,6 +711,9 @@ class _TopContexts:
         old_ids, old_acts = self.window_ids[n_idx, keep], self.window_acts[n_idx, keep]
         self.window_ids = torch.where(from_batch[..., None], new_ids, old_ids)
         self.window_acts = torch.where(from_batch[..., None], new_acts, old_acts)
+
+    def tensors(self, prefix: str = "") -> dict[str, Tensor]:
+        return {prefix + name: getattr(self, name) for name in _CONTEXT_TENSORS}
 
 
 def vocab_of(model: LanguageModel, window_ids: Tensor) -> dict[str, str]:
