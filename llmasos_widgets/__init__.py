@@ -28,11 +28,13 @@ from .concept_view import ConceptView
 from .concepts import CAV, Concept, TCAVResult, tcav, train_cav
 from .corpus import sample_texts, sample_topics
 from .explorer import Explorer, link
+from .features import FeatureIndex
 from .lens_view import LensView
 from .models import BUNDLED, DEFAULT_MODEL, LanguageModel, load_model
 from .neuron_view import NeuronView
 from .neurons import NeuronIndex, logit_lens, neuron_contributions, top_neurons, vocab_projection
 from .patching_view import PatchingView
+from .sae import SAE, SAEQuality, load_sae, train_sae
 from .saliency_view import SaliencyView
 from .steering_view import SteeringView
 from .tokens_view import TokensView
@@ -63,6 +65,7 @@ __all__ = [
     "ConceptView",
     "DEFAULT_MODEL",
     "Explorer",
+    "FeatureIndex",
     "LanguageModel",
     "LensView",
     "NeuronIndex",
@@ -70,16 +73,20 @@ __all__ = [
     "PatchingView",
     "SteeringView",
     "Prediction",
+    "SAE",
+    "SAEQuality",
     "TCAVResult",
     "TokensView",
     "Trace",
     "link",
     "load_model",
+    "load_sae",
     "logit_lens",
     "neuron_contributions",
     "sample_texts",
     "sample_topics",
     "tcav",
+    "train_sae",
     "top_neurons",
     "train_cav",
     "vocab_projection",

@@ -8,7 +8,6 @@ keeps, per neuron, a fixed-size top-k of contexts, so its memory does not grow w
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Sequence
@@ -17,12 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from . import _checks
+from . import _checks, _files
 from .trace import Trace
 
 if TYPE_CHECKING:
@@ -480,27 +477,8 @@ class NeuronIndex:
 
         """
         slot, neuron = self._slot(layer), self._check_neuron(neuron)
-        t = self.tensors
-        out = []
-        for r in range(self.top_k):
-            value = float(t["values"][slot, neuron, r])
-            if value == -math.inf:
-                break  # fewer texts than top_k
-            ids = t["window_ids"][slot, neuron, r].tolist()
-            acts = t["window_acts"][slot, neuron, r].float().tolist()
-            keep = [i for i, tid in enumerate(ids) if tid >= 0]  # -1 pads windows at a text's edges
-            peak_at = self.window - keep[0]
-            out.append(
-                Example(
-                    int(t["text_index"][slot, neuron, r]),
-                    int(t["position"][slot, neuron, r]),
-                    value,
-                    [self._token(ids[i]) for i in keep],
-                    peak_at,
-                    [acts[i] for i in keep],
-                )
-            )
-        return out
+        t = {name: t[slot, neuron] for name, t in self.tensors.items() if name in _CONTEXT_TENSORS}
+        return _examples(t, self.window, self._token)
 
     def stats(self, layer: int, neuron: int) -> dict[str, float]:
         """Summary statistics of the neuron over every token of the corpus: mean, std, max, share > 0.
@@ -573,15 +551,7 @@ class NeuronIndex:
         [0]
 
         """
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        header = {"format": INDEX_FORMAT, "version": str(INDEX_VERSION), "meta": json.dumps(self.meta)}
-        try:
-            save_file({k: v.contiguous() for k, v in self.tensors.items()}, str(tmp), metadata=header)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return path
+        return _files.save(path, self.tensors, INDEX_FORMAT, INDEX_VERSION, self.meta)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], model: LanguageModel | None = None) -> NeuronIndex:
@@ -600,31 +570,8 @@ class NeuronIndex:
         ValueError: ...bad.idx is not a readable neuron index (corrupt or another kind of file): ...
 
         """
-        path = Path(path)
-        if not path.is_file():
-            raise ValueError(f"no neuron index at {path}")
-        try:
-            from safetensors import safe_open
-
-            with safe_open(str(path), framework="pt") as f:
-                header = f.metadata() or {}
-            tensors = load_file(str(path))
-        except (SafetensorError, OSError, RuntimeError, ValueError) as e:
-            raise ValueError(f"{path} is not a readable neuron index (corrupt or another kind of file): {e}") from e
-        if header.get("format") != INDEX_FORMAT:
-            raise ValueError(f"{path} is not a neuron index: its header names format {header.get('format')!r}")
-        if header.get("version") != str(INDEX_VERSION):
-            raise ValueError(
-                f"{path} is a neuron index of format version {header.get('version')}; "
-                f"this llmasos_widgets reads version {INDEX_VERSION}: rebuild it"
-            )
-        try:
-            meta = json.loads(header["meta"])
-        except (KeyError, json.JSONDecodeError) as e:
-            raise ValueError(f"{path} has a corrupt neuron index header: {e}") from e
-        missing = {"values", "text_index", "position", "window_ids", "window_acts", "sum", "sumsq"} - set(tensors)
-        if missing:
-            raise ValueError(f"{path} is a corrupt neuron index: it lacks {sorted(missing)}")
+        required = ("values", "text_index", "position", "window_ids", "window_acts", "sum", "sumsq")
+        meta, tensors = _files.load(path, INDEX_FORMAT, INDEX_VERSION, "neuron index", required)
         index = cls(meta, tensors)
         if model is not None:
             index.check_model(model)
@@ -697,6 +644,127 @@ def _pieces(
     return pieces, counts
 
 
+_CONTEXT_TENSORS = ("values", "text_index", "position", "window_ids", "window_acts")
+
+
+def _examples(t: dict[str, Tensor], window: int, token: Any) -> list[Example]:
+    """The kept contexts of one unit (tensors of :class:`_TopContexts` at that unit), best first."""
+    out = []
+    for r in range(t["values"].shape[0]):
+        value = float(t["values"][r])
+        if value == -math.inf:
+            break  # fewer texts than top_k
+        ids = t["window_ids"][r].tolist()
+        acts = t["window_acts"][r].float().tolist()
+        keep = [i for i, tid in enumerate(ids) if tid >= 0]  # -1 pads windows at a text's edges
+        out.append(
+            Example(
+                int(t["text_index"][r]),
+                int(t["position"][r]),
+                value,
+                [token(ids[i]) for i in keep],
+                window - keep[0],
+                [acts[i] for i in keep],
+            )
+        )
+    return out
+
+
+class _TopContexts:
+    """Per unit (a neuron, a feature): a running top-k of contexts over a corpus, one per text.
+
+    Each kept context is the text's best position for that unit (by ``scores``) and a window of
+    ``window`` tokens on each side, with the unit's activation on every token of the window. Memory is
+    units × top_k × window, whatever the corpus size. Ranking by a random score instead of the
+    activation keeps a uniform sample of the texts where the unit fires.
+    """
+
+    def __init__(self, n_units: int, top_k: int, window: int) -> None:
+        width = 2 * window + 1
+        self.top_k, self.window = top_k, window
+        self.values = torch.full((n_units, top_k), -math.inf)  # the score of each kept context
+        self.text_index = torch.full((n_units, top_k), -1, dtype=torch.int32)
+        self.position = torch.full((n_units, top_k), -1, dtype=torch.int32)
+        self.window_ids = torch.full((n_units, top_k, width), -1, dtype=torch.int32)
+        self.window_acts = torch.zeros((n_units, top_k, width), dtype=torch.float16)
+
+    def update(self, scores: Tensor, acts: Tensor, ids: Tensor, lengths: Tensor, batch_text: Tensor) -> None:
+        """Merge a batch: ``scores``, ``acts`` [batch, pos, unit] (score −inf: no candidate), ``ids`` [batch, pos]."""
+        top_k, window = self.top_k, self.window
+        n_units, n_pos = scores.shape[2], scores.shape[1]
+        # Each text's peak per unit, then the batch's candidates merged into the running top-k.
+        peak_val, peak_pos = scores.max(1)  # [batch, unit]
+        best = torch.topk(torch.cat([self.values, peak_val.T], dim=1), top_k, dim=1)  # [unit, top_k]
+        from_batch = best.indices >= top_k
+        b_idx = (best.indices - top_k).clamp(min=0)  # the batch row of a new entry
+        n_idx = torch.arange(n_units)[:, None]
+        new_pos = peak_pos.T[n_idx, b_idx]  # [unit, top_k]
+        offs = new_pos[..., None] + torch.arange(-window, window + 1)  # [unit, top_k, width]
+        inside = (offs >= 0) & (offs < lengths[b_idx][..., None])
+        offs_c = offs.clamp(0, n_pos - 1)
+        new_ids = torch.where(inside, ids[b_idx[..., None], offs_c].int(), -1)
+        new_acts = torch.where(inside, acts[b_idx[..., None], offs_c, n_idx[..., None]], 0).half()
+        keep = best.indices.clamp(max=top_k - 1)
+        self.values = best.values
+        self.text_index = torch.where(from_batch, batch_text[b_idx], self.text_index.gather(1, keep))
+        self.position = torch.where(from_batch, new_pos.int(), self.position.gather(1, keep))
+        old_ids, old_acts = self.window_ids[n_idx, keep], self.window_acts[n_idx, keep]
+        self.window_ids = torch.where(from_batch[..., None], new_ids, old_ids)
+        self.window_acts = torch.where(from_batch[..., None], new_acts, old_acts)
+
+    def tensors(self, prefix: str = "") -> dict[str, Tensor]:
+        return {prefix + name: getattr(self, name) for name in _CONTEXT_TENSORS}
+
+
+def vocab_of(model: LanguageModel, window_ids: Tensor) -> dict[str, str]:
+    """The tokens of every kept window, decoded once, so a loaded index needs no tokenizer.
+
+    Examples
+    --------
+    >>> from llmasos_widgets import load_model
+    >>> vocab_of(load_model("tiny-gpt2"), torch.tensor([[-1, 0]]))
+    {'0': '<|endoftext|>'}
+
+    """
+    return {str(i): model.decode_token(i) for i in sorted(window_ids[window_ids >= 0].unique().tolist())}
+
+
+def _padded(model: LanguageModel, batch: list[tuple[int, list[int]]]) -> tuple[Tensor, Tensor, Tensor]:
+    """Right-padded ids, attention mask [batch, pos] and lengths [batch] of a batch of pieces."""
+    lengths = torch.tensor([len(ids) for _, ids in batch])
+    n_pos = int(lengths.max())
+    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
+    ids = torch.full((len(batch), n_pos), pad, dtype=torch.long)
+    for b, (_, piece) in enumerate(batch):
+        ids[b, : len(piece)] = torch.tensor(piece)
+    mask = (torch.arange(n_pos)[None] < lengths[:, None]).long()
+    return ids, mask, lengths
+
+
+def _check_texts(texts: Any) -> None:
+    if isinstance(texts, str) or not isinstance(texts, Sequence):
+        raise ValueError("texts must be a list of str (e.g. lw.sample_texts()), not a single str")
+    if len(texts) == 0:
+        raise ValueError("the corpus is empty: give at least one text")
+
+
+def _corpus(
+    model: LanguageModel, texts: Sequence[str], batch_size: int, max_tokens: int | None, verb: str
+) -> tuple[list[tuple[int, list[int]]], dict[str, int], int]:
+    """Checked corpus arguments and the corpus as pieces of token ids: ``(pieces, counts, max_tokens)``."""
+    _check_texts(texts)
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    limit = model.context_length
+    max_tokens = limit if max_tokens is None else max_tokens
+    if not isinstance(max_tokens, int) or not 1 <= max_tokens <= limit:
+        raise ValueError(f"max_tokens must be an int from 1 to {model.name}'s context of {limit}, got {max_tokens!r}")
+    pieces, counts = _pieces(model, texts, max_tokens)
+    if not pieces:
+        raise ValueError(f"the corpus has no text to {verb}: all {len(texts)} texts are empty")
+    return pieces, counts, max_tokens
+
+
 def _build(
     model: LanguageModel,
     texts: Sequence[str],
@@ -707,40 +775,22 @@ def _build(
     max_tokens: int | None,
     progress: bool,
 ) -> tuple[dict[str, Any], dict[str, Tensor]]:
-    if isinstance(texts, str) or not isinstance(texts, Sequence):
-        raise ValueError("texts must be a list of str (e.g. lw.sample_texts()), not a single str")
-    if len(texts) == 0:
-        raise ValueError("the corpus is empty: give at least one text")
+    _check_texts(texts)
     layers = sorted({_checks.layer(layer, model.n_layers, model.name) for layer in layers}) if layers else []
     if not layers:
         raise ValueError(f"give at least one layer to index: {model.name} has layers 0..{model.n_layers - 1}")
     _checks.int_in("top_k", top_k, 1, 1000)
     _checks.int_in("window", window, 0, 64)
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    limit = model.context_length
-    max_tokens = limit if max_tokens is None else max_tokens
-    if not isinstance(max_tokens, int) or not 1 <= max_tokens <= limit:
-        raise ValueError(f"max_tokens must be an int from 1 to {model.name}'s context of {limit}, got {max_tokens!r}")
-
-    pieces, counts = _pieces(model, texts, max_tokens)
-    if not pieces:
-        raise ValueError(f"the corpus has no text to index: all {len(texts)} texts are empty")
-    n_slots, n_mlp, width = len(layers), d_mlp(model), 2 * window + 1
+    pieces, counts, max_tokens = _corpus(model, texts, batch_size, max_tokens, "index")
+    n_slots, n_mlp = len(layers), d_mlp(model)
     # The running top-k per neuron, all of it bounded by layers × neurons × top_k.
-    values = torch.full((n_slots, n_mlp, top_k), -math.inf)
-    text_index = torch.full((n_slots, n_mlp, top_k), -1, dtype=torch.int32)
-    position = torch.full((n_slots, n_mlp, top_k), -1, dtype=torch.int32)
-    window_ids = torch.full((n_slots, n_mlp, top_k, width), -1, dtype=torch.int32)
-    window_acts = torch.zeros((n_slots, n_mlp, top_k, width), dtype=torch.float16)
+    tops = [_TopContexts(n_mlp, top_k, window) for _ in layers]
     sums = torch.zeros((n_slots, n_mlp), dtype=torch.float64)
     sumsq = torch.zeros((n_slots, n_mlp), dtype=torch.float64)
     positive = torch.zeros((n_slots, n_mlp), dtype=torch.int64)
-    seen_ids: set[int] = set()
 
     # Sort by length so a batch pads little; the order of texts does not change any top-k.
     order = sorted(range(len(pieces)), key=lambda i: len(pieces[i][1]))
-    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
     adapter = model.adapter
     captured: dict[int, Tensor] = {}
     last = layers[-1]
@@ -758,12 +808,7 @@ def _build(
     try:
         for start in range(0, len(order), batch_size):
             batch = [pieces[i] for i in order[start : start + batch_size]]
-            lengths = torch.tensor([len(ids) for _, ids in batch])
-            n_pos = int(lengths.max())
-            ids = torch.full((len(batch), n_pos), pad, dtype=torch.long)
-            for b, (_, piece) in enumerate(batch):
-                ids[b, : len(piece)] = torch.tensor(piece)
-            mask = (torch.arange(n_pos)[None] < lengths[:, None]).long()  # right padding
+            ids, mask, lengths = _padded(model, batch)
             try:
                 with torch.no_grad():
                     adapter.base()(input_ids=ids.to(model.device), attention_mask=mask.to(model.device))
@@ -777,34 +822,14 @@ def _build(
                 sums[slot] += zeroed.sum((0, 1)).double()
                 sumsq[slot] += (zeroed * zeroed).sum((0, 1)).double()
                 positive[slot] += (zeroed > 0).sum((0, 1))
-                # Each text's peak per neuron, then the batch's candidates merged into the running top-k.
-                peak_val, peak_pos = acts.masked_fill(~valid, -math.inf).max(1)  # [batch, neuron]
-                cand_val = torch.cat([values[slot], peak_val.T], dim=1)  # [neuron, top_k + batch]
-                best = torch.topk(cand_val, top_k, dim=1)
-                from_batch = best.indices >= top_k  # [neuron, top_k]
-                b_idx = (best.indices - top_k).clamp(min=0)  # the batch row of a new entry
-                n_idx = torch.arange(n_mlp)[:, None]
-                new_pos = peak_pos.T[n_idx, b_idx]  # [neuron, top_k]
-                offs = new_pos[..., None] + torch.arange(-window, window + 1)  # [neuron, top_k, width]
-                inside = (offs >= 0) & (offs < lengths[b_idx][..., None])
-                offs_c = offs.clamp(0, n_pos - 1)
-                new_ids = torch.where(inside, ids[b_idx[..., None], offs_c].int(), -1)
-                new_acts = torch.where(inside, acts[b_idx[..., None], offs_c, n_idx[..., None]], 0).half()
-                keep = best.indices.clamp(max=top_k - 1)
-                values[slot] = best.values
-                text_index[slot] = torch.where(from_batch, batch_text[b_idx], text_index[slot].gather(1, keep))
-                position[slot] = torch.where(from_batch, new_pos.int(), position[slot].gather(1, keep))
-                old_ids = window_ids[slot][n_idx, keep]
-                old_acts = window_acts[slot][n_idx, keep]
-                window_ids[slot] = torch.where(from_batch[..., None], new_ids, old_ids)
-                window_acts[slot] = torch.where(from_batch[..., None], new_acts, old_acts)
+                tops[slot].update(acts.masked_fill(~valid, -math.inf), acts, ids, lengths, batch_text)
             bar.update(int(lengths.sum()))
     finally:
         for handle in handles:
             handle.remove()
         bar.close()
 
-    seen_ids.update(window_ids[window_ids >= 0].unique().tolist())
+    window_ids = torch.stack([top.window_ids for top in tops])
     meta = {
         "model": model.name,
         "fingerprint": fingerprint(model),
@@ -815,14 +840,14 @@ def _build(
         "counts": counts,
         "max_tokens": max_tokens,
         # The tokens of every kept window, decoded once, so a loaded index needs no tokenizer.
-        "vocab": {str(i): model.decode_token(i) for i in sorted(seen_ids)},
+        "vocab": vocab_of(model, window_ids),
     }
     tensors = {
-        "values": values,
-        "text_index": text_index,
-        "position": position,
+        "values": torch.stack([top.values for top in tops]),
+        "text_index": torch.stack([top.text_index for top in tops]),
+        "position": torch.stack([top.position for top in tops]),
         "window_ids": window_ids,
-        "window_acts": window_acts,
+        "window_acts": torch.stack([top.window_acts for top in tops]),
         "sum": sums,
         "sumsq": sumsq,
         "positive": positive,

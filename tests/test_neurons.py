@@ -8,6 +8,7 @@ import torch
 from captum.attr import LayerGradientXActivation
 
 import llmasos_widgets as lw
+from llmasos_widgets import _files
 from llmasos_widgets import neurons as nn_
 from llmasos_widgets.neurons import NeuronIndex
 
@@ -262,7 +263,7 @@ def test_a_failed_save_leaves_nothing_half_written(tmp_path, gpt2, monkeypatch):
             f.write(b"partial")
         raise OSError("disk full")
 
-    monkeypatch.setattr(nn_, "save_file", broken)
+    monkeypatch.setattr(_files, "save_file", broken)  # every result file is written by _files.save
     with pytest.raises(OSError, match="disk full"):
         index.save(good)
     assert good.read_bytes() == before  # the old file is intact

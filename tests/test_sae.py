@@ -1,0 +1,374 @@
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import llmasos_widgets as lw
+from llmasos_widgets import sae as sae_mod
+from llmasos_widgets.sae import SAE, TopK, load_sae, train_sae
+
+TEXTS = lw.sample_texts()[:300]
+
+
+@pytest.fixture(scope="module")
+def llama():
+    return lw.load_model("tiny-llama")
+
+
+@pytest.fixture(scope="module")
+def gpt2():
+    return lw.load_model("tiny-gpt2")
+
+
+def random_sae(d_model=64, n_latents=128, k=8, layer=1, seed=0, **kw):
+    g = torch.Generator().manual_seed(seed)
+    return SAE(
+        torch.randn(d_model, n_latents, generator=g) / math.sqrt(d_model),
+        torch.randn(n_latents, generator=g) * 0.1,
+        torch.nn.functional.normalize(torch.randn(n_latents, d_model, generator=g), dim=1),
+        torch.randn(d_model, generator=g) * 0.1,
+        layer,
+        k,
+        **kw,
+    )
+
+
+def topk_by_hand(x, W_enc, b_enc, b_dec, k):  # noqa: N803
+    """TopK(ReLU((x − b_dec) W_enc + b_enc)), one row at a time in numpy."""
+    x, W_enc, b_enc, b_dec = (t.double().numpy() for t in (x, W_enc, b_enc, b_dec))  # noqa: N806
+    out = np.zeros((x.shape[0], W_enc.shape[1]))
+    for i, row in enumerate(x):
+        pre = np.maximum((row - b_dec) @ W_enc + b_enc, 0)
+        keep = np.argsort(-pre)[:k]
+        out[i, keep] = pre[keep]
+    return torch.from_numpy(out)
+
+
+# -- the maths ----------------------------------------------------------------------------------
+def test_encode_is_topk_of_relu_computed_by_hand():
+    sae = random_sae()
+    x = torch.randn(20, 64)
+    want = topk_by_hand(x, sae.W_enc, sae.b_enc, sae.b_dec, sae.k)
+    dense = sae.encode(x)
+    assert torch.allclose(dense.double(), want, atol=1e-5)
+    assert ((dense > 0).sum(-1) <= sae.k).all()
+    codes = sae.encode(x, sparse=True)
+    assert isinstance(codes, TopK) and codes.values.shape == (20, sae.k)
+    assert torch.allclose(torch.zeros(20, 128).scatter(-1, codes.indices, codes.values), dense)
+
+
+def test_decode_and_error_term_by_formula():
+    sae = random_sae()
+    x = torch.randn(7, 64)
+    acts = topk_by_hand(x, sae.W_enc, sae.b_enc, sae.b_dec, sae.k).float()
+    by_hand = acts @ sae.W_dec + sae.b_dec
+    r = sae.reconstruct(x)
+    assert torch.allclose(r.reconstruction, by_hand, atol=1e-5)
+    assert torch.allclose(sae.decode(acts), by_hand, atol=1e-5)
+    assert torch.equal(r.reconstruction + r.error, x) or torch.allclose(r.reconstruction + r.error, x, atol=1e-6)
+    assert torch.allclose(r.acts, acts, atol=1e-5)
+
+
+def test_relu_and_jumprelu_activations():
+    sae = random_sae(k=None, activation="relu")
+    x = torch.randn(5, 64)
+    pre = (x - sae.b_dec) @ sae.W_enc + sae.b_enc
+    assert torch.allclose(sae.encode(x), pre.clamp_min(0), atol=1e-6)
+    threshold = torch.full((128,), 0.3)
+    jump = random_sae(k=None, activation="jumprelu", threshold=threshold)
+    assert torch.allclose(jump.encode(x), pre * (pre > 0.3), atol=1e-6)
+    codes = jump.encode(x, sparse=True)
+    assert torch.allclose(jump.decode(codes), jump.decode(jump.encode(x)), atol=1e-5)
+
+
+def test_a_trace_is_encoded_at_the_sae_layer(llama):
+    trace = llama.trace("The capital of France is Paris.")
+    sae = random_sae(layer=0)
+    assert sae.hook_name == "blocks.0.hook_resid_post"
+    assert torch.equal(sae.encode(trace), sae.encode(trace["blocks.0.hook_resid_post"]))
+    with pytest.raises(ValueError, match="reads 32-wide activations but tiny-llama's residual stream is 64 wide"):
+        random_sae(d_model=32).encode(trace)
+
+
+# -- quality ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-gpt2"])
+def test_quality_matches_fvu_and_hf_loss_computed_by_hand(name):
+    model = lw.load_model(name)
+    texts = ["The quick brown fox jumps over the lazy dog.", "Paris is the capital of France.", "Hello there"]
+    sae = random_sae(layer=0, seed=3)
+    q = sae.evaluate(model, texts)
+    xs, errs, ce_clean, ce_sae, n_pred, fired, l0 = [], [], 0.0, 0.0, 0, set(), 0
+    hf = model.model
+    for text in texts:
+        trace = model.trace(text)
+        x = trace.resid_pre(1)  # after block 0
+        acts = topk_by_hand(x, sae.W_enc, sae.b_enc, sae.b_dec, sae.k).float()
+        recon = acts @ sae.W_dec + sae.b_dec
+        xs.append(x)
+        errs.append(x - recon)
+        fired |= set(acts.nonzero()[:, 1].tolist())
+        l0 += int((acts > 0).sum())
+        ids = torch.tensor([trace.token_ids])
+        with torch.no_grad():
+            ce_clean += float(hf(ids, labels=ids).loss) * (len(ids[0]) - 1)
+
+            def swap(module, args, output, recon=recon):
+                if isinstance(output, tuple):
+                    return (recon[None], *output[1:])
+                return recon[None]
+
+            handle = lw_block(model, 0).register_forward_hook(swap)
+            try:
+                ce_sae += float(hf(ids, labels=ids).loss) * (len(ids[0]) - 1)
+            finally:
+                handle.remove()
+        n_pred += len(ids[0]) - 1
+    x, e = torch.cat(xs).double(), torch.cat(errs).double()
+    fvu = float(e.pow(2).sum() / (x - x.mean(0)).pow(2).sum())
+    assert q.fvu == pytest.approx(fvu, rel=1e-4)
+    assert q.variance_explained == pytest.approx(1 - fvu, rel=1e-4)
+    assert q.tokens == x.shape[0] and q.mean_l0 == pytest.approx(l0 / x.shape[0])
+    assert q.n_dead == 128 - len(fired) and q.dead_share == pytest.approx(q.n_dead / 128)
+    assert q.ce_clean == pytest.approx(ce_clean / n_pred, rel=1e-4)
+    assert q.ce_sae == pytest.approx(ce_sae / n_pred, rel=1e-4)
+    assert q.ce_increase == pytest.approx((ce_sae - ce_clean) / n_pred, abs=1e-4)
+    assert sae.quality is q and "variance explained" in str(q)
+
+
+def lw_block(model, layer):
+    return model.adapter.blocks()[layer]
+
+
+def test_skip_first_leaves_the_first_position_out(llama):
+    sae = random_sae(layer=0, skip_first=1)
+    texts = ["one two three four", "five six seven"]
+    q = sae.evaluate(llama, texts)
+    n = sum(len(llama.trace(t)) - 1 for t in texts)
+    assert q.tokens == n
+
+
+# -- training -----------------------------------------------------------------------------------
+def test_training_recovers_a_planted_dictionary():
+    # Activations made of 3 atoms of a known dictionary each: a TopK SAE should find the atoms.
+    g = torch.Generator().manual_seed(0)
+    d, n_true, k = 16, 24, 3
+    atoms = torch.nn.functional.normalize(torch.randn(n_true, d, generator=g), dim=1)
+    n = 30000
+    which = torch.stack([torch.randperm(n_true, generator=g)[:k] for _ in range(n)])
+    coefs = torch.rand(n, k, generator=g) * 2 + 0.5
+    data = (coefs[..., None] * atoms[which]).sum(1) + 3.0  # an offset for b_dec to find
+    s = sae_mod._Settings(0, 48, k, 0, 1, 3e-3, 50, 256, n, 2000, "mean", 0)
+    trainer = sae_mod._Trainer(s, d, torch.device("cpu"), total_steps=4 * (n // 256))
+    trainer.init_b_dec(data)
+    for epoch in range(4):
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(epoch))
+        for m in range(n // 256):
+            fvu, _ = trainer.train_step(data[perm[m * 256 : (m + 1) * 256]])
+    learned = trainer.sae({}).W_dec
+    cos = (atoms @ learned.T).max(1).values
+    # 48 random unit vectors in 16 dimensions come within about 0.7 of an atom; training, within 0.85 of all.
+    assert cos.min() > 0.85 and cos.median() > 0.95, cos
+    assert fvu < 0.15  # an untrained SAE of this shape leaves about 0.9
+
+
+def test_train_sae_is_seeded_and_reports_quality(llama):
+    kw = dict(n_latents=128, k=8, batch_tokens=256, epochs=2, progress=False)
+    a = train_sae(llama, TEXTS, layer=1, seed=1, **kw)
+    b = train_sae(llama, TEXTS, layer=-1, seed=1, **kw)
+    c = train_sae(llama, TEXTS, layer=1, seed=2, **kw)
+    assert torch.equal(a.W_dec, b.W_dec) and not torch.equal(a.W_dec, c.W_dec)
+    assert a.layer == 1 and a.k == 8 and a.skip_first == 0
+    assert torch.allclose(a.W_dec.norm(dim=1), torch.ones(128), atol=1e-5)  # unit decoder rows
+    assert a.quality.variance_explained > 0.5 and a.quality.mean_l0 <= 8
+    train = a.meta["train"]
+    assert train["finished"] and train["steps"] == train["total_steps"] > 0
+    assert train["tokens_per_second"] > 0 and a.meta["fingerprint"]["model"] == "tiny-llama"
+
+
+def test_training_resumes_from_its_checkpoint_exactly(llama, tmp_path):
+    kw = dict(n_latents=64, k=4, batch_tokens=256, buffer_tokens=2000, epochs=2, progress=False)
+    straight = train_sae(llama, TEXTS, layer=0, **kw)
+    ckpt = tmp_path / "run.ckpt"
+    part = train_sae(llama, TEXTS, layer=0, checkpoint=ckpt, max_steps=7, **kw)
+    assert part.meta["train"]["steps"] == 7 and not part.meta["train"]["finished"]
+    assert [p.name for p in tmp_path.iterdir()] == ["run.ckpt"]  # no temporary file left
+    resumed = train_sae(llama, TEXTS, layer=0, checkpoint=ckpt, **kw)
+    assert resumed.meta["train"]["finished"]
+    assert torch.allclose(resumed.W_dec, straight.W_dec, atol=1e-6)
+    assert torch.allclose(resumed.b_enc, straight.b_enc, atol=1e-6)
+    again = train_sae(llama, TEXTS, layer=0, checkpoint=ckpt, **kw)  # finished: returns at once
+    assert torch.equal(again.W_dec, resumed.W_dec)
+    with pytest.raises(ValueError, match="written by another training run .*k: checkpoint 4 vs now 8"):
+        train_sae(llama, TEXTS, layer=0, checkpoint=ckpt, **{**kw, "k": 8})
+
+
+def test_bad_training_input_is_a_clear_error(llama):
+    with pytest.raises(ValueError, match="layer 5 is out of range: tiny-llama has layers 0..1"):
+        train_sae(llama, TEXTS, layer=5, progress=False)
+    with pytest.raises(ValueError, match="the corpus is empty"):
+        train_sae(llama, [], layer=0, progress=False)
+    with pytest.raises(ValueError, match="not a single str"):
+        train_sae(llama, "one text", layer=0, progress=False)
+    with pytest.raises(ValueError, match="all 2 texts are empty"):
+        train_sae(llama, ["", "  "], layer=0, progress=False)
+    with pytest.raises(ValueError, match="too small to train an SAE: .* give at least 1024"):
+        train_sae(llama, TEXTS[:10], layer=0, progress=False)
+    with pytest.raises(ValueError, match="k must be an int from 1 to 64"):
+        train_sae(llama, TEXTS, layer=0, n_latents=64, k=100, progress=False)
+
+
+def test_the_first_position_is_skipped_only_where_it_is_massive(llama):
+    assert not sae_mod.massive_first_position(llama)
+
+
+# -- files --------------------------------------------------------------------------------------
+def test_save_and_load_round_trip_with_quality_and_fingerprint(llama, gpt2, tmp_path):
+    sae = train_sae(llama, TEXTS, layer=1, n_latents=64, k=4, batch_tokens=256, progress=False)
+    path = sae.save(tmp_path / "s.sae")
+    back = load_sae(path, model=llama)
+    assert torch.equal(back.W_enc, sae.W_enc) and back.quality == sae.quality
+    assert back.meta["fingerprint"] == sae.meta["fingerprint"]
+    half = SAE.load(sae.save(tmp_path / "h.sae", dtype=torch.float16))
+    assert half.dtype == torch.float16 and (tmp_path / "h.sae").stat().st_size < path.stat().st_size * 0.6
+    x = torch.randn(3, 64)
+    assert torch.allclose(half.reconstruct(x).reconstruction.float(), sae.reconstruct(x).reconstruction, atol=0.05)
+    with pytest.raises(ValueError, match="made for another model"):
+        SAE.load(path, model=lw.load_model("tiny-bert"))  # same width, other vocabulary
+
+
+def test_truncated_corrupt_and_unknown_files_are_clear_errors(llama, tmp_path):
+    path = random_sae().save(tmp_path / "s.sae")
+    data = path.read_bytes()
+    (tmp_path / "cut.sae").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="cut.sae is not a readable sparse autoencoder"):
+        load_sae(tmp_path / "cut.sae")
+    (tmp_path / "text.sae").write_text("hello")
+    with pytest.raises(ValueError, match="not an SAE this package reads .*sparsify folder.*SAELens folder"):
+        load_sae(tmp_path / "text.sae")
+    save_file({"x": torch.zeros(1)}, str(tmp_path / "other.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(ValueError, match="a safetensors file of another format"):
+        load_sae(tmp_path / "other.safetensors")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds no SAE"):
+        load_sae(tmp_path / "empty")
+    with pytest.raises(ValueError, match="no SAE at 'nowhere.sae'"):
+        load_sae("nowhere.sae")
+    with pytest.raises(ValueError, match="reads 32-wide activations"):
+        load_sae(random_sae(d_model=32).save(tmp_path / "w.sae"), model=llama)
+    with pytest.raises(ValueError, match="layer 7 is out of range: tiny-llama has layers 0..1"):
+        load_sae(random_sae(layer=7).save(tmp_path / "l.sae"), model=llama)
+
+
+def test_offline_hub_id_and_missing_shipped_sae_are_clear_errors(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(OSError, match="could not download the SAE 'EleutherAI/sae-SmolLM2-135M-64x'.*Offline"):
+        load_sae("EleutherAI/sae-SmolLM2-135M-64x", layer=12)
+    with pytest.raises(ValueError, match="no shipped SAE for 'smollm2-135m' at layer 99"):
+        load_sae("smollm2-135m", layer=99)
+
+
+def sparsify_folder(root, sae, layer, **cfg):
+    folder = root / f"layers.{layer}"
+    folder.mkdir(parents=True)
+    tensors = {
+        "encoder.weight": sae.W_enc.T.contiguous(),
+        "encoder.bias": sae.b_enc,
+        "W_dec": sae.W_dec,
+        "b_dec": sae.b_dec,
+    }
+    save_file(tensors, str(folder / "sae.safetensors"))
+    config = {"activation": "topk", "expansion_factor": 2, "normalize_decoder": True, "num_latents": 0, "k": sae.k}
+    config.update(d_in=sae.d_model, **cfg)
+    (folder / "cfg.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_sparsify_layout_written_here_loads_back(llama, tmp_path):
+    ref = random_sae(d_model=64, n_latents=128, k=8, layer=0)
+    sparsify_folder(tmp_path / "repo", ref, 0)
+    sparsify_folder(tmp_path / "repo", random_sae(layer=1, seed=5), 1)
+    x = torch.randn(6, 64)
+    want = topk_by_hand(x, ref.W_enc, ref.b_enc, ref.b_dec, 8).float()
+    for sae in (
+        load_sae(tmp_path / "repo", layer=0, model=llama),
+        load_sae(tmp_path / "repo", hookpoint="layers.0"),
+        load_sae(tmp_path / "repo/layers.0"),
+        load_sae(tmp_path / "repo/layers.0/sae.safetensors"),
+    ):
+        assert sae.layer == 0 and sae.k == 8 and sae.n_latents == 128
+        assert torch.allclose(sae.encode(x), want, atol=1e-5)
+    with pytest.raises(ValueError, match=r"several hookpoints \(layers.0, layers.1\): pass layer= or hookpoint="):
+        load_sae(tmp_path / "repo")
+    with pytest.raises(ValueError, match="no SAE for layer 5; it has layers.0, layers.1"):
+        load_sae(tmp_path / "repo", layer=5)
+    # A truncated weights file, a transcoder, and a config that disagrees with the weights.
+    bad = sparsify_folder(tmp_path / "bad", ref, 0)
+    data = (bad / "sae.safetensors").read_bytes()
+    (bad / "sae.safetensors").write_bytes(data[:100])
+    with pytest.raises(ValueError, match="not a readable sparsify weights file"):
+        load_sae(bad)
+    tc = sparsify_folder(tmp_path / "tc", ref, 0, transcode=True)
+    with pytest.raises(ValueError, match="transcoder"):
+        load_sae(tc)
+    wide = sparsify_folder(tmp_path / "wide", ref, 0, num_latents=256)
+    with pytest.raises(ValueError, match=r"encoder.weight is \[128, 64\] but cfg.json says \[256, 64\]"):
+        load_sae(wide)
+
+
+def saelens_folder(folder, sae, cfg):
+    folder.mkdir(parents=True)
+    tensors = {"W_enc": sae.W_enc, "b_enc": sae.b_enc, "W_dec": sae.W_dec, "b_dec": sae.b_dec}
+    if sae.threshold is not None:
+        tensors["threshold"] = sae.threshold
+    save_file(tensors, str(folder / "sae_weights.safetensors"))
+    (folder / "cfg.json").write_text(json.dumps({"d_in": sae.d_model, "d_sae": sae.n_latents, **cfg}))
+    return folder
+
+
+def test_saelens_layouts_written_here_load_back(llama, tmp_path):
+    ref = random_sae(layer=1)
+    x = torch.randn(6, 64)
+    want = topk_by_hand(x, ref.W_enc, ref.b_enc, ref.b_dec, 8).float()
+    v6 = {"architecture": "topk", "k": 8, "apply_b_dec_to_input": True, "dtype": "float32"}
+    v6["metadata"] = {"hook_name": "blocks.1.hook_resid_post", "model_name": "tiny-llama"}
+    sae = load_sae(saelens_folder(tmp_path / "v6", ref, v6), model=llama)
+    assert sae.layer == 1 and sae.k == 8 and torch.allclose(sae.encode(x), want, atol=1e-5)
+    old = {"architecture": "standard", "activation_fn_str": "topk", "activation_fn_kwargs": {"k": 8}}
+    old["hook_name"] = "blocks.2.hook_resid_pre"  # the same tensor as blocks.1.hook_resid_post
+    sae = load_sae(saelens_folder(tmp_path / "old", ref, old))
+    assert sae.layer == 1 and torch.allclose(sae.encode(x), want, atol=1e-5)
+    relu = {"architecture": "standard", "hook_name": "blocks.0.hook_resid_post", "apply_b_dec_to_input": False}
+    sae = load_sae(saelens_folder(tmp_path / "relu", random_sae(k=None, activation="relu"), relu))
+    pre = x @ sae.W_enc + sae.b_enc  # no b_dec subtracted
+    assert sae.activation == "relu" and torch.allclose(sae.encode(x), pre.clamp_min(0), atol=1e-5)
+    jump = random_sae(k=None, activation="jumprelu", threshold=torch.full((128,), 0.2))
+    sae = load_sae(
+        saelens_folder(tmp_path / "jump", jump, {"architecture": "jumprelu", "hook_name": "blocks.1.hook_resid_post"})
+    )
+    assert torch.allclose(sae.encode(x), jump.encode(x))
+    for cfg, message in (
+        (
+            {"architecture": "gated", "hook_name": "blocks.1.hook_resid_post"},
+            "supported architectures are standard, topk",
+        ),
+        ({"architecture": "topk", "hook_name": "blocks.1.hook_resid_post"}, "gives no k"),
+        ({"architecture": "topk", "k": 8, "hook_name": "blocks.1.hook_mlp_out"}, "only residual-stream SAEs"),
+        ({"architecture": "topk", "k": 8, "hook_name": "blocks.0.hook_resid_pre"}, "only residual-stream SAEs"),
+        (
+            {
+                "architecture": "topk",
+                "k": 8,
+                "hook_name": "blocks.1.hook_resid_post",
+                "normalize_activations": "layer_norm",
+            },
+            "rescales its input",
+        ),
+    ):
+        with pytest.raises(ValueError, match=message):
+            load_sae(saelens_folder(tmp_path / f"bad{len(list(tmp_path.iterdir()))}", ref, cfg))
+    wrong_width = saelens_folder(tmp_path / "w32", random_sae(d_model=32), v6)
+    with pytest.raises(ValueError, match="reads 32-wide activations but tiny-llama's residual stream is 64 wide"):
+        load_sae(wrong_width, model=llama)
