@@ -517,6 +517,7 @@ class Patching:
             raise ValueError(f"direction must be 'denoise' or 'noise'; got {direction!r}")
         self.engine = _Engine(model)
         self.model, self.over, self.direction = model, over, direction
+        self.clean_text, self.corrupt_text = clean, corrupt
         clean_ids, clean_offsets = model._encode(clean, truncate=False)
         corrupt_ids, corrupt_offsets = model._encode(corrupt, truncate=False)
         self.tokens = model.token_texts(clean, clean_ids, clean_offsets)
@@ -629,14 +630,15 @@ class Patching:
         """
         began = time.perf_counter()
         values = torch.full(self.shape, float("nan"))
-        with tqdm(total=self._n_cells(), desc=f"patching {self.over}", unit="cell", disable=not progress) as bar:
+        with tqdm(total=self.n_cells, desc=f"patching {self.over}", unit="cell", disable=not progress) as bar:
             for cells, got in self.sweep():
                 for (layer, index), value in zip(cells, got.tolist(), strict=True):
                     values[layer, index] = value
                 bar.update(len(cells))
-        return self._result("exact", values, time.perf_counter() - began)
+        return self.as_result("exact", values, time.perf_counter() - began)
 
-    def _n_cells(self) -> int:
+    @property
+    def n_cells(self) -> int:
         return sum(len(g) for g in self._groups())
 
     def attribution(self) -> PatchResult:
@@ -668,9 +670,10 @@ class Patching:
                 est[layer] = contrib[rows].view(len(rows), cols, -1).sum(dim=(0, 2))
             else:
                 est[layer, self.positions] = contrib[self.positions].sum(-1)
-        return self._result("attribution", est + self.base_metric, time.perf_counter() - began)
+        return self.as_result("attribution", est + self.base_metric, time.perf_counter() - began)
 
-    def _result(self, method: str, values: Tensor, seconds: float) -> PatchResult:
+    def as_result(self, method: str, values: Tensor, seconds: float) -> PatchResult:
+        """A grid of metric ``values`` (computed by ``method`` in ``seconds``) as a PatchResult."""
         return PatchResult(
             over=self.over,
             method=method,

@@ -118,7 +118,7 @@ class PatchingView(ViewBase):
         self._lock = threading.Lock()  # one computation at a time: the engine runs on the worker thread
         model = experiment.model
         # The clean prompt's trace: the text traits and the selection checks.
-        trace = model.trace(clean) if isinstance(source, LanguageModel) else _clean_trace(experiment)
+        trace = model.trace(experiment.clean_text)
         if method is None:
             method = next(iter(results), "exact")
         super().__init__(
@@ -197,7 +197,7 @@ class PatchingView(ViewBase):
                 return
             began = time.perf_counter()
             values = torch.full(experiment.shape, float("nan"))
-            total, done = experiment._n_cells(), 0
+            total, done = experiment.n_cells, 0
             for cells, got in experiment.sweep(should_stop=should_stop):
                 for (layer, index), value in zip(cells, got.tolist(), strict=True):
                     values[layer, index] = value
@@ -205,7 +205,7 @@ class PatchingView(ViewBase):
                 yield cells, got, done, total
             if should_stop is not None and should_stop():
                 return
-            self.results["exact"] = experiment._result("exact", values, time.perf_counter() - began)
+            self.results["exact"] = experiment.as_result("exact", values, time.perf_counter() - began)
 
     def _payload(self, method: str) -> tuple[dict[str, Any], Arrays]:
         res = self.results[method]
@@ -296,21 +296,6 @@ class PatchingView(ViewBase):
     def _selected_cell(self) -> tuple[int, int] | None:
         index = self.selected_head if self.over == "heads" else self.selected_token
         return None if self.selected_layer < 0 or index < 0 else (self.selected_layer, index)
-
-
-def _clean_trace(experiment: Patching) -> Any:
-    """A Trace of the experiment's clean prompt (it keeps its tokens, not its text: rebuilt from them)."""
-    model, ids = experiment.model, experiment.clean.ids.tolist()
-    special = set(model.tokenizer.all_special_ids)
-    # token texts join to the text, except special tokens the tokenizer added, which keep their names
-    text = "".join(t for t, i in zip(experiment.tokens, ids, strict=True) if i not in special)
-    trace = model.trace(text)
-    if trace.token_ids != ids:
-        raise ValueError(
-            f"the clean prompt's tokens {experiment.tokens} do not come back from its text {text!r}; "
-            "build the view from the model and the prompts: PatchingView(model, clean, corrupt, metric=...)"
-        )
-    return trace
 
 
 def _one_of(name: str, value: Any, allowed: tuple[str, ...]) -> str:
