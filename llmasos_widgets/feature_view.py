@@ -176,7 +176,7 @@ class FeatureView(ViewBase):
         >>> import llmasos_widgets as lw
         >>> view = lw.FeatureView(lw.load_model("tiny-llama").trace("a b c"), lw.SAE.random(64, 32, 4, layer=0))
         >>> view.feature_activations(3).shape
-        torch.Size([4])
+        torch.Size([3])
 
         """
         f = self._feature(feature)
@@ -356,7 +356,7 @@ def quantile_bands(activations: list[float], n: int = QUANTILES) -> list[dict[st
     Examples
     --------
     >>> [(b["start"], b["stop"]) for b in quantile_bands([9.0, 7.0, 5.0, 3.0, 1.0], 2)]
-    [(0, 3), (3, 5)]
+    [(0, 2), (2, 5)]
     >>> quantile_bands([], 4)
     []
 
