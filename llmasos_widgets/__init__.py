@@ -28,6 +28,7 @@ from .concept_view import ConceptView
 from .concepts import CAV, Concept, TCAVResult, tcav, train_cav
 from .corpus import sample_texts, sample_topics
 from .explorer import Explorer, link
+from .feature_view import FeatureView
 from .features import FeatureIndex
 from .lens_view import LensView
 from .models import BUNDLED, DEFAULT_MODEL, LanguageModel, load_model
@@ -66,6 +67,7 @@ __all__ = [
     "DEFAULT_MODEL",
     "Explorer",
     "FeatureIndex",
+    "FeatureView",
     "LanguageModel",
     "LensView",
     "NeuronIndex",

@@ -227,10 +227,27 @@ def vocab_logits(model: LanguageModel, layer: int, neuron: int) -> Tensor:  # [v
     torch.Size([480])
 
     """
-    w_out = neuron_output_weights(model, layer)[check_neuron(model, neuron)].float()
+    return direction_logits(model, neuron_output_weights(model, layer)[check_neuron(model, neuron)])
+
+
+def direction_logits(model: LanguageModel, vector: Tensor) -> Tensor:  # [vocab]
+    """What one unit of a residual-stream direction ``vector`` [d_model] adds to every logit: ``W_U (gain ⊙ v)``.
+
+    As for a neuron (:func:`vocab_logits`): the final norm's gain is applied, its data-dependent
+    scaling (the same positive divisor for every logit) is not.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from llmasos_widgets import load_model
+    >>> direction_logits(load_model("tiny-llama"), torch.ones(64)).shape
+    torch.Size([480])
+
+    """
     w_u, gain = unembedding(model)
-    direction = w_out * gain.float() if gain is not None else w_out
-    return (w_u.float() @ direction.to(w_u.device)).cpu()
+    v = vector.detach().float().to(w_u.device)
+    direction = v * gain.float() if gain is not None else v
+    return (w_u.float() @ direction).cpu()
 
 
 def vocab_projection(model: LanguageModel, layer: int, neuron: int, k: int = 10) -> VocabProjection:

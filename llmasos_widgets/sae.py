@@ -46,6 +46,7 @@ from .neurons import _corpus, _padded, fingerprint
 from .trace import Trace
 
 if TYPE_CHECKING:
+    from .causal import Direction
     from .models import LanguageModel
 
 SAE_FORMAT = "llmasos_widgets.SAE"
@@ -368,6 +369,24 @@ class SAE:
         assert isinstance(codes, TopK)
         recon = self.decode(codes)
         return Reconstruction(recon, x - recon, codes, self.n_latents)
+
+    def direction(self, feature: int) -> Direction:
+        """Feature ``feature``'s decoder row as a steering :class:`~llmasos_widgets.Direction`.
+
+        The SAE of layer ``l`` reads ``blocks.{l}.hook_resid_post``, the stream entering block ``l + 1``,
+        which is what a Direction's layer names: ``Direction(W_dec[feature], layer + 1)``.
+
+        Examples
+        --------
+        >>> d = SAE.random(4, 8, 2, layer=1).direction(3)
+        >>> d.layer, d.name, round(d.norm, 4)
+        (2, 'SAE L1 feature 3', 1.0)
+
+        """
+        from .causal import Direction
+
+        f = _checks.index(feature, self.n_latents, "feature", "this SAE has features")
+        return Direction(self.W_dec[f].detach().float().cpu().clone(), self.layer + 1, f"SAE L{self.layer} feature {f}")
 
     # -- the model -----------------------------------------------------------------------------
     def check_model(self, model: LanguageModel) -> None:

@@ -2,7 +2,8 @@
 // alpha × direction added to the residual stream, and shows both generations side by side, the
 // steered tokens that changed marked, and the effect size (KL, metric change) or a plain "no effect".
 
-import { appendVisibleToken, el } from "../shared/tokens";
+import { el } from "../shared/tokens";
+import { generationColumn } from "./columns";
 import { defineView, errorBox, type View } from "../shared/view";
 import { effectLine, nearestStep } from "./effect";
 import "./style.css";
@@ -73,24 +74,7 @@ function mount(view: View): void {
   }
 
   function column(target: HTMLElement, label: string, tokens: string[], changed: boolean[] | null): void {
-    const text = el("div", "lw-gen");
-    const prompt = el("span", "lw-prompt");
-    // A token carrying the rest of a split character ("") adds nothing to running text: skipped.
-    for (const t of view.tokens()) if (t !== "") appendVisibleToken(prompt, t);
-    text.append(prompt);
-    tokens.forEach((t, i) => {
-      const span = el("span", "lw-out");
-      span.dataset.testid = "gen-token";
-      span.dataset.index = String(i);
-      if (t !== "") appendVisibleToken(span, t);
-      if (changed?.[i]) {
-        span.classList.add("lw-changed");
-        span.dataset.changed = "true";
-        span.title = "differs from the baseline's token here";
-      }
-      text.append(span);
-    });
-    target.replaceChildren(el("div", "lw-col-title", label), text);
+    target.replaceChildren(...generationColumn(label, view.tokens(), tokens, changed));
   }
 
   async function run(): Promise<void> {

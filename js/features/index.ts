@@ -1,0 +1,408 @@
+// FeatureView: the SAE features active on the selected token (from codes the kernel encoded once), and a
+// selected feature's dashboard: its activation over the text, histogram and density, the tokens its decoder
+// row promotes and suppresses, corpus examples by quantile (with a FeatureIndex), a search by token, and
+// "steer with this feature": baseline and steered generations, drawn with SteeringView's own columns.
+
+import { formatValue, activationColor, maxAbs, splitByLengths } from "../neurons/format";
+import { el, quotedToken, rankRow, renderTokenStrip, setSelected, textStripOptions, appendVisibleToken } from "../shared/tokens";
+import { defineView, errorBox, type View } from "../shared/view";
+import { floats, ints } from "../shared/wire";
+import { generationColumn } from "../steering/columns";
+import { effectLine } from "../steering/effect";
+import "../steering/style.css";
+import { bandTitle, binLabels, densityText, nearestScale, readScale, scaleLabel } from "./format";
+import "./style.css";
+
+const VOCAB_K = 10; // the kernel's feature_view.VOCAB_K: an exported file is keyed by these params
+const TEXT_BINS = 30; // feature_view.TEXT_BINS
+const PROMPT_TAIL = 24; // prompt tokens shown before a steered generation
+
+interface Example {
+  text_index: number;
+  activation: number;
+  tokens: string[];
+  peak: number;
+}
+
+interface Band {
+  start: number;
+  stop: number;
+  lo: number;
+  hi: number;
+}
+
+function tagged<T extends HTMLElement>(node: T, testid: string, data: Record<string, unknown> = {}): T {
+  node.dataset.testid = testid;
+  for (const [key, value] of Object.entries(data)) node.dataset[key] = String(value);
+  return node;
+}
+
+function panelState(panel: HTMLElement, state: string, ...children: (Node | string)[]): void {
+  panel.dataset.state = state;
+  panel.replaceChildren(...children);
+}
+
+function mount(view: View): void {
+  const feature = (): number => view.int("selected_feature");
+  const k = (): number => view.int("k", 20);
+  const skipFirst = (): number => view.int("skip_first", 0);
+
+  const tokenPanel = tagged(el("div", "lw-token-features"), "token-features");
+  const dashboard = tagged(el("div", "lw-dashboard"), "dashboard");
+  dashboard.setAttribute("aria-live", "polite");
+  const body = el("div", "lw-body");
+  body.append(tokenPanel, dashboard);
+
+  const searchInput = tagged(el("input"), "search-input");
+  searchInput.placeholder = "token, e.g. ␣Paris (leading space: type it)";
+  const searchButton = tagged(el("button", "", "find features"), "search-button");
+  const searchTitle = el("h4");
+  const searchResults = tagged(el("div"), "search-results");
+  const search = tagged(el("div", "lw-search"), "search");
+  search.append(searchTitle, searchInput, " ", searchButton, searchResults);
+  view.root.append(body, search);
+
+  let textVersion = 0;
+  let tokenKey = "";
+  let featureKey = "";
+  let scheduled = false;
+
+  function renderHeader(): void {
+    const note = String(view.get("index_note") ?? "");
+    view.setHeader(
+      `${String(view.get("sae_name") ?? "SAE")} · ${view.tokens().length} tokens · ${view.int("n_features", 0)} features` +
+        (note ? " · no corpus index" : " · corpus index"),
+    );
+    searchTitle.textContent = note
+      ? "Features that fire on a token of this text (no corpus index)"
+      : "Features whose top corpus examples peak on a token";
+  }
+
+  function schedule(): void {
+    if (scheduled) return;
+    scheduled = true;
+    queueMicrotask(() => {
+      scheduled = false;
+      void updateTokenPanel();
+      void updateDashboard();
+    });
+  }
+
+  function skipNote(): HTMLElement {
+    const n = skipFirst();
+    return tagged(
+      el(
+        "div",
+        "lw-skip-note",
+        `The SAE does not read ${n === 1 ? "position 0" : `positions 0–${n - 1}`}: this model's first position carries a ` +
+          "massive activation (an attention sink, about a hundred times the others' norm), so the SAE was trained " +
+          "and is indexed without it. The features below are what its encoder makes of that vector, not features of the text.",
+      ),
+      "skip-note",
+    );
+  }
+
+  async function updateTokenPanel(): Promise<void> {
+    const i = view.selected();
+    const key = `${textVersion}:${i}:${k()}`;
+    if (key === tokenKey) return;
+    tokenKey = key;
+    if (i < 0) return panelState(tokenPanel, "idle", el("div", "lw-hint", "Click a token to see the features active on it."));
+    const title = quotedToken("lw-title", `Layer ${view.int("layer", 0)}, token #${i} `, view.tokens()[i] ?? "");
+    tokenPanel.dataset.position = String(i);
+    panelState(tokenPanel, "loading", title, el("div", "lw-loading", "Loading…"));
+    try {
+      const response = await view.client.request("token", "token", { position: i, k: k() });
+      if (response === null || tokenKey !== key) return;
+      const features = ints(response.arrays, "features");
+      const acts = floats(response.arrays, "activations");
+      const skipped = response.msg["skipped"] === true;
+      const scale = maxAbs(acts);
+      const rows = Array.from(features, (f, r) => {
+        const row = tagged(rankRow(r + 1, `F${f}`, acts[r]! / scale, formatValue(acts[r]!)), "feature-row", { feature: f, value: acts[r] });
+        row.classList.add("lw-feature-row");
+        row.classList.toggle("lw-selected", f === feature());
+        row.classList.toggle("lw-skipped", skipped);
+        row.title = `feature ${f}: activation ${formatValue(acts[r]!)}`;
+        return row;
+      });
+      const none = rows.length ? [] : [el("div", "lw-hint", "No feature is active here.")];
+      panelState(tokenPanel, skipped ? "skipped" : "ready", title, ...(skipped ? [skipNote()] : []), ...rows, ...none);
+    } catch (e) {
+      if (tokenKey === key) panelState(tokenPanel, "error", title, errorBox(e, "token-error"));
+    }
+  }
+
+  async function updateDashboard(): Promise<void> {
+    const f = feature();
+    const key = `${textVersion}:${f}`;
+    if (key === featureKey) return;
+    featureKey = key;
+    for (const row of tokenPanel.querySelectorAll<HTMLElement>(".lw-feature-row")) {
+      row.classList.toggle("lw-selected", row.dataset.feature === String(f));
+    }
+    if (f < 0) {
+      view.client.cancel("feature");
+      return panelState(dashboard, "idle", el("div", "lw-hint", "Click a feature to see its dashboard."));
+    }
+    dashboard.dataset.feature = String(f);
+    const title = el("h4", "", `Feature ${f} (layer ${view.int("layer", 0)})`);
+    panelState(dashboard, "loading", title, el("div", "lw-loading", "Loading…"));
+    try {
+      const response = await view.client.request("feature", "feature", { feature: f, k: VOCAB_K, bins: TEXT_BINS });
+      if (response === null || featureKey !== key) return;
+      const m = response.msg;
+      const acts = floats(response.arrays, "activations");
+      const children: (Node | string)[] = [title];
+
+      // Over the current text.
+      children.push(
+        tagged(
+          el("div", "lw-muted", `On this text: ${densityText(Number(m["text_fires"]), Number(m["text_tokens"]))}, max ${formatValue(Number(m["text_max"]))}`),
+          "text-density",
+        ),
+      );
+      children.push(overlay(acts));
+      children.push(el("h4", "", "Histogram of its non-zero activations on this text"), ...histogram(ints(response.arrays, "hist"), Number(m["hist_lo"]), Number(m["hist_hi"])));
+
+      // Through the unembedding.
+      if (typeof m["vocab_note"] === "string") children.push(tagged(el("div", "lw-hint", m["vocab_note"]), "vocab-note"));
+      else {
+        const vocab = el("div", "lw-vocab");
+        vocab.append(
+          vocabList("Promotes", "promoted-token", m["promoted_tokens"], ints(response.arrays, "promoted"), floats(response.arrays, "promoted_logits")),
+          vocabList("Suppresses", "suppressed-token", m["suppressed_tokens"], ints(response.arrays, "suppressed"), floats(response.arrays, "suppressed_logits")),
+        );
+        children.push(vocab);
+      }
+
+      // In the corpus.
+      const corpus = tagged(el("div", "lw-corpus"), "corpus");
+      if (typeof m["index_note"] === "string") {
+        corpus.append(el("h4", "", "In the corpus"), tagged(el("div", "lw-missing", m["index_note"]), "index-missing"));
+      } else corpus.append(...corpusSection(m, response.arrays));
+      children.push(corpus);
+      children.push(steerBox(f));
+      panelState(dashboard, "ready", ...children);
+    } catch (e) {
+      if (featureKey === key) panelState(dashboard, "error", title, errorBox(e, "feature-error"));
+    }
+  }
+
+  function overlay(acts: Float32Array): HTMLElement {
+    const box = tagged(el("div", "lw-overlay"), "overlay");
+    const skip = skipFirst();
+    const scale = readScale(acts, skip);
+    const spans = renderTokenStrip(box, view.tokens(), {
+      ...textStripOptions(view.model),
+      selected: view.selected(),
+      onSelect: (i) => view.set({ selected_token: i }),
+    });
+    spans.forEach((span, i) => {
+      tagged(span, "overlay-token", { value: acts[i] });
+      if (i < skip) {
+        span.classList.add("lw-skipped");
+        span.title += "  not read by the SAE (first position)";
+        return;
+      }
+      span.style.background = activationColor(acts[i]!, scale);
+      span.title += `  activation ${formatValue(acts[i]!)}`;
+    });
+    return box;
+  }
+
+  function histogram(counts: Int32Array, lo: number, hi: number, labels?: string[], testid = "hist-bar"): HTMLElement[] {
+    const peak = Math.max(1, ...counts);
+    const width = (hi - lo) / Math.max(1, counts.length);
+    const hist = tagged(el("div", "lw-hist"), testid === "hist-bar" ? "histogram" : "index-histogram");
+    counts.forEach((c, b) => {
+      const bar = tagged(el("div", "lw-hist-bar"), testid, { count: c });
+      bar.style.height = `${(c / peak) * 100}%`;
+      const range = labels?.[b] ?? `[${formatValue(lo + b * width)}, ${formatValue(lo + (b + 1) * width)})`;
+      bar.title = `${c} token${c === 1 ? "" : "s"} in ${range}`;
+      hist.append(bar);
+    });
+    const axis = el("div", "lw-hist-axis");
+    axis.append(el("span", "", formatValue(lo)), el("span", "", labels ? "activation (log scale)" : "activation"), el("span", "", formatValue(hi)));
+    return [hist, axis];
+  }
+
+  function vocabList(label: string, testid: string, names: unknown, ids: Int32Array, logits: Float32Array): HTMLElement {
+    const box = el("div");
+    const scale = maxAbs(logits);
+    box.append(el("h4", "", `${label} (logit per unit, through the final norm's gain)`));
+    (Array.isArray(names) ? names : []).forEach((name, r) => {
+      box.append(tagged(rankRow(r + 1, String(name), Math.abs(logits[r] ?? 0) / scale, formatValue(logits[r] ?? NaN)), testid, { tokenId: ids[r] }));
+    });
+    return box;
+  }
+
+  function exampleRow(e: Example, acts: number[], scale: number, testid: string): HTMLElement {
+    const row = tagged(el("div", "lw-example"), testid, { activation: e.activation, textIndex: e.text_index });
+    row.append(el("span", "lw-act", formatValue(e.activation)));
+    e.tokens.forEach((tok, j) => {
+      const span = el("span", j === e.peak ? "lw-token lw-peak" : "lw-token");
+      const v = acts[j] ?? 0;
+      span.style.background = activationColor(v, scale);
+      span.title = `activation ${formatValue(v)}`;
+      appendVisibleToken(span, tok);
+      row.append(span);
+    });
+    return row;
+  }
+
+  function corpusSection(m: Record<string, unknown>, arrays: Parameters<typeof floats>[0]): (Node | string)[] {
+    const stats = (m["stats"] ?? {}) as Record<string, number | null>;
+    const top = (m["top_examples"] as Example[] | undefined) ?? [];
+    const sample = (m["sample_examples"] as Example[] | undefined) ?? [];
+    const bands = (m["bands"] as Band[] | undefined) ?? [];
+    const fmt = (name: string): string => formatValue(Number(stats[name] ?? NaN));
+    const density = Number(stats["density"] ?? 0);
+    const line =
+      `Corpus (${String(m["index_texts"])} texts): ${densityText(Number(stats["fires"] ?? 0), Number(stats["tokens"] ?? 0))}` +
+      (density > 0 ? `, log₁₀ density ${Math.log10(density).toFixed(2)}` : "") +
+      `; when it fires: mean ${fmt("mean")}, std ${fmt("std")}, max ${fmt("max")}`;
+    const out: (Node | string)[] = [el("h4", "", "In the corpus"), tagged(el("div", "lw-muted", line), "stats")];
+    const edges = floats(arrays, "index_edges");
+    const counts = ints(arrays, "index_hist");
+    out.push(...histogram(counts, edges[0] ?? 0, edges[edges.length - 1] ?? 1, binLabels(edges), "index-hist-bar"));
+    const flat = floats(arrays, "example_activations");
+    const acts = splitByLengths(flat, [...top, ...sample].map((e) => e.tokens.length));
+    const scale = maxAbs([...top, ...sample].map((e) => e.activation));
+    const topBox = tagged(el("div"), "top-examples");
+    topBox.append(...top.map((e, r) => exampleRow(e, acts[r]!, scale, "example")));
+    out.push(el("h4", "", "Top examples"), topBox);
+    if (!top.length) topBox.append(el("div", "lw-hint", "It never fires in the corpus."));
+    if (bands.length) {
+      out.push(el("h4", "", "Examples by activation quantile (a uniform sample of where it fires)"));
+      bands.forEach((b, i) => {
+        const band = tagged(el("div", "lw-band"), "band", { lo: b.lo, hi: b.hi });
+        band.append(el("div", "lw-muted", bandTitle(i, bands.length, b.lo, b.hi)));
+        for (let r = b.start; r < b.stop; r++) band.append(exampleRow(sample[r]!, acts[top.length + r]!, scale, "band-example"));
+        out.push(band);
+      });
+    }
+    return out;
+  }
+
+  function steerBox(f: number): HTMLElement {
+    const box = tagged(el("div", "lw-steer lw-steering"), "steer");
+    box.append(el("h4", "", "Steer with this feature"));
+    if (view.get("can_steer") !== true) {
+      box.append(el("div", "lw-hint", "This model has no causal language-model head: nothing to generate."));
+      return box;
+    }
+    const scales = view.list<number>("steer_scales");
+    const select = tagged(el("select"), "steer-scale");
+    select.replaceChildren(...scales.map((s, i) => Object.assign(el("option", "", scaleLabel(s)), { value: String(i) })));
+    select.value = String(nearestScale(scales, 1));
+    const button = tagged(el("button", "", "steer with this feature"), "steer-button");
+    const result = tagged(el("div", "lw-steer-result"), "steer-result");
+    result.dataset.state = "idle";
+    const controls = el("div", "lw-controls");
+    controls.append(
+      el("span", "lw-muted", `add α × its decoder row to the stream entering layer ${view.int("layer", 0) + 1}, α = `),
+      select,
+      button,
+    );
+    box.append(controls, result);
+    view.listen(button, "click", () => void runSteer(f, Number(select.value), result));
+    return box;
+  }
+
+  async function runSteer(f: number, step: number, result: HTMLElement): Promise<void> {
+    panelState(result, "loading", el("div", "lw-loading", `Generating ${view.int("steer_tokens", 0)} tokens with and without the feature…`));
+    result.dataset.step = String(step);
+    try {
+      const r = await view.client.request("steer", "steer", { feature: f, step });
+      if (r === null) return;
+      const m = r.msg;
+      const changed = (m["changed"] as boolean[]) ?? [];
+      const noEffect = m["no_effect"] === true;
+      const line = tagged(el("div", noEffect ? "lw-no-effect" : "lw-effect-line"), noEffect ? "no-effect" : "effect-line");
+      line.textContent =
+        `α = ${Number(m["alpha"]).toPrecision(3)}: ` +
+        effectLine({
+          klNext: m["kl_next"] as number | null,
+          klMean: m["kl_mean"] as number | null,
+          metric: null,
+          metricChange: null,
+          changed: changed.filter(Boolean).length,
+          total: changed.length,
+          noEffect,
+        });
+      const base = tagged(el("div", "lw-col"), "baseline");
+      base.append(...generationColumn("baseline (α = 0)", view.tokens(), (m["baseline"] as string[]) ?? [], null, PROMPT_TAIL));
+      const steered = tagged(el("div", "lw-col"), "steered");
+      steered.append(...generationColumn(`steered (${scaleLabel(Number(m["scale"]))})`, view.tokens(), (m["steered"] as string[]) ?? [], changed, PROMPT_TAIL));
+      const cols = el("div", "lw-cols");
+      cols.append(base, steered);
+      result.dataset.changed = String(changed.filter(Boolean).length);
+      panelState(result, noEffect ? "no-effect" : "ready", line, cols);
+    } catch (e) {
+      panelState(result, "error", errorBox(e, "steer-error"));
+    }
+  }
+
+  async function runSearch(): Promise<void> {
+    const token = searchInput.value.replace(/␣/g, " ");
+    if (!token) return;
+    panelState(searchResults, "loading", el("div", "lw-loading", "Searching…"));
+    try {
+      const response = await view.client.request("search", "search", { token, k: 10 });
+      if (response === null) return;
+      type Found = { feature: number; count: number; activation: number };
+      const results = (response.msg["results"] as Found[] | undefined) ?? [];
+      const fromIndex = response.msg["source"] === "index";
+      const rows = results.map((r) =>
+        tagged(
+          el(
+            "div",
+            "lw-search-result",
+            `feature ${r.feature}: ${r.count} ${fromIndex ? "of its top examples" : `of the token's ${String(response.msg["positions"])} place(s) in this text`}, up to ${formatValue(r.activation)}`,
+          ),
+          "search-result",
+          { feature: r.feature },
+        ),
+      );
+      const none = fromIndex ? "No feature's top examples peak on that token." : "That token does not occur in this text, or no feature fires on it.";
+      panelState(searchResults, "ready", ...(rows.length ? rows : [el("div", "lw-hint", none)]));
+    } catch (e) {
+      panelState(searchResults, "error", errorBox(e, "search-error"));
+    }
+  }
+
+  view.listen(searchButton, "click", () => void runSearch());
+  view.listen(searchInput, "keydown", (e) => {
+    e.stopPropagation(); // typing is not navigation
+    if (e.key === "Enter") void runSearch();
+  });
+  view.listen(tokenPanel, "click", (e) => {
+    const row = (e.target as HTMLElement).closest<HTMLElement>(".lw-feature-row");
+    if (row) view.set({ selected_feature: Number(row.dataset.feature) });
+  });
+  view.listen(searchResults, "click", (e) => {
+    const row = (e.target as HTMLElement).closest<HTMLElement>(".lw-search-result");
+    if (row) view.set({ selected_feature: Number(row.dataset.feature) });
+  });
+
+  view.on(["tokens", "token_ids"], () => {
+    textVersion++;
+    renderHeader();
+    schedule();
+  });
+  view.on("selected_token", () => {
+    setSelected([...dashboard.querySelectorAll<HTMLElement>("[data-testid=overlay-token]")], view.selected());
+    schedule();
+  });
+  view.on(["selected_feature", "k"], schedule);
+  view.on(["index_note", "sae_name", "n_features", "model_name"], () => (renderHeader(), schedule()));
+  renderHeader();
+  schedule();
+}
+
+export default defineView({
+  name: "features",
+  selectionStrip: "click a token to list the SAE features active on it, or use the arrow keys",
+  mount,
+});
