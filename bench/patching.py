@@ -109,7 +109,8 @@ def nnsight_sweep(model, mary, john, heads):
                     with tracer.invoke(CORRUPT):
                         if heads:
                             d = clean[layer].shape[-1] // H
-                            site(layer).input[:, :, index * d : (index + 1) * d] = clean[layer][:, :, index * d : (index + 1) * d]
+                            cols = slice(index * d, (index + 1) * d)
+                            site(layer).input[:, :, cols] = clean[layer][:, :, cols]
                         else:
                             site(layer).input[:, index] = clean[layer][:, index]
                         logits = nn.lm_head.output[0, -1]
