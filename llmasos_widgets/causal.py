@@ -326,12 +326,12 @@ class _Engine:
     def _run_group(self, base: _Run, cells: list[_Cell], start: int) -> Tensor:
         # Cells enter at their first edited layer, in order; below it they are the base run.
         T = base.resid[0].shape[1]
-        device = base.resid[0].device
-        positions = torch.arange(start, T, device=device)
-        allowed = self._mask(start, T, device)
         x = base.resid[0][:0, start:]
         entered = 0
         for layer in range(cells[0].entry, self.n_layers):
+            # The base run's stream entering this layer sits where the layer runs (also on a sharded model).
+            device = base.resid[layer].device
+            x = x.to(device)
             while entered < len(cells) and cells[entered].entry == layer:
                 entered += 1
                 x = torch.cat([x, base.resid[layer][cells[entered - 1].base, start:][None]])
@@ -340,8 +340,9 @@ class _Engine:
                 for s in SITES
             }
             bases = torch.tensor([c.base for c in cells[:entered]], device=device)
-            x = self._block(layer, x, base, bases, start, positions, allowed, edits)
-        return self.adapter.logits(x[:, -1])
+            positions = torch.arange(start, T, device=device)
+            x = self._block(layer, x, base, bases, start, positions, self._mask(start, T, device), edits)
+        return self.adapter.logits(x[:, -1].to(base.resid[self.n_layers].device))
 
     def _mask(self, start: int, T: int, device: torch.device) -> Tensor:  # [T - start, T], True = attend
         q = torch.arange(start, T, device=device)[:, None]
@@ -379,7 +380,7 @@ class _Engine:
             z = z.clone()
             for i, e in edits["heads"]:
                 rows = torch.tensor(e.positions) - start
-                z[i, rows, e.head * head_dim : (e.head + 1) * head_dim] = e.value
+                z[i, rows, e.head * head_dim : (e.head + 1) * head_dim] = e.value.to(z)
         attn_out = _apply(a.attn_out_proj(layer)(z), edits["attn"], start)
         h = x + attn_out
         return h + _apply(a.mlp(layer)(a.mlp_norm(layer)(h)), edits["mlp"], start)
@@ -390,7 +391,7 @@ def _apply(t: Tensor, edits: list[tuple[int, _Edit]], start: int) -> Tensor:
         return t
     t = t.clone()
     for i, e in edits:
-        t[i, torch.tensor(e.positions) - start] = e.value
+        t[i, torch.tensor(e.positions) - start] = e.value.to(t)
     return t
 
 
@@ -664,7 +665,7 @@ class Patching:
         est = torch.full(self.shape, float("nan"))
         for layer in range(L):
             delta = self.source.site(self.over, layer)[0] - self.base.site(self.over, layer)[0]  # [pos, width]
-            contrib = delta * grads[self.over][layer][0]
+            contrib = (delta * grads[self.over][layer][0]).float().cpu()
             if self.over == "heads":
                 rows = torch.tensor(self.positions)
                 est[layer] = contrib[rows].view(len(rows), cols, -1).sum(dim=(0, 2))

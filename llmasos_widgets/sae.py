@@ -530,27 +530,42 @@ def _included(mask: Tensor, skip_first: int) -> Tensor:  # [batch, pos] bool
     return mask.bool() & (pos >= skip_first)
 
 
-def _layer_acts(
-    model: LanguageModel, layer: int, batch: list[tuple[int, list[int]]], skip_first: int
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """One forward to ``layer``: ``(acts [batch, pos, d_model], ids, mask, included)`` on the model's device."""
+def _forward_to(
+    model: LanguageModel, layers: Sequence[int], batch: list[tuple[int, list[int]]]
+) -> tuple[dict[int, Tensor], Tensor, Tensor]:
+    """One forward pass that stops after the deepest of ``layers``: ``({layer: acts [batch, pos, d_model]}, ids, mask)``."""
     ids, mask, _ = _padded(model, batch)
     ids, mask = ids.to(model.device), mask.to(model.device)
-    kept: dict[str, Tensor] = {}
+    kept: dict[int, Tensor] = {}
+    blocks = model.adapter.blocks()
+    deepest = max(layers)
 
-    def hook(module, args, output):  # type: ignore[no-untyped-def]
-        kept["acts"] = _block_output(output).detach()
-        raise _Stop
+    def keeper(layer: int):  # type: ignore[no-untyped-def]
+        def hook(module, args, output):  # type: ignore[no-untyped-def]
+            kept[layer] = _block_output(output).detach()
+            if layer == deepest:
+                raise _Stop  # nothing after the deepest layer asked for is needed
 
-    handle = model.adapter.blocks()[layer].register_forward_hook(hook)
+        return hook
+
+    handles = [blocks[layer].register_forward_hook(keeper(layer)) for layer in sorted(set(layers))]
     try:
         with torch.no_grad():
             model.adapter.base()(input_ids=ids, attention_mask=mask)
     except _Stop:
         pass
     finally:
-        handle.remove()
-    return kept["acts"], ids, mask, _included(mask, skip_first)
+        for handle in handles:
+            handle.remove()
+    return kept, ids, mask
+
+
+def _layer_acts(
+    model: LanguageModel, layer: int, batch: list[tuple[int, list[int]]], skip_first: int
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """One forward to ``layer``: ``(acts [batch, pos, d_model], ids, mask, included)`` on the model's device."""
+    kept, ids, mask = _forward_to(model, [layer], batch)
+    return kept[layer], ids, mask, _included(mask, skip_first)
 
 
 def _next_token_loss(
