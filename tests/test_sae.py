@@ -372,3 +372,81 @@ def test_saelens_layouts_written_here_load_back(llama, tmp_path):
     wrong_width = saelens_folder(tmp_path / "w32", random_sae(d_model=32), v6)
     with pytest.raises(ValueError, match="reads 32-wide activations but tiny-llama's residual stream is 64 wide"):
         load_sae(wrong_width, model=llama)
+
+
+# -- activation caches --------------------------------------------------------------------------
+def test_the_cache_equals_the_hooked_activations_of_every_layer(llama, tmp_path):
+    texts = [*TEXTS[:12], "word " * 40]
+    cache = sae_mod.cache_activations(llama, texts, [1, 0], tmp_path / "c", max_tokens=32, batch_size=5,
+                                      dtype=torch.float32, progress=False)  # fmt: skip
+    assert cache.layers == [0, 1] and cache.complete
+    assert cache.n_tokens == sum(len(p) for _, p in cache.pieces)
+    assert [len(p) for t, p in cache.pieces if t == 12] == [32, 32, 18]  # split as train_sae splits it
+    half = sae_mod.cache_activations(llama, texts, [0, 1], tmp_path / "h", max_tokens=32, progress=False)
+    whole = [t for t in range(len(texts)) if sum(u == t for u, _ in cache.pieces) == 1]
+    assert whole  # texts of one piece compare with the model's own trace
+    for i, (t, ids) in enumerate(cache.pieces):
+        trace = llama.trace(texts[t]) if t in whole else None
+        for layer in (0, 1):
+            # A text's trace, or for a piece of a split text a forward of that piece alone.
+            want = trace.resid_pre(layer + 1) if trace else sae_mod._layer_acts(llama, layer, [(t, ids)], 0)[0][0]
+            assert torch.allclose(cache.piece(layer, i), want, atol=1e-5)
+            assert torch.allclose(half.piece(layer, i), want.half().float(), atol=1e-3 * float(want.abs().max()))
+    assert (tmp_path / "h" / "layer0.bin").stat().st_size == half.n_tokens * 64 * 2  # float16 on disk
+    with pytest.raises(ValueError, match="holds layers \\[0, 1\\], not layer 5"):
+        cache.piece(5, 0)
+
+
+def test_training_from_the_cache_gives_the_same_sae_as_from_texts(llama, tmp_path):
+    kw = dict(n_latents=64, k=4, batch_tokens=256, buffer_tokens=2000, epochs=2, seed=3, batch_size=1, progress=False)
+    from_texts = train_sae(llama, TEXTS, layer=1, **kw)
+    # One forward pass per batch fills both layers; batch_size=1 makes the forward passes the same ones.
+    cache = sae_mod.cache_activations(llama, TEXTS, [0, 1], tmp_path / "c", batch_size=1, dtype=torch.float32,
+                                      progress=False)  # fmt: skip
+    from_cache = train_sae(llama, cache, layer=1, **kw)
+    for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
+        assert torch.equal(getattr(from_cache, name), getattr(from_texts, name)), name
+    assert from_cache.quality == from_texts.quality
+    assert from_cache.meta["train"]["activations"].startswith("cache ")
+    # float16 storage (the default) rounds the activations: nearly the same SAE, the same quality.
+    half = sae_mod.cache_activations(llama, TEXTS, [1], tmp_path / "h", progress=False)
+    rounded = train_sae(llama, half, layer=1, **kw)
+    assert abs(rounded.quality.variance_explained - from_texts.quality.variance_explained) < 0.01
+    assert float((rounded.W_dec * from_texts.W_dec).sum(1).median()) > 0.99
+
+
+def test_a_cache_fill_resumes_and_refuses_other_settings(llama, tmp_path, monkeypatch):
+    folder = tmp_path / "c"
+    straight = sae_mod.cache_activations(llama, TEXTS[:40], [0], tmp_path / "s", batch_size=4, progress=False)
+    calls = {"n": 0}
+    real = sae_mod._forward_to
+
+    def interrupted(*args):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(sae_mod, "_forward_to", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        sae_mod.cache_activations(llama, TEXTS[:40], [0], folder, batch_size=4, flush_every=3, progress=False)
+    part = sae_mod.ActivationCache(folder)
+    assert part.done_batches == 6 and not part.complete
+    with pytest.raises(ValueError, match="incomplete .*6 of 10 batches"):
+        train_sae(llama, part, layer=0, progress=False)
+    monkeypatch.setattr(sae_mod, "_forward_to", real)
+    calls["n"] = 0
+    done = sae_mod.cache_activations(llama, TEXTS[:40], [0], folder, batch_size=4, flush_every=3, progress=False)
+    assert done.complete
+    assert all(torch.equal(done.piece(0, i), straight.piece(0, i)) for i in range(len(done.pieces)))
+    assert sorted(p.name for p in folder.iterdir()) == ["index.safetensors", "layer0.bin"]  # no temporary file
+    with pytest.raises(ValueError, match="made from other settings .*layers: cache \\[0\\] vs now \\[1\\]"):
+        sae_mod.cache_activations(llama, TEXTS[:40], [1], folder, batch_size=4, progress=False)
+    with pytest.raises(ValueError, match="made from other settings"):
+        sae_mod.cache_activations(llama, TEXTS[1:41], [0], folder, batch_size=4, progress=False)
+    with pytest.raises(ValueError, match="made by another model"):
+        train_sae(lw.load_model("tiny-gpt2"), done, layer=0, progress=False)
+    with pytest.raises(ValueError, match="holds layers \\[0\\], not layer 1"):
+        train_sae(llama, done, layer=1, progress=False)
+    with pytest.raises(ValueError, match="is not an activation cache"):
+        sae_mod.ActivationCache(tmp_path)
