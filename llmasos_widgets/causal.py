@@ -38,7 +38,7 @@ from . import _checks
 if TYPE_CHECKING:
     from .concepts import CAV
     from .models import LanguageModel
-    from .trace import Prediction
+    from .trace import Prediction, Trace
 
 SITES = ("resid", "attn", "mlp", "heads")
 DIRECTIONS = ("denoise", "noise")
@@ -993,6 +993,22 @@ class Direction:
         return cls(mean(texts, "texts") - mean(baseline, "baseline"), layer, "mean difference")
 
 
+def stream_norm(trace: Trace, layer: int) -> float:
+    """The median over a text's tokens of the norm of the residual stream entering ``layer`` (0..n_layers).
+
+    The scale a steering coefficient is read against. The median, not the mean: the first token's
+    stream is often tens of times larger than the others' (an attention sink) and would set it alone.
+
+    Examples
+    --------
+    >>> import llmasos_widgets as lw
+    >>> stream_norm(lw.load_model("tiny-llama").trace("The cat sat"), 1) > 0
+    True
+
+    """
+    return float(trace.resid_pre(layer).float().norm(dim=-1).median())
+
+
 def as_direction(model: LanguageModel, direction: Any, layer: int | None = None) -> Direction:
     """``direction`` (a Direction, a CAV, or a vector with ``layer``) checked against ``model``.
 
@@ -1201,10 +1217,10 @@ def steer(
     steered_ids = generate(float(alpha))
     base_logits, steered_logits = next_logits(0.0, baseline_ids), next_logits(float(alpha), baseline_ids)
     if not steered_logits.isfinite().all():
-        norm = float(torch.cat(model.trace(prompt)._resid[found.layer : found.layer + 1]).norm(dim=-1).mean())
+        norm = stream_norm(model.trace(prompt), found.layer)
         raise ValueError(
             f"alpha={alpha} makes the logits non-finite; the residual stream at layer {found.layer} has a "
-            f"norm of about {norm:.3g} and the direction {found.norm:.3g}: try a smaller alpha"
+            f"median norm of {norm:.3g} and the direction {found.norm:.3g}: try a smaller alpha"
         )
     base_log, steered_log = base_logits.log_softmax(-1), steered_logits.log_softmax(-1)
     kl = (base_log.exp() * (base_log - steered_log)).sum(-1).clamp_min(0)

@@ -20,7 +20,7 @@ import traitlets
 
 from . import _checks, _wire
 from ._base import Arrays, Reply, ViewBase
-from .causal import steer
+from .causal import steer, stream_norm
 from .features import FeatureIndex
 from .neurons import Example, direction_logits, histogram
 from .sae import SAE, TopK
@@ -120,8 +120,7 @@ class FeatureView(ViewBase):
             sae_name=repr(sae),
             index_note="" if index is not None else _NO_INDEX,
             steer_tokens=STEER_TOKENS,
-            # SteeringView's scale (resid_norm): the median over the text's tokens of the stream's norm there.
-            stream_norm=float(trace.resid_pre(sae.layer + 1).float().norm(dim=-1).median()),
+            stream_norm=stream_norm(trace, sae.layer + 1),  # SteeringView's scale
             can_steer=causal,
             **kwargs,
         )

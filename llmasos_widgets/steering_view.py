@@ -18,7 +18,7 @@ import traitlets
 
 from . import _checks
 from ._base import Reply, ViewBase
-from .causal import STEER_POSITIONS, Metric, SteerResult, as_direction, steer
+from .causal import STEER_POSITIONS, Metric, SteerResult, as_direction, steer, stream_norm
 from .models import LanguageModel
 
 STEPS = 20  # slider intervals: 21 coefficients, 0 in the middle of the default range
@@ -28,23 +28,6 @@ STEPS = 20  # slider intervals: 21 coefficients, 0 in the middle of the default 
 # swamps the stream (text degenerates), so the slider runs from no effect, through the useful region, to
 # certain breakage, with a step of a tenth of the stream's norm.
 RANGE = 2.0
-
-
-def resid_norm(model: LanguageModel, prompt: str, layer: int) -> float:
-    """The median over the prompt's tokens of the residual stream's norm entering ``layer``.
-
-    The median, not the mean: the first token's stream is often tens of times larger than the others
-    (an attention sink) and would set the scale alone.
-
-    Examples
-    --------
-    >>> import llmasos_widgets as lw
-    >>> resid_norm(lw.load_model("tiny-llama"), "The cat sat", 1) > 0
-    True
-
-    """
-    trace = model.trace(prompt)
-    return float(trace._resid[layer][0].float().norm(dim=-1).median())
 
 
 def alpha_grid(lo: float, hi: float, steps: int = STEPS) -> list[float]:
@@ -135,7 +118,7 @@ class SteeringView(ViewBase):
         found = as_direction(model, direction, layer)
         trace = model.trace(prompt)
         max_new_tokens = _checks.int_in("max_new_tokens", max_new_tokens, 1, max(1, model.context_length - len(trace)))
-        stream = resid_norm(model, prompt, found.layer)
+        stream = stream_norm(model.trace(prompt), found.layer)
         if alphas is None:
             hi = RANGE * stream / found.norm
             lo = -hi
