@@ -118,7 +118,7 @@ class SteeringView(ViewBase):
         found = as_direction(model, direction, layer)
         trace = model.trace(prompt)
         max_new_tokens = _checks.int_in("max_new_tokens", max_new_tokens, 1, max(1, model.context_length - len(trace)))
-        stream = stream_norm(model.trace(prompt), found.layer)
+        stream = stream_norm(trace, found.layer)
         if alphas is None:
             hi = RANGE * stream / found.norm
             lo = -hi
@@ -189,8 +189,6 @@ class SteeringView(ViewBase):
     def _stream_steer(self, reply: Reply, step: int, positions: str = "all") -> None:
         """Baseline and steered generations at slider step ``step`` (an index into ``alpha_values``)."""
         step = _checks.index(step, len(self.alpha_values), "step", "the slider has steps")
-        if step < 0:
-            raise ValueError(f"step must be 0..{len(self.alpha_values) - 1}, got {step}")
         if positions not in STEER_POSITIONS:
             raise ValueError(f"positions {positions!r} is not one of {', '.join(STEER_POSITIONS)}")
         alpha = self.alpha_values[step]
