@@ -532,6 +532,19 @@ class NotebookSession:
             )
         return "".join(out)
 
+    def kernel_value(self, code: str, expected: str, timeout: float = 30.0) -> str:
+        """``kernel_exec(code)`` stripped, polled until it equals ``expected`` or ``timeout`` seconds pass.
+
+        A change made in the page reaches the kernel as a comm message, which a loaded machine may
+        deliver after a ``kernel_exec`` sent just then: read the kernel's state this way after a click.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            value = self.kernel_exec(code).strip()
+            if value == expected or time.monotonic() > deadline:
+                return value
+            time.sleep(0.2)
+
     # -- page -----------------------------------------------------------------------------------
 
     def cells(self) -> list[dict[str, Any]]:

@@ -53,7 +53,7 @@ def test_click_a_token_redraws_every_thumbnail_and_syncs_the_kernel(nb):
     expect(overview).to_have_attribute("data-position", "9", timeout=30_000)
     expect(overview).to_have_attribute("data-state", "ready")
     assert overview_pixels(page) != before
-    assert nb.kernel_exec("print(view.selected_token)").strip() == "9"
+    assert nb.kernel_value("print(view.selected_token)", "9") == "9"
     # The sharpest heads listed are the kernel's: the largest weights from token 9.
     first = page.locator('[data-testid="sharp-head"]').first
     layer, head = int(first.get_attribute("data-layer")), int(first.get_attribute("data-head"))
@@ -106,7 +106,7 @@ def test_fifty_fast_clicks_end_on_the_last_one(nb):
     expect(overview).to_have_attribute("data-state", "ready")
     page.wait_for_timeout(1000)  # a stale answer arriving late must not replace it
     assert overview.get_attribute("data-position") == str(last)
-    assert nb.kernel_exec("print(view.selected_token)").strip() == str(last)
+    assert nb.kernel_value("print(view.selected_token)", str(last)) == str(last)
     assert nb.errors == []
 
 
@@ -121,7 +121,7 @@ def test_export_png_from_python(nb, tmp_path):
     path = tmp_path / "panel.png"
     nb.kernel_exec(f"future = view.save_png({str(path)!r})")
     nb.page.wait_for_timeout(3000)  # the view answers between cells
-    assert nb.kernel_exec("print(future.done(), future.exception())").strip() == "True None"
+    assert nb.kernel_value("print(future.done(), future.exception())", "True None") == "True None"
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -95,7 +95,7 @@ def test_picking_a_layer_updates_chart_stats_and_overlay(nb):
         expect(overlay).to_have_attribute("data-state", "ready")
         expect(page.locator('[data-testid="stats"]')).to_have_attribute("data-layer", str(layer))
         assert page.evaluate(CHART_TAGS) == f"[{layer}]"
-        assert nb.kernel_exec("print(view.selected_layer)").strip() == str(layer)
+        assert nb.kernel_value("print(view.selected_layer)", str(layer)) == str(layer)
         shown = overlay_cosines(page)
         assert shown != before
         assert shown == pytest.approx(kernel_cosines(nb, 0, layer), abs=1e-6)
@@ -113,7 +113,7 @@ def test_picking_a_concept_reprojects_the_text(nb):
     layer = int(nb.kernel_exec("print(view.selected_layer)"))
     assert overlay_cosines(page) == pytest.approx(kernel_cosines(nb, 1, layer), abs=1e-6)
     expect(page.locator('[data-testid="stats"]')).to_have_attribute("data-concept", "food")
-    assert nb.kernel_exec("print(view.selected_concept)").strip() == "1"
+    assert nb.kernel_value("print(view.selected_concept)", "1") == "1"
     assert nb.errors == []
 
 

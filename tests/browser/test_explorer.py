@@ -72,7 +72,7 @@ def test_one_click_moves_every_panel_and_python_sees_it(notebook):
     # Folding a panel removes it from the page and tells Python; Python's selection reaches the page.
     root.locator('[data-testid="toggle-attention"]').click()
     expect(root.locator('[data-testid="panel-attention"] [data-testid="overview"]')).to_have_count(0)
-    assert nb.kernel_exec("print(ex.collapsed)").strip() == "['attention']"
+    assert nb.kernel_value("print(ex.collapsed)", "['attention']") == "['attention']"
     nb.kernel_exec("ex.selected_token = 5")
     expect(root.locator('[data-testid="selection"]')).to_contain_text("token #5", timeout=30_000)
     expect(root.locator('[data-testid="token-neurons"]')).to_have_attribute("data-position", "5", timeout=30_000)

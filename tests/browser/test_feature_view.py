@@ -70,7 +70,7 @@ def test_click_a_token_then_a_feature_draws_its_dashboard_and_moves_linked_views
     dash = view.locator('[data-testid="dashboard"]')
     expect(dash).to_have_attribute("data-feature", str(feature), timeout=30_000)
     expect(dash).to_have_attribute("data-state", "ready", timeout=30_000)
-    assert nb.kernel_exec("print(fv.selected_feature)").strip() == str(feature)
+    assert nb.kernel_value("print(fv.selected_feature)", str(feature)) == str(feature)
     values = [float(s.get_attribute("data-value")) for s in dash.locator('[data-testid="overlay-token"]').all()]
     exact = json.loads(nb.kernel_exec(f"print(json.dumps(fv.feature_activations({feature}).tolist()))"))
     assert values == pytest.approx(exact, rel=1e-6, abs=1e-7)

@@ -90,15 +90,17 @@ def test_click_syncs_trait_and_round_trips_binary_message(notebook):
 
     button.click()
     expect(out).to_have_text("echo 1: 255,254,128,127,1,0,1", timeout=30_000)
-    assert nb.kernel_exec("print(w.count)").strip() == "1"
-    assert nb.kernel_exec("print(list(w.received))").strip() == "[1, 0, 1, 127, 128, 254, 255]"
+    assert nb.kernel_value("print(w.count)", "1") == "1"
+    assert (
+        nb.kernel_value("print(list(w.received))", "[1, 0, 1, 127, 128, 254, 255]") == "[1, 0, 1, 127, 128, 254, 255]"
+    )
 
     # A change made from the kernel side reaches the page's model too.
     nb.kernel_exec("w.count = 41")
     expect(page.locator(".lw-echo-count")).to_have_text("41", timeout=30_000)
     button.click()
     expect(out).to_have_text("echo 2: 255,254,128,127,1,0,2", timeout=30_000)
-    assert nb.kernel_exec("print(w.count)").strip() == "42"
+    assert nb.kernel_value("print(w.count)", "42") == "42"
 
     # Round trip click -> kernel -> page, measured in the page. Reported, not asserted.
     for i in range(3, 13):
@@ -126,7 +128,7 @@ def test_kernel_exec_shares_the_notebook_kernel_and_reports_errors(notebook):
     assert nb.kernel_exec("print(x)") == "41\n"  # the kernel is still usable
     # The kernel JupyterLab started is the tests' own environment (.venv under scripts/test.sh), not
     # whatever Python a machine has elsewhere.
-    assert nb.kernel_exec("import sys; print(sys.prefix)").strip() == sys.prefix
+    assert nb.kernel_value("import sys; print(sys.prefix)", sys.prefix) == sys.prefix
     assert nb.errors == [], f"page errors: {nb.errors}"
 
 

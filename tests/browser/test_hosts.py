@@ -63,7 +63,7 @@ def test_notebook7_click_shows_predictions_and_selection_syncs_both_ways(noteboo
         nb.kernel_exec(f"import json; print(json.dumps([view.tokens, trace.top_predictions({CLICKED}, k=5)[0].id]))")
     )
     check_strip_then_click(nb.page, tokens, top_id)
-    assert nb.kernel_exec("print(view.selected_token)").strip() == str(CLICKED)
+    assert nb.kernel_value("print(view.selected_token)", str(CLICKED)) == str(CLICKED)
 
     nb.kernel_exec("view.selected_token = 4")
     expect_selected(nb.page, 4)

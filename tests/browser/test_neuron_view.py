@@ -43,7 +43,7 @@ def test_click_a_token_then_a_neuron_shows_the_traces_values(nb):
     panel = view.locator('[data-testid="token-neurons"]')
     expect(panel).to_have_attribute("data-state", "ready", timeout=60_000)
     expect(panel).to_have_attribute("data-position", "6")
-    assert nb.kernel_exec("print(view.selected_token)").strip() == "6"
+    assert nb.kernel_value("print(view.selected_token)", "6") == "6"
     rows = panel.locator('[data-testid="neuron-row"]')
     expect(rows).to_have_count(20)
     shown = [int(r.get_attribute("data-neuron")) for r in rows.all()]
@@ -55,7 +55,7 @@ def test_click_a_token_then_a_neuron_shows_the_traces_values(nb):
     npanel = view.locator('[data-testid="neuron-panel"]')
     expect(npanel).to_have_attribute("data-neuron", str(neuron), timeout=30_000)
     expect(npanel).to_have_attribute("data-state", "ready", timeout=60_000)
-    assert nb.kernel_exec("print(view.selected_neuron)").strip() == str(neuron)
+    assert nb.kernel_value("print(view.selected_neuron)", str(neuron)) == str(neuron)
     overlay = npanel.locator('[data-testid="overlay-token"]')
     values = [float(s.get_attribute("data-value")) for s in overlay.all()]
     exact = json.loads(nb.kernel_exec(f"print(json.dumps(trace.mlp_post(12)[:, {neuron}].tolist()))"))
@@ -82,7 +82,7 @@ def test_step_layers_and_rank_by_contribution(nb):
     view.locator('[data-testid="layer-next"]').click()
     panel = view.locator('[data-testid="token-neurons"]')
     expect(panel).to_have_attribute("data-layer", "13", timeout=30_000)
-    assert nb.kernel_exec("print(view.selected_layer)").strip() == "13"
+    assert nb.kernel_value("print(view.selected_layer)", "13") == "13"
     view.locator('[data-testid="rank-by"]').select_option("contribution")
     expect(view.locator('[data-testid="target"]')).to_be_visible(timeout=60_000)
     expect(panel).to_have_attribute("data-state", "ready", timeout=60_000)
@@ -134,7 +134,7 @@ def test_logit_lens_grid_and_cell(nb):
     lens.locator('[data-testid="lens-cell"][data-layer="20"][data-pos="7"]').click()
     topk = lens.locator('[data-testid="lens-topk"]')
     expect(topk).to_have_attribute("data-state", "ready", timeout=30_000)
-    assert nb.kernel_exec("print(lens.selected_layer, lens.selected_token)").strip() == "20 7"
+    assert nb.kernel_value("print(lens.selected_layer, lens.selected_token)", "20 7") == "20 7"
     rows = topk.locator('[data-testid="lens-topk-row"]')
     shown = [(int(r.get_attribute("data-token-id")), float(r.get_attribute("data-prob"))) for r in rows.all()]
     ref = json.loads(

@@ -57,7 +57,7 @@ def test_a_click_on_a_cell_shows_that_runs_predictions_and_the_method_toggles(no
     page.locator('.lw-patching [data-testid="method-attribution"]').click()
     expect(status).to_have_attribute("data-method", "attribution", timeout=30_000)
     expect(status).to_have_attribute("data-state", "ready", timeout=30_000)
-    assert nb.kernel_exec("print(pv.method)").strip() == "attribution"
+    assert nb.kernel_value("print(pv.method)", "attribution") == "attribution"
     expect(page.locator('.lw-patching [data-testid="correlation"]')).to_contain_text("Pearson r =")
     assert nb.errors == [], f"page errors: {nb.errors}"
 
@@ -95,7 +95,7 @@ def test_a_streamed_sweep_is_interrupted_by_a_new_request(notebook):
     page.locator('.lw-patching [data-testid="method-exact"]').click()
     expect(status).to_have_attribute("data-method", "exact", timeout=30_000)
     expect(status).to_have_attribute("data-state", "ready", timeout=60_000)
-    assert nb.kernel_exec("print(sorted(pv.results))").strip() == "['attribution', 'exact']"
+    assert nb.kernel_value("print(sorted(pv.results))", "['attribution', 'exact']") == "['attribution', 'exact']"
     assert nb.errors == [], f"page errors: {nb.errors}"
 
 

@@ -54,7 +54,7 @@ def test_pick_another_target_recomputes_the_overlay_and_the_kernel_state(noteboo
     # A click on a token syncs selected_token and shows its score.
     page.locator('[data-testid="overlay"] [data-testid="token"]').nth(3).click()
     expect(page.locator('[data-testid="detail"]')).to_contain_text("#3")
-    assert nb.kernel_exec("print(view.selected_token)").strip() == "3"
+    assert nb.kernel_value("print(view.selected_token)", "3") == "3"
     assert nb.errors == []
 
 

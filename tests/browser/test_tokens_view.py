@@ -33,7 +33,7 @@ def test_click_a_token_shows_the_models_predictions_and_syncs_selection(notebook
     assert rows.first.locator(".lw-rank-token").text_content() == "·Paris"
 
     # What the page shows is what the kernel computes.
-    assert nb.kernel_exec("print(view.selected_token)").strip() == "4"
+    assert nb.kernel_value("print(view.selected_token)", "4") == "4"
     expected = nb.kernel_exec("print([(p.id, round(p.prob, 5)) for p in trace.top_predictions(4, k=5)])")
     shown = [(int(r.get_attribute("data-token-id")), round(float(r.get_attribute("data-prob")), 5)) for r in rows.all()]
     assert str(shown) == expected.strip()
