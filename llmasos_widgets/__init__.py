@@ -31,7 +31,7 @@ from .explorer import Explorer, link
 from .feature_view import FeatureView
 from .features import FeatureIndex
 from .lens_view import LensView
-from .models import BUNDLED, DEFAULT_MODEL, LanguageModel, load_model
+from .models import BUNDLED, DEFAULT_MODEL, LanguageModel, load_model, randomized
 from .neuron_view import NeuronView
 from .neurons import NeuronIndex, logit_lens, neuron_contributions, top_neurons, vocab_projection
 from .patching_view import PatchingView
@@ -82,6 +82,7 @@ __all__ = [
     "Trace",
     "link",
     "load_model",
+    "randomized",
     "load_sae",
     "logit_lens",
     "neuron_contributions",

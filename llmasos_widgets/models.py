@@ -7,6 +7,7 @@ every view reads from.
 
 from __future__ import annotations
 
+import copy
 import functools
 import importlib.metadata
 import os
@@ -28,6 +29,7 @@ from transformers import (
     PreTrainedModel,
 )
 
+from . import _checks
 from .adapters import Adapter, adapter_class, adapter_for
 from .tiny import TINY_NAMES, tiny_model
 from .trace import Trace
@@ -385,6 +387,51 @@ def load_model(
     if device_map is None:
         model = model.to(_resolve_device(device))
     return LanguageModel(name_or_path, model, tokenizer)
+
+
+def randomized(model: LanguageModel, seed: int = 0, std: float = 0.02) -> LanguageModel:
+    """A copy of ``model`` with every weight drawn again at random: the control for "is it the model or the method?".
+
+    Same architecture and tokenizer; matrices and embeddings are drawn from N(0, ``std``²) (the usual
+    initialisation of GPT-2 and Llama), norm scales set to 1 and biases to 0, from one seeded CPU
+    generator in parameter order, so a seed gives the same weights on any device. An analysis that
+    finds as much structure here as in the trained model (Adebayo et al. 2018 for saliency; Heap et
+    al. 2025 for sparse autoencoders) measures the method or the input, not what the model learned.
+    The copy is named ``"{name}-randomized"`` (``"-randomized-{seed}"`` for another seed).
+
+    Examples
+    --------
+    >>> model = load_model("tiny-llama")
+    >>> control = randomized(model)
+    >>> control.name, control.n_layers == model.n_layers
+    ('tiny-llama-randomized', True)
+    >>> w = control.model.model.layers[0].mlp.up_proj.weight
+    >>> round(float(w.std()), 2), bool(torch.equal(w, randomized(model).model.model.layers[0].mlp.up_proj.weight))
+    (0.02, True)
+
+    """
+    if not isinstance(model, LanguageModel):
+        raise TypeError(f"model must be a LanguageModel from lw.load_model, got {type(model).__name__}")
+    _checks.int_in("seed", seed, 0, 2**63 - 1)
+    if not (isinstance(std, (int, float)) and std > 0):
+        raise ValueError(f"std must be a positive number, got {std!r}")
+    hf = copy.deepcopy(model.model)
+    generator = torch.Generator().manual_seed(seed)
+    seen: set[int] = set()
+    with torch.no_grad():
+        for module in hf.modules():
+            for name, p in module.named_parameters(recurse=False):
+                if id(p) in seen:
+                    continue  # a tied weight (embedding = unembedding) is drawn once
+                seen.add(id(p))
+                if name == "bias":
+                    p.zero_()
+                elif p.ndim == 1:  # a norm's scale
+                    p.fill_(1.0)
+                else:
+                    p.copy_(torch.randn(p.shape, generator=generator, dtype=torch.float32) * std)
+    suffix = "-randomized" if seed == 0 else f"-randomized-{seed}"
+    return LanguageModel(model.name + suffix, hf, model.tokenizer)
 
 
 def _resolve_device(device: str) -> torch.device:

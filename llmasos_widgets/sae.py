@@ -1452,7 +1452,9 @@ def load_sae(
     Parameters
     ----------
     name_or_path : str or path
-        A bundled model's name (``"smollm2-135m"``, with ``layer``: the SAE shipped for it); a file
+        A bundled model's name (``"smollm2-135m"``, with ``layer``: the SAE shipped for it;
+        ``"smollm2-135m-randomized"``: the control trained the same way on
+        :func:`~llmasos_widgets.randomized` weights, see :func:`shipped_saes`); a file
         written by :meth:`SAE.save`; an EleutherAI sparsify folder (``cfg.json`` with ``d_in``, ``k``,
         ``num_latents`` or ``expansion_factor``, and ``sae.safetensors`` with ``encoder.weight``
         [n_latents, d_in], ``encoder.bias``, ``W_dec`` [n_latents, d_in], ``b_dec``), or a folder of
@@ -1485,7 +1487,7 @@ def load_sae(
     OSError: could not download the SAE 'no/such-sae-offline' from the Hugging Face hub ...
 
     """
-    if isinstance(name_or_path, str) and name_or_path in _bundled_names():
+    if isinstance(name_or_path, str) and (name_or_path in _bundled_names() or name_or_path in shipped_saes()):
         sae = _load_shipped(name_or_path, layer)
     else:
         path = Path(name_or_path).expanduser()

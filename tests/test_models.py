@@ -1,6 +1,7 @@
 import importlib.metadata
 
 import pytest
+import torch
 from transformers import T5Config, T5ForConditionalGeneration
 
 import llmasos_widgets as lw
@@ -66,3 +67,39 @@ def test_device_map_is_passed_to_from_pretrained(tmp_path):
     ours, ref = mapped.trace(text), model.trace(text)
     assert (ours.attention(1) - ref.attention(1)).abs().max().item() <= 1e-6
     assert ours.top_predictions(-1, 3) == ref.top_predictions(-1, 3)
+
+
+def test_randomized_copy_redraws_every_weight_seeded_and_leaves_the_model_alone():
+    model = lw.load_model("tiny-llama")
+    before = {k: v.clone() for k, v in model.model.state_dict().items()}
+    control, again, other = lw.randomized(model), lw.randomized(model), lw.randomized(model, seed=1)
+    assert (control.name, other.name) == ("tiny-llama-randomized", "tiny-llama-randomized-1")
+    assert control.tokenizer is model.tokenizer and control.n_layers == model.n_layers
+    for name, p in model.model.state_dict().items():
+        assert torch.equal(p, before[name]), f"{name} of the original changed"
+        q, r, s = control.model.state_dict()[name], again.model.state_dict()[name], other.model.state_dict()[name]
+        assert torch.equal(q, r), f"{name} is not seeded"
+        if name.endswith("bias"):
+            assert (q == 0).all()
+        elif q.ndim == 1:
+            assert (q == 1).all(), f"{name}: a norm scale is 1"
+        else:
+            assert not torch.equal(q, p) and not torch.equal(q, s), name
+            assert abs(float(q.std()) - 0.02) < 0.004 and abs(float(q.mean())) < 0.004, name
+    trace = control.trace("Le café coûte 3 € 🙂")  # the copy runs like any model
+    assert trace.tokens == model.trace("Le café coûte 3 € 🙂").tokens
+
+
+def test_randomized_keeps_tied_weights_tied():
+    gpt2 = lw.randomized(lw.load_model("tiny-gpt2"))
+    assert gpt2.model.lm_head.weight is gpt2.model.transformer.wte.weight
+
+
+def test_randomized_refuses_bad_input():
+    model = lw.load_model("tiny-llama")
+    with pytest.raises(TypeError, match="model must be a LanguageModel"):
+        lw.randomized(model.model)
+    with pytest.raises(ValueError, match="seed"):
+        lw.randomized(model, seed=-1)
+    with pytest.raises(ValueError, match="std must be a positive number"):
+        lw.randomized(model, std=0)

@@ -51,6 +51,7 @@ from llmasos_widgets.sae import cache_activations
 
 MODEL = "smollm2-135m"
 LAYERS = (12, 24)  # one early-middle, one late (of 30)
+CONTROL_LAYERS = (12,)  # the randomised-weights control (issue 13's sanity check), same recipe
 N_LATENTS = 4608  # 8 × d_model
 K = 32
 TOKENS = 0  # all 1.89M: one forward pass over them is ~28 min on 2 idle CPU cores
@@ -87,12 +88,60 @@ def first_tokens(model: lw.LanguageModel, texts: list[str], n_tokens: int) -> tu
     return texts, kept, total
 
 
+def train_layers(
+    model: lw.LanguageModel, texts: list[str], layers: list[int], work: Path, out: Path | None, args: argparse.Namespace
+) -> dict[str, object]:
+    """Cache ``layers`` of ``model`` over ``texts`` in ``work``, train an SAE per layer, save them to ``out``."""
+    cache = cache_activations(model, texts, layers, work / f"cache-{model.name}", batch_size=BATCH_SIZE)
+    fill = {
+        "tokens": cache.n_tokens,
+        "seconds": cache.meta["seconds"],
+        "forward_tokens_per_second": round(cache.n_tokens / max(cache.meta["seconds"], 1e-9), 1),
+    }
+    print(json.dumps({model.name: {"cache": fill}}), file=sys.stderr)
+    report: dict[str, object] = {"cache": fill}
+    for layer in layers:
+        started = time.perf_counter()
+        sae = lw.train_sae(
+            model,
+            cache,
+            layer=layer,
+            n_latents=N_LATENTS,
+            k=K,
+            seed=SEED,
+            epochs=1 if args.measure else args.epochs,
+            checkpoint=None if args.measure else work / f"{model.name}-layer{layer}.ckpt",
+            max_steps=args.measure_steps if args.measure else None,
+        )
+        train = sae.meta["train"]
+        train["activations"] = "activation cache (tools/train_shipped_saes.py)"  # not this machine's path
+        entry = {
+            "seconds": round(time.perf_counter() - started, 1),
+            "quality": dict(vars(sae.quality)),
+            **{k: train[k] for k in ("steps", "total_steps", "tokens_seen", "seconds_forward", "seconds_sae")},
+            "sae_steps_per_second": round(train["steps"] / max(train["seconds_sae"], 1e-9), 3),
+            "skip_first": sae.skip_first,
+            # The issue's targets: variance explained ≥ 0.8 (FVU ≤ 0.2) and dead latents ≤ 10 %.
+            "meets_targets": sae.quality.fvu <= 0.2 and sae.quality.dead_share <= 0.1,
+        }
+        report[str(layer)] = entry
+        print(json.dumps({model.name: {layer: entry}}, indent=1), file=sys.stderr)
+        if out is not None:
+            sae.save(out / f"{model.name}-layer{layer}.safetensors", dtype=torch.float16)
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--wordnet", default="/usr/share/wordnet", help="folder with WordNet's data.noun etc.")
     parser.add_argument("--out", default="llmasos_widgets/data/saes", help="where the shipped files go")
-    parser.add_argument("--work", default="sae-work", help="the activation cache and checkpoints (resumable)")
+    parser.add_argument("--work", default="sae-work", help="the activation caches and checkpoints (resumable)")
     parser.add_argument("--layers", type=int, nargs="+", default=list(LAYERS))
+    parser.add_argument("--control-layers", type=int, nargs="*", default=list(CONTROL_LAYERS))
+    parser.add_argument(
+        "--models", nargs="+", choices=("trained", "randomized"), default=["trained", "randomized"],
+        help="the model as trained, and the sanity control: the same recipe on lw.randomized(model)",
+    )  # fmt: skip
     parser.add_argument("--tokens", type=int, default=TOKENS, help="corpus tokens to cache (0: all 1.89M)")
     parser.add_argument("--epochs", type=int, default=EPOCHS)
     parser.add_argument("--device", default="auto")
@@ -107,55 +156,26 @@ def main() -> None:
     work = Path(args.work)
     if args.measure:
         texts, work = texts[: args.measure_texts], work / "measure"
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    work.mkdir(parents=True, exist_ok=True)
-    cache = cache_activations(model, texts, args.layers, work / "cache", batch_size=BATCH_SIZE)
-    fill = {
-        "tokens": cache.n_tokens,
-        "seconds": cache.meta["seconds"],
-        "forward_tokens_per_second": round(cache.n_tokens / max(cache.meta["seconds"], 1e-9), 1),
-    }
-    print(json.dumps({"cache": fill}), file=sys.stderr)
-    report: dict[str, object] = {"cache": fill, "recipe": {"tokens": n_tokens, "epochs": args.epochs}}
-    for layer in args.layers:
-        started = time.perf_counter()
-        sae = lw.train_sae(
-            model,
-            cache,
-            layer=layer,
-            n_latents=N_LATENTS,
-            k=K,
-            seed=SEED,
-            epochs=1 if args.measure else args.epochs,
-            checkpoint=None if args.measure else work / f"{MODEL}-layer{layer}.ckpt",
-            max_steps=args.measure_steps if args.measure else None,
-        )
-        train = sae.meta["train"]
-        entry = {
-            "seconds": round(time.perf_counter() - started, 1),
-            "quality": dict(vars(sae.quality)),
-            **{k: train[k] for k in ("steps", "total_steps", "tokens_seen", "seconds_forward", "seconds_sae")},
-            "sae_steps_per_second": round(train["steps"] / max(train["seconds_sae"], 1e-9), 3),
-            "skip_first": sae.skip_first,
-            # The issue's targets: variance explained ≥ 0.8 (FVU ≤ 0.2) and dead latents ≤ 10 %.
-            "meets_targets": sae.quality.fvu <= 0.2 and sae.quality.dead_share <= 0.1,
-        }
-        report[str(layer)] = entry
-        print(json.dumps({layer: entry}, indent=1), file=sys.stderr)
-        if not args.measure:
-            sae.save(out / f"{MODEL}-layer{layer}.safetensors", dtype=torch.float16)
+    out = None if args.measure else Path(args.out)
+    for folder in (out, work):
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+    report_file = work / "report.json"
+    report = json.loads(report_file.read_text()) if report_file.exists() else {}
+    report["recipe"] = {"tokens": n_tokens, "epochs": args.epochs, "n_latents": N_LATENTS, "k": K, "seed": SEED}
+    runs = {"trained": (model, args.layers), "randomized": (None, args.control_layers)}
+    for kind in args.models:
+        subject, layers = runs[kind]
+        subject = subject or lw.randomized(model, seed=SEED)
+        report[subject.name] = train_layers(subject, texts, layers, work, out, args)
+        report_file.write_text(json.dumps(report, indent=1))
     if args.measure:
-        steps_per_second = min(report[str(layer)]["sae_steps_per_second"] for layer in args.layers)  # type: ignore[index]
+        trained = report[MODEL]
+        steps_per_second = min(trained[str(layer)]["sae_steps_per_second"] for layer in args.layers)
         steps = n_tokens * args.epochs / 2048 * len(args.layers)
-        hours = n_tokens / fill["forward_tokens_per_second"] / 3600 + steps / steps_per_second / 3600
-        report["estimate"] = {
-            "tokens": n_tokens,
-            "epochs": args.epochs,
-            "sae_steps": round(steps),
-            "hours": round(hours, 2),
-        }
-    (work / "report.json").write_text(json.dumps(report, indent=1))
+        hours = n_tokens / trained["cache"]["forward_tokens_per_second"] / 3600 + steps / steps_per_second / 3600
+        report["estimate"] = {"tokens": n_tokens, "sae_steps": round(steps), "hours": round(hours, 2)}
+        report_file.write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))
 
 
