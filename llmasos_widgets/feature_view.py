@@ -72,7 +72,7 @@ class FeatureView(ViewBase):
     n_features = traitlets.Int().tag(sync=True)
     selected_feature = traitlets.Int(-1).tag(sync=True)
     k = traitlets.Int(20).tag(sync=True)
-    skip_first = traitlets.Int(0).tag(sync=True)  # leading positions the SAE does not read
+    unread = traitlets.List(traitlets.Int()).tag(sync=True)  # positions the SAE does not read (SAE.reads)
     sae_name = traitlets.Unicode("").tag(sync=True)
     index_note = traitlets.Unicode("").tag(sync=True)  # "" with an index, else what is missing without one
     steer_scales = traitlets.List(traitlets.Float(), default_value=list(STEER_SCALES), read_only=True).tag(sync=True)
@@ -108,7 +108,7 @@ class FeatureView(ViewBase):
         assert isinstance(codes, TopK)
         self._values = codes.values.detach().float().cpu()  # [pos, k], largest first
         self._indices = codes.indices.detach().cpu()  # [pos, k]
-        self._read = torch.arange(len(trace)) >= sae.skip_first  # [pos]: positions the SAE reads
+        self._read = sae.reads(trace.resid_pre(sae.layer + 1)).cpu()  # [pos]: positions the SAE reads
         self._lock = threading.Lock()
         causal = model.is_causal and model.adapter.unembed() is not None
         super().__init__(
@@ -116,7 +116,7 @@ class FeatureView(ViewBase):
             layer=sae.layer,
             n_features=sae.n_latents,
             k=k,
-            skip_first=sae.skip_first,
+            unread=(~self._read).nonzero().flatten().tolist(),
             sae_name=repr(sae),
             index_note="" if index is not None else _NO_INDEX,
             steer_tokens=STEER_TOKENS,

@@ -51,7 +51,7 @@ class FeatureIndex:
     """Per feature of one SAE: top contexts, a sample of contexts, density and an activation histogram.
 
     Build it with :meth:`build`; save and load it with :meth:`save` and :meth:`load`. Positions the
-    SAE skips (``sae.skip_first``) are not indexed.
+    tokens the SAE does not read (:meth:`SAE.reads`) are not indexed.
 
     Examples
     --------
@@ -172,7 +172,8 @@ class FeatureIndex:
         bar = tqdm(total=counts["tokens"], unit="tok", desc=f"indexing features L{sae.layer}", disable=not progress)
         for start in range(0, len(order), batch_size):
             batch = [pieces[i] for i in order[start : start + batch_size]]
-            x, ids, mask, inc = _layer_acts(model, sae.layer, batch, sae.skip_first)
+            x, ids, mask, _ = _layer_acts(model, sae.layer, batch, sae.skip_first)
+            inc = mask.bool() & sae.reads(x)
             codes = sae.encode(x, sparse=True)
             values, indices = codes.values.float().cpu(), codes.indices.cpu()  # [batch, pos, k]
             inc, ids, lengths = inc.cpu(), ids.cpu(), mask.sum(1).cpu()
@@ -199,7 +200,10 @@ class FeatureIndex:
             bar.update(int(lengths.sum()))
         bar.close()
         if tokens == 0:
-            raise ValueError(f"no tokens to index at positions ≥ skip_first={sae.skip_first}: give longer texts")
+            raise ValueError(
+                f"no tokens to index at positions ≥ skip_first={sae.skip_first} with norm ≤ max_norm={sae.max_norm}: "
+                "give longer texts"
+            )
         edges = edges if edges is not None else torch.logspace(-3, 2, bins + 1, dtype=torch.float64)
         counts["tokens"] = tokens
         tensors = {

@@ -59,6 +59,7 @@ ACTIVATION_CACHE_INDEX = "index.safetensors"
 ACTIVATIONS = ("topk", "relu", "jumprelu")
 MIN_TRAIN_TOKENS = 1024  # below this a dictionary of any useful width is mostly dead latents
 AUXK_ALPHA = 1 / 32  # weight of the AuxK loss (Gao et al. 2024, appendix B.1)
+MASSIVE_RATIO = 10.0  # tokens above this × the median norm are massive activations, left out (SAE.max_norm)
 # Every layout load_sae reads, named in its errors.
 LAYOUTS = (
     "a file written by SAE.save (one .safetensors with format llmasos_widgets.SAE)",
@@ -113,6 +114,8 @@ class SAEQuality:
         (SAELens's "CE loss score": 1 when the SAE loses nothing).
     tokens, texts : int
         What was measured (skipped leading positions are not counted).
+    massive : int
+        Tokens left out because their norm is above the SAE's ``max_norm`` (massive activations).
 
     """
 
@@ -128,6 +131,7 @@ class SAEQuality:
     loss_recovered: float | None
     tokens: int
     texts: int
+    massive: int = 0
 
     def __str__(self) -> str:
         ce = (
@@ -138,7 +142,8 @@ class SAEQuality:
         )
         return (
             f"variance explained {self.variance_explained:.3f}, L0 {self.mean_l0:.1f}, "
-            f"dead {self.dead_share:.1%}{ce} ({self.tokens} tokens)"
+            f"dead {self.dead_share:.1%}{ce} ({self.tokens} tokens"
+            + (f"; {self.massive} massive ones left out)" if self.massive else ")")
         )
 
 
@@ -168,6 +173,12 @@ class SAE:
     skip_first : int
         Leading positions of each text left out of training and of the CE splice (SmolLM2's first
         position holds a "massive activation" a hundred times the others' norm).
+    max_norm : float, optional
+        Tokens whose activation norm is above this are not read either: the rare massive activations
+        past the first position (attention sinks, Sun et al. 2024; in SmolLM2 about 1 token in 2,000,
+        at 10–200× the median norm). Read, those few tokens would hold most of the variance (90 % in
+        SmolLM2's layer 12), dominate the training loss and make the variance explained look near
+        perfect. :meth:`reads` applies both rules.
     meta : dict
         Provenance: ``source``, ``model`` and ``fingerprint`` where known, training settings.
 
@@ -197,6 +208,7 @@ class SAE:
         threshold: Tensor | None = None,
         apply_b_dec_to_input: bool = True,
         skip_first: int = 0,
+        max_norm: float | None = None,
         meta: dict[str, Any] | None = None,
         quality: SAEQuality | None = None,
     ) -> None:
@@ -221,6 +233,7 @@ class SAE:
         self.layer, self.k, self.activation = int(layer), k, activation
         self.apply_b_dec_to_input = bool(apply_b_dec_to_input)
         self.skip_first = int(skip_first)
+        self.max_norm = None if max_norm is None else float(max_norm)
         self.meta: dict[str, Any] = dict(meta or {})
         self.quality = quality
 
@@ -254,6 +267,24 @@ class SAE:
     def hook_name(self) -> str:
         """The site as TransformerLens names it, e.g. ``blocks.12.hook_resid_post``."""
         return f"blocks.{self.layer}.hook_resid_post"
+
+    def reads(self, x: Tensor) -> Tensor:  # [..., pos] bool
+        """Which tokens of ``x`` [..., pos, d_model] the SAE reads: positions from ``skip_first`` on whose norm is at most ``max_norm``.
+
+        Training, the quality figures, :class:`~llmasos_widgets.FeatureIndex` and the views leave the
+        others out.
+
+        Examples
+        --------
+        >>> sae = SAE(torch.eye(2), torch.zeros(2), torch.eye(2), torch.zeros(2), 0, 1, skip_first=1, max_norm=10.0)
+        >>> sae.reads(torch.tensor([[50.0, 0], [1, 2], [0, 300], [3, 1]])).tolist()
+        [False, True, False, True]
+
+        """
+        read = (torch.arange(x.shape[-2], device=x.device) >= self.skip_first).expand(x.shape[:-1])
+        if self.max_norm is not None:
+            read = read & (x.detach().float().norm(dim=-1) <= self.max_norm)
+        return read
 
     @property
     def device(self) -> torch.device:
@@ -473,6 +504,7 @@ class SAE:
             "activation": self.activation,
             "apply_b_dec_to_input": self.apply_b_dec_to_input,
             "skip_first": self.skip_first,
+            "max_norm": self.max_norm,
             "meta": self.meta,
             "quality": asdict(self.quality) if self.quality is not None else None,
         }
@@ -506,6 +538,7 @@ class SAE:
                 threshold=t.get("threshold"),
                 apply_b_dec_to_input=meta.get("apply_b_dec_to_input", True),
                 skip_first=meta.get("skip_first", 0),
+                max_norm=meta.get("max_norm"),
                 meta=meta.get("meta"),
                 quality=quality,
             )
@@ -598,7 +631,7 @@ def _evaluate(
     sum_sq = sum_err = l0 = 0.0
     fired = torch.zeros(sae.n_latents, dtype=torch.bool)
     ce = {"clean": 0.0, "sae": 0.0, "zero": 0.0}
-    n_pred = 0
+    n_pred = massive = 0
     # One hook for the whole run: it keeps the layer's output, or replaces it at the included positions.
     state: dict[str, Tensor | None] = {"with": None, "inc": None, "acts": None}
 
@@ -621,12 +654,13 @@ def _evaluate(
             batch = [pieces[i] for i in order[start : start + batch_size]]
             ids, mask, _ = _padded(model, batch)
             ids, mask = ids.to(model.device), mask.to(model.device)
-            inc = _included(mask, sae.skip_first)
-            state.update({"with": None, "inc": inc})
+            state.update({"with": None, "inc": None})
             with torch.no_grad():
                 hidden = forward(ids, mask)
                 x = state["acts"]
                 assert x is not None
+                massive += int((_included(mask, sae.skip_first) & ~sae.reads(x)).sum())
+                inc = state["inc"] = mask.bool() & sae.reads(x)
                 rows = x[inc].float()
                 r = sae.reconstruct(rows)
                 n += rows.shape[0]
@@ -649,7 +683,10 @@ def _evaluate(
         handle.remove()
     bar.close()
     if n == 0:
-        raise ValueError(f"no tokens to measure at positions ≥ skip_first={sae.skip_first}: give longer texts")
+        raise ValueError(
+            f"no tokens to measure at positions ≥ skip_first={sae.skip_first} with norm ≤ max_norm={sae.max_norm}: "
+            "give longer texts"
+        )
     total_var = sum_sq - float(sum_x.pow(2).sum()) / n
     fvu = sum_err / total_var if total_var > 0 else float("nan")
     n_dead = int((~fired).sum())
@@ -659,7 +696,10 @@ def _evaluate(
         ce_values: tuple[float | None, ...] = (clean, with_sae, with_sae - clean, zero, recovered)
     else:
         ce_values = (None,) * 5
-    return SAEQuality(1 - fvu, fvu, l0 / n, n_dead / sae.n_latents, n_dead, *ce_values, tokens=n, texts=len(pieces))  # type: ignore[arg-type]
+    return SAEQuality(
+        1 - fvu, fvu, l0 / n, n_dead / sae.n_latents, n_dead, *ce_values,  # type: ignore[arg-type]
+        tokens=n, texts=len(pieces), massive=massive,
+    )  # fmt: skip
 
 
 # -- training ----------------------------------------------------------------------------------
@@ -700,6 +740,7 @@ class _Settings:
     dead_tokens: int
     b_dec_init: str
     skip_first: int
+    massive_ratio: float | None
     corpus: dict[str, Any] = field(default_factory=dict)
 
 
@@ -770,7 +811,7 @@ class _Trainer:
         self.step += 1
         return float(fvu.detach()), float(auxk.detach())
 
-    def sae(self, meta: dict[str, Any]) -> SAE:
+    def sae(self, meta: dict[str, Any], max_norm: float | None) -> SAE:
         p = {k: v.detach().cpu().clone() for k, v in self.params.items()}
         return SAE(
             p["W_enc"],
@@ -780,6 +821,7 @@ class _Trainer:
             self.s.layer,
             self.s.k,
             skip_first=self.s.skip_first,
+            max_norm=max_norm,
             meta=meta,
         )
 
@@ -862,6 +904,7 @@ def train_sae(
     dead_tokens: int | None = None,
     b_dec_init: str = "mean",
     skip_first: int | None = None,
+    massive_ratio: float | None = MASSIVE_RATIO,
     max_tokens: int = 256,
     batch_size: int = 32,
     eval_texts: Sequence[str] | None = None,
@@ -906,6 +949,9 @@ def train_sae(
     skip_first : int, optional
         Leading positions of every piece left out (default 1 for models whose first position carries
         a massive activation, as SmolLM2's does; 0 otherwise: see :func:`massive_first_position`).
+    massive_ratio : float, optional
+        Tokens whose norm is above this many times the median norm of the first buffer are left out
+        (the SAE's ``max_norm``; see :class:`SAE`); None keeps every token.
     max_tokens, batch_size : int
         Longest piece, and pieces per forward pass.
     eval_texts : sequence of str, optional
@@ -958,6 +1004,8 @@ def train_sae(
     if skip_first is None:
         skip_first = 1 if massive_first_position(model) else 0
     _checks.int_in("skip_first", skip_first, 0, max_tokens - 1)
+    if massive_ratio is not None and not (isinstance(massive_ratio, (int, float)) and massive_ratio > 1):
+        raise ValueError(f"massive_ratio must be a number above 1 (times the median norm) or None, got {massive_ratio!r}")
     source = list(range(len(pieces)))  # training piece -> the corpus's piece (a cache's row block)
     if eval_texts is None:
         # Hold out a fixed, seeded share for the quality report (the training plan never sees it).
@@ -1000,11 +1048,12 @@ def train_sae(
     }
     settings = _Settings(
         layer, n_latents, k, seed, epochs, lr, warmup_steps, batch_tokens, buffer_tokens, dead_tokens,
-        b_dec_init, skip_first, corpus_id,
+        b_dec_init, skip_first, massive_ratio, corpus_id,
     )  # fmt: skip
     trainer = _Trainer(settings, d_model, model.device, total_steps)
     position = {"buffer": 0, "batch": 0}
-    log: dict[str, Any] = {"seconds_forward": 0.0, "seconds_sae": 0.0, "tokens": 0, "fvu": None}
+    log: dict[str, Any] = {"seconds_forward": 0.0, "seconds_sae": 0.0, "tokens": 0, "fvu": None, "massive": 0}
+    log["max_norm"] = None  # set from the first buffer's median norm
     path = Path(checkpoint) if checkpoint is not None else None
     if path is not None and path.exists():
         position, log = trainer.restore(path)
@@ -1029,6 +1078,12 @@ def train_sae(
             else:
                 acts = _gather(model, layer, [pieces[i] for i in plan[b]], batch_size, skip_first)
             log["seconds_forward"] += time.perf_counter() - started
+            if massive_ratio is not None:
+                if log["max_norm"] is None:
+                    log["max_norm"] = massive_ratio * float(acts.float().norm(dim=-1).median())
+                ordinary = acts.float().norm(dim=-1) <= log["max_norm"]
+                log["massive"] += int((~ordinary).sum()) if position["batch"] == 0 else 0
+                acts = acts[ordinary]
             if trainer.step == 0:
                 trainer.init_b_dec(acts)
             perm = torch.randperm(acts.shape[0], generator=torch.Generator().manual_seed(seed * 1_000_003 + b))
@@ -1079,10 +1134,11 @@ def train_sae(
             "seconds_sae": round(log["seconds_sae"], 2),
             "tokens_per_second": round(log["tokens"] / seconds, 1) if seconds else None,
             "dead_share_train": float((trainer.since_fired > dead_tokens).float().mean()),
+            "massive_left_out": log["massive"],
             "last_fvu": log["fvu"],
         },
     }
-    sae = trainer.sae(meta)
+    sae = trainer.sae(meta, log["max_norm"])
     sae.quality = _evaluate(sae, model, eval_pieces, batch_size, progress=False)
     if stopped and progress:
         tqdm.write(f"stopped at step {trainer.step} of {total_steps} (max_steps); call again to continue")

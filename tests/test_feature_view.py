@@ -125,7 +125,7 @@ def test_skipped_first_position_is_flagged_and_left_out_of_the_texts_numbers(mod
     sae = lw.SAE.random(64, 64, 4, layer=0)
     sae.skip_first = 1
     view = capture(lw.FeatureView(model.trace(TEXT), sae))
-    assert view.skip_first == 1
+    assert view.unread == [0]
     content, _ = ask(view, what="token", position=0)
     assert content["skipped"] is True
     assert ask(view, what="token", position=1)[0]["skipped"] is False
@@ -243,3 +243,20 @@ def test_clicks_are_cheap_and_a_dashboard_is_small(model, sae, index):
     content, buffers = ask(view, what="feature", feature=int(view.token_features(5)[0][0]))
     size = len(json.dumps(content)) + sum(len(b) for b in buffers)
     assert size < 200_000
+
+
+def test_a_massive_token_mid_text_is_unread_like_the_first_position(model):
+    trace = model.trace(TEXT)
+    norms = trace.resid_pre(1).norm(dim=-1)
+    loud = int(norms[1:].argmax()) + 1  # pretend the loudest token past position 0 is a massive activation
+    sae = lw.SAE.random(64, 64, 4, layer=0)
+    sae.max_norm = float(norms[loud]) - 1e-3
+    unread = sorted(set((norms > sae.max_norm).nonzero().flatten().tolist()))
+    assert loud in unread and len(unread) <= 2  # and position 0, louder in this tiny model
+    view = capture(lw.FeatureView(trace, sae))
+    assert view.unread == unread
+    assert ask(view, what="token", position=loud)[0]["skipped"] is True
+    assert ask(view, what="token", position=loud + 1)[0]["skipped"] is (loud + 1 in unread)
+    f = int(view._indices[loud, 0])
+    content, _ = ask(view, what="feature", feature=f)
+    assert content["text_tokens"] == len(trace) - len(unread)

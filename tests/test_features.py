@@ -98,6 +98,19 @@ def test_skipped_positions_are_not_indexed(llama, sae):
     assert index.counts["tokens"] == sum(len(llama.trace(t)) - 1 for t in TEXTS[:10])
 
 
+def test_tokens_above_max_norm_are_not_indexed(llama, sae):
+    loud = SAE(sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec, 1, 6)
+    norms = torch.cat([llama.trace(t).resid_pre(2).norm(dim=-1) for t in TEXTS[:10]])
+    loud.max_norm = float(norms.median())
+    index = FeatureIndex.build(llama, loud, TEXTS[:10], top_k=3, window=1, progress=False)
+    assert index.counts["tokens"] == int((norms <= loud.max_norm).sum())
+    kept = index.tensors["values"] > -math.inf
+    texts, positions = index.tensors["text_index"][kept].tolist(), index.tensors["position"][kept].tolist()
+    assert len(texts) > 0
+    for t, p in zip(texts, positions, strict=True):  # every indexed peak is a token the SAE reads
+        assert float(llama.trace(TEXTS[t]).resid_pre(2)[p].norm()) <= loud.max_norm
+
+
 def test_save_load_and_clear_errors(llama, sae, index, tmp_path):
     path = index.save(tmp_path / "f.idx")
     back = FeatureIndex.load(path, model=llama, sae=sae)

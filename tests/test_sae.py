@@ -160,14 +160,14 @@ def test_training_recovers_a_planted_dictionary():
     which = torch.stack([torch.randperm(n_true, generator=g)[:k] for _ in range(n)])
     coefs = torch.rand(n, k, generator=g) * 2 + 0.5
     data = (coefs[..., None] * atoms[which]).sum(1) + 3.0  # an offset for b_dec to find
-    s = sae_mod._Settings(0, 48, k, 0, 1, 3e-3, 50, 256, n, 2000, "mean", 0)
+    s = sae_mod._Settings(0, 48, k, 0, 1, 3e-3, 50, 256, n, 2000, "mean", 0, None)
     trainer = sae_mod._Trainer(s, d, torch.device("cpu"), total_steps=4 * (n // 256))
     trainer.init_b_dec(data)
     for epoch in range(4):
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(epoch))
         for m in range(n // 256):
             fvu, _ = trainer.train_step(data[perm[m * 256 : (m + 1) * 256]])
-    learned = trainer.sae({}).W_dec
+    learned = trainer.sae({}, None).W_dec
     cos = (atoms @ learned.T).max(1).values
     # 48 random unit vectors in 16 dimensions come within about 0.7 of an atom; training, within 0.85 of all.
     assert cos.min() > 0.85 and cos.median() > 0.95, cos
@@ -218,6 +218,36 @@ def test_bad_training_input_is_a_clear_error(llama):
         train_sae(llama, TEXTS[:10], layer=0, progress=False)
     with pytest.raises(ValueError, match="k must be an int from 1 to 64"):
         train_sae(llama, TEXTS, layer=0, n_latents=64, k=100, progress=False)
+
+
+def test_massive_tokens_are_left_out_of_training_and_of_the_quality_figures(llama):
+    # Tiny-llama has no massive activations; a ratio just above 1 makes about half its tokens "massive".
+    kw = dict(n_latents=64, k=4, batch_tokens=256, epochs=1, progress=False)
+    sae = train_sae(llama, TEXTS, layer=1, massive_ratio=1.05, **kw)
+    x = torch.cat([llama.trace(t).resid_pre(2) for t in TEXTS[:20]])
+    norms = x.norm(dim=-1)
+    share = float((norms > sae.max_norm).float().mean())
+    assert 0.1 < share < 0.9, share
+    assert sae.meta["train"]["massive_left_out"] > 0
+    q = sae.evaluate(llama, TEXTS[:20])
+    assert q.massive == int((norms > sae.max_norm).sum()) and q.tokens + q.massive == len(norms)
+    # The same figure by hand over the tokens it reads only.
+    read = x[norms <= sae.max_norm]
+    err = sae.reconstruct(read).error
+    assert q.fvu == pytest.approx(float(err.pow(2).sum() / (read - read.mean(0)).pow(2).sum()), rel=1e-4)
+    assert "massive ones left out" in str(q)
+    keep_all = train_sae(llama, TEXTS, layer=1, massive_ratio=None, **kw)
+    assert keep_all.max_norm is None and keep_all.evaluate(llama, TEXTS[:20]).massive == 0
+    with pytest.raises(ValueError, match="massive_ratio must be a number above 1"):
+        train_sae(llama, TEXTS, layer=1, massive_ratio=0.5, **kw)
+
+
+def test_reads_combines_skip_first_and_max_norm_and_survives_a_file(tmp_path):
+    sae = random_sae(d_model=4, n_latents=8, k=2, skip_first=1, max_norm=5.0)
+    x = torch.tensor([[[1.0, 0, 0, 0], [9, 0, 0, 0], [1, 1, 0, 0]], [[0, 0, 0, 1], [0, 0, 2, 0], [0, 6, 0, 0]]])
+    assert sae.reads(x).tolist() == [[False, False, True], [False, True, False]]
+    back = SAE.load(sae.save(tmp_path / "s.sae"))
+    assert back.max_norm == 5.0 and back.reads(x).tolist() == sae.reads(x).tolist()
 
 
 def test_the_first_position_is_skipped_only_where_it_is_massive(llama):

@@ -25,7 +25,8 @@ test("scaleLabel and nearestScale", () => {
 
 test("binLabels and readScale", () => {
   assert.deepEqual(binLabels([0.01, 0.1, 1]), ["[0.0100, 0.100)", "[0.100, 1.00)"]);
-  assert.equal(readScale([100, 2, -3], 1), 3); // position 0 is not read: its value sets no scale
-  assert.equal(readScale([100, 2, -3], 0), 100);
-  assert.equal(readScale([5], 1), 1);
+  assert.equal(readScale([100, 2, -3], new Set([0])), 3); // position 0 is not read: its value sets no scale
+  assert.equal(readScale([100, 2, -3], new Set()), 100);
+  assert.equal(readScale([2, 900, -3], new Set([1])), 3); // nor does a massive token's, wherever it is
+  assert.equal(readScale([5], new Set([0])), 1);
 });

@@ -37,10 +37,11 @@ export function binLabels(edges: ArrayLike<number>): string[] {
   return out;
 }
 
-/** The largest finite value among the positions the SAE reads (`skipFirst` leading ones left out); 1 if none. */
-export function readScale(values: ArrayLike<number>, skipFirst: number): number {
+/** The largest finite value among the positions the SAE reads (those in `unread` left out); 1 if none. */
+export function readScale(values: ArrayLike<number>, unread: ReadonlySet<number>): number {
   let m = 0;
-  for (let i = Math.max(0, skipFirst); i < values.length; i++) {
+  for (let i = 0; i < values.length; i++) {
+    if (unread.has(i)) continue;
     const a = Math.abs(values[i]!);
     if (Number.isFinite(a) && a > m) m = a;
   }

@@ -45,7 +45,7 @@ function panelState(panel: HTMLElement, state: string, ...children: (Node | stri
 function mount(view: View): void {
   const feature = (): number => view.int("selected_feature");
   const k = (): number => view.int("k", 20);
-  const skipFirst = (): number => view.int("skip_first", 0);
+  const unread = (): Set<number> => new Set(view.list<number>("unread"));
 
   const tokenPanel = tagged(el("div", "lw-token-features"), "token-features");
   const dashboard = tagged(el("div", "lw-dashboard"), "dashboard");
@@ -89,18 +89,18 @@ function mount(view: View): void {
   }
 
   function skipNote(): HTMLElement {
-    const n = skipFirst();
     return tagged(
       el(
         "div",
         "lw-skip-note",
-        `The SAE does not read ${n === 1 ? "position 0" : `positions 0–${n - 1}`}: this model's first position carries a ` +
-          "massive activation (an attention sink, about a hundred times the others' norm), so the SAE was trained " +
-          "and is indexed without it. The features below are what its encoder makes of that vector, not features of the text.",
+        "The SAE does not read this token: its activation is a massive one (an attention sink, like the first " +
+          "position of this model, ten to hundreds of times the others' norm), so the SAE was trained and is indexed " +
+          "without such tokens. The features below are what its encoder makes of that vector, not features of the text.",
       ),
       "skip-note",
     );
   }
+
 
   async function updateTokenPanel(): Promise<void> {
     const i = view.selected();
@@ -191,7 +191,7 @@ function mount(view: View): void {
 
   function overlay(acts: Float32Array): HTMLElement {
     const box = tagged(el("div", "lw-overlay"), "overlay");
-    const skip = skipFirst();
+    const skip = unread();
     const scale = readScale(acts, skip);
     const spans = renderTokenStrip(box, view.tokens(), {
       ...textStripOptions(view.model),
@@ -200,9 +200,9 @@ function mount(view: View): void {
     });
     spans.forEach((span, i) => {
       tagged(span, "overlay-token", { value: acts[i] });
-      if (i < skip) {
+      if (skip.has(i)) {
         span.classList.add("lw-skipped");
-        span.title += "  not read by the SAE (first position)";
+        span.title += "  not read by the SAE (a massive activation)";
         return;
       }
       span.style.background = activationColor(acts[i]!, scale);
