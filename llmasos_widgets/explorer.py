@@ -1,6 +1,6 @@
 """Explorer: every view of one text in one widget, linked on one token, layer and head selection.
 
-Each panel is the view itself (TokensView, AttentionView, ...) built with no comm of its own: its
+Each panel is the view itself (TokensView, AttentionView, FeatureView, ...) built with no comm of its own: its
 messages travel through the Explorer's, tagged with the panel's name, and its own synced traits are
 mirrored in ``panel_states``. The selection (``selected_token``, ``selected_layer``, ``selected_head``)
 is the Explorer's: in the page every panel reads it from the Explorer's model, so a click redraws all
@@ -18,18 +18,21 @@ from .attention_view import AttentionView
 from .attribution import Attribution
 from .concept_view import ConceptView
 from .concepts import TCAVResult
+from .feature_view import FeatureView
+from .features import FeatureIndex
 from .lens_view import LensView
 from .models import LanguageModel
 from .neuron_view import NeuronView
 from .neurons import NeuronIndex
+from .sae import SAE
 from .saliency_view import SaliencyView
 from .tokens_view import TokensView
 from .trace import Trace
 
-PANELS = ("tokens", "attention", "saliency", "neurons", "lens", "concepts")
+PANELS = ("tokens", "attention", "saliency", "neurons", "lens", "concepts", "features")
 SELECTION = ("selected_token", "selected_layer", "selected_head")
-# Which parts of the shared selection each panel follows. A concept panel keeps its own layer: it has
-# CAVs at some layers only.
+# Which parts of the shared selection each panel follows. A concept panel keeps its own layer (it has
+# CAVs at some layers only), a feature panel its SAE's layer; the selected feature is that panel's own.
 LINKS = {
     "tokens": ("selected_token",),
     "attention": SELECTION,
@@ -37,12 +40,13 @@ LINKS = {
     "neurons": ("selected_token", "selected_layer"),
     "lens": ("selected_token", "selected_layer"),
     "concepts": ("selected_token",),
+    "features": ("selected_token",),
 }
 _WIDGET_OWN = ("layout", "tabbable", "tooltip")
 
 
 class Explorer(ViewBase):
-    """A token strip and the attention, saliency, neuron, lens and concept panels of one text, linked.
+    """A token strip and the attention, saliency, neuron, lens, concept and SAE feature panels of one text, linked.
 
     Parameters
     ----------
@@ -65,6 +69,12 @@ class Explorer(ViewBase):
         how to make one.
     neuron_index : NeuronIndex, optional
         Top corpus examples for the neuron panel.
+    sae : SAE, optional
+        What the feature panel reads (from :func:`~llmasos_widgets.load_sae` or
+        :func:`~llmasos_widgets.train_sae`); the panel keeps the SAE's layer and follows the token.
+        Without it, or with an SAE that does not fit the model, that panel says why.
+    feature_index : FeatureIndex, optional
+        Corpus examples and density for the feature panel's dashboards (built with the same SAE).
 
     Examples
     --------
@@ -75,6 +85,10 @@ class Explorer(ViewBase):
     >>> ex.selected_token = 3
     >>> ex.panel("neurons").selected_token, ex.panel("lens").selected_token
     (3, 3)
+    >>> ex = lw.Explorer(ex.trace, panels=["lens", "features"], sae=lw.SAE.random(64, 128, 8, layer=1))
+    >>> ex.selected_token = 2
+    >>> ex.panel("features").selected_token, ex.panel("features").layer
+    (2, 1)
 
     """
 
@@ -96,6 +110,8 @@ class Explorer(ViewBase):
         attribution: Attribution | None = None,
         concepts: TCAVResult | None = None,
         neuron_index: NeuronIndex | None = None,
+        sae: SAE | None = None,
+        feature_index: FeatureIndex | None = None,
         **kwargs: Any,
     ) -> None:
         trace = _trace_of(source, text)
@@ -105,9 +121,16 @@ class Explorer(ViewBase):
             raise ValueError(f"panels must be distinct names from {', '.join(PANELS)}; got {list(panels or [])}")
         self._views: dict[str, ViewBase] = {}
         notes: dict[str, str] = {}
+        given = {
+            "attribution": attribution,
+            "concepts": concepts,
+            "neuron_index": neuron_index,
+            "sae": sae,
+            "feature_index": feature_index,
+        }
         for name in wanted:
             try:
-                self._views[name] = self._build(name, trace, attribution, concepts, neuron_index)
+                self._views[name] = self._build(name, trace, **given)
             except ValueError as e:
                 notes[name] = str(e)
         if not self._views:
@@ -138,7 +161,17 @@ class Explorer(ViewBase):
         return self._views[name]
 
     # -- building panels -----------------------------------------------------------------------
-    def _build(self, name: str, trace: Trace, attribution: Any, concepts: Any, index: Any) -> ViewBase:
+    def _build(
+        self,
+        name: str,
+        trace: Trace,
+        *,
+        attribution: Any,
+        concepts: Any,
+        neuron_index: Any,
+        sae: Any,
+        feature_index: Any,
+    ) -> ViewBase:
         if name == "tokens":
             if trace.model.adapter.unembed() is None:
                 raise ValueError(f"{trace.model.name} has no language-model head: next-token predictions need one")
@@ -151,9 +184,16 @@ class Explorer(ViewBase):
             except ValueError as e:
                 raise ValueError(f"{e}; give the Explorer attribution=lw.attribute(model, text, ...)") from e
         if name == "neurons":
-            return NeuronView._as_panel(self, name, trace, index=index)
+            return NeuronView._as_panel(self, name, trace, index=neuron_index)
         if name == "lens":
             return LensView._as_panel(self, name, trace)
+        if name == "features":
+            if sae is None:
+                raise ValueError(
+                    'no SAE: pass sae=lw.load_sae("smollm2-135m", layer=12) or sae=lw.train_sae(model, texts, '
+                    "layer=...) to see the sparse features active on each token and a feature's dashboard"
+                )
+            return FeatureView._as_panel(self, name, trace, sae, feature_index)
         if concepts is None:
             raise ValueError(
                 "no concepts: pass concepts=lw.tcav(model, inputs, target, [concept], layers) to see TCAV "

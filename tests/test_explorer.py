@@ -140,3 +140,125 @@ def test_the_text_traits_an_explorer_shares_are_the_ones_every_view_has(model):
     from llmasos_widgets._base import TEXT_TRAITS, text_traits
 
     assert tuple(text_traits(model.trace(TEXT))) == TEXT_TRAITS
+
+
+# -- the SAE feature panel -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sae():
+    return lw.SAE.random(64, 128, 8, layer=1, seed=3)  # tiny-llama's residual stream is 64 wide
+
+
+def test_a_feature_panel_answers_through_the_explorer_as_the_feature_view_alone_does(model, sae, sent):
+    from tests._views import arrays
+
+    ex = lw.Explorer(model, TEXT, panels=["lens", "features"], sae=sae)
+    alone = lw.FeatureView(ex.trace, sae)
+    assert ex.panels == ["lens", "features"] and ex.panel("features").comm is None
+    ex._on_custom_msg(
+        ex, {"type": "request", "id": 4, "what": "token", "position": -1, "k": 20, "panel": "features"}, []
+    )
+    content, buffers = sent[-1]
+    assert (content["type"], content["id"], content["panel"]) == ("response", 4, "features")
+    got = arrays(content, buffers)
+    expected = alone.token_features(len(ex.tokens) - 1)  # the 🤖 at the end
+    assert expected and got["features"].tolist() == [f for f, _ in expected]
+    assert got["activations"].tolist() == pytest.approx([a for _, a in expected])
+
+    f = expected[0][0]
+    ex._on_custom_msg(ex, {"type": "request", "id": 5, "what": "feature", "feature": f, "panel": "features"}, [])
+    content, buffers = sent[-1]
+    assert content["type"] == "response" and content["panel"] == "features" and content["feature"] == f
+    assert arrays(content, buffers)["activations"].tolist() == pytest.approx(alone.feature_activations(f).tolist())
+    ex._on_custom_msg(ex, {"type": "request", "id": 6, "what": "feature", "feature": 128, "panel": "features"}, [])
+    assert sent[-1][0]["type"] == "error" and "feature 128 is out of range" in sent[-1][0]["message"]
+
+
+def test_a_feature_panel_steers_through_the_explorer(model, sae, sent):
+    import time
+
+    ex = lw.Explorer(model, TEXT, panels=["features"], sae=sae)
+    view = ex.panel("features")
+    view.steer_tokens = 4
+    f, step = view.token_features(3)[0][0], len(view.steer_scales) - 1
+    ex._on_custom_msg(
+        ex, {"type": "request", "id": 9, "what": "steer", "feature": f, "step": step, "panel": "features"}, []
+    )
+    end = time.time() + 60
+    while not any(c["type"] in ("response", "error") and c["id"] == 9 for c, _ in sent) and time.time() < end:
+        time.sleep(0.01)  # a stream: answered from a worker thread
+    (content,) = [c for c, _ in sent if c["id"] == 9 and c["type"] in ("response", "error")]
+    assert content["type"] == "response" and content["panel"] == "features", content
+    direction = sae.direction(f)
+    ref = lw.steer(
+        model, TEXT, direction, view.steer_scales[step] * view.stream_norm / direction.norm, max_new_tokens=4
+    )
+    assert content["steered_ids"] == ref.steered_ids and content["baseline_ids"] == ref.baseline_ids
+
+
+def test_a_feature_panel_follows_the_token_keeps_its_layer_and_mirrors_its_own_state(model, sae, sent):
+    ex = lw.Explorer(model, TEXT, panels=["neurons", "features"], sae=lw.SAE.random(64, 128, 8, layer=0))
+    features = ex.panel("features")
+    assert ex.panel_links["features"] == ["selected_token"]
+    ex.selected_token, ex.selected_layer = 5, 1
+    assert (features.selected_token, features.selected_layer, features.layer) == (5, 0, 0)  # the SAE's layer
+    assert ex.panel("neurons").selected_layer == 1
+    features.selected_token = 2  # moved from Python: the Explorer and the other panels follow
+    assert (ex.selected_token, ex.panel("neurons").selected_token) == (2, 2)
+
+    state = ex.panel_states["features"]
+    assert {"selected_feature", "k", "layer", "steer_scales", "can_steer"} <= set(state)
+    assert "selected_token" not in state and "tokens" not in state and state["layer"] == 0
+    ex._on_custom_msg(ex, {"type": "set", "panel": "features", "changes": {"selected_feature": 7}}, [])
+    assert features.selected_feature == 7 and ex.panel_states["features"]["selected_feature"] == 7
+    features.selected_feature = 11  # from Python: mirrored for the page
+    assert ex.panel_states["features"]["selected_feature"] == 11
+    ex._on_custom_msg(ex, {"type": "set", "panel": "features", "changes": {"selected_feature": 500}}, [])
+    content = sent[-1][0]
+    assert content["type"] == "panel_state" and content["panel"] == "features"
+    assert content["state"]["selected_feature"] == 11 and "feature 500 is out of range" in content["message"]
+
+
+def test_without_an_sae_or_with_one_that_does_not_fit_the_feature_panel_says_why(model):
+    ex = lw.Explorer(model, TEXT)
+    assert "features" not in ex.panels
+    note = ex.panel_notes["features"]
+    assert note.startswith("no SAE") and 'sae=lw.load_sae("smollm2-135m", layer=12)' in note and "train_sae" in note
+    with pytest.raises(ValueError, match="no 'features' panel: no SAE"):
+        ex.panel("features")
+
+    for sae, message in [
+        (
+            lw.SAE.random(32, 64, 4, layer=1),
+            "this SAE reads 32-wide activations but tiny-llama's residual stream is 64",
+        ),
+        (lw.SAE.random(64, 64, 4, layer=5), "layer 5 is out of range: tiny-llama has layers 0..1"),
+    ]:
+        with pytest.raises(ValueError, match=message):  # FeatureView's own error ...
+            lw.FeatureView(model.trace(TEXT), sae)
+        ex = lw.Explorer(model, TEXT, panels=["tokens", "lens", "features"], sae=sae)
+        assert ex.panels == ["tokens", "lens"] and message in ex.panel_notes["features"]  # ... is the note
+        ex.selected_token = 3  # and the other panels work
+        assert ex.panel("lens").selected_token == 3 and ex.panel("tokens").selected_token == 3
+
+
+def test_export_records_the_feature_panel(model, sae):
+    from tests._views import arrays
+
+    ex = lw.Explorer(model, TEXT, panels=["lens", "features"], sae=sae)
+    ex.selected_token = 2
+    recorded, note = record(ex)
+    keys = [json.loads(k) for k in recorded]
+    assert {k["panel"] for k in keys} == {"lens", "features"}
+    alone = lw.FeatureView(ex.trace, sae)
+    assert sorted(k["position"] for k in keys if k["panel"] == "features" and k["what"] == "token") == list(
+        range(len(ex.tokens))
+    )
+    (message,) = recorded[
+        json.dumps({"k": 20, "panel": "features", "position": 2, "what": "token"}, separators=(",", ":"))
+    ]["messages"]
+    assert message["content"]["panel"] == "features"
+    got = arrays(message["content"], message["buffers"])
+    assert got["features"].tolist() == [f for f, _ in alone.token_features(2)]
+    assert "features: every token's features" in note

@@ -4,6 +4,7 @@
 
 import attention from "../attention/index";
 import concepts from "../concepts/index";
+import features from "../features/index";
 import lens from "../lens/index";
 import neurons from "../neurons/index";
 import saliency from "../saliency/index";
@@ -20,6 +21,7 @@ const VIEWS: Record<string, { view: Mountable; title: string }> = {
   neurons: { view: neurons, title: "MLP neurons" },
   lens: { view: lens, title: "Logit lens" },
   concepts: { view: concepts, title: "Concepts (TCAV)" },
+  features: { view: features, title: "SAE features" },
 };
 
 function mount(view: View): void {

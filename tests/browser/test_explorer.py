@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from _lab import require_browser
@@ -93,4 +94,65 @@ def test_separate_views_linked_in_the_page_follow_one_click(notebook):
     strip.nth(3).click()  # in the TokensView: the LensView follows through ipywidgets' front-end link
     expect(page.locator('.lw-lens td.lw-in-col[data-pos="3"]').first).to_be_visible(timeout=30_000)
     assert nb.kernel_exec("print(tokens.selected_token, lens.selected_token)").split() == ["3", "3"]
+    assert nb.errors == [], f"page errors: {nb.errors}"
+
+
+def test_the_features_panel_follows_the_strip_and_a_feature_click_draws_its_dashboard(notebook):
+    nb = notebook(
+        [
+            "import json\nimport llmasos_widgets as lw\nmodel = lw.load_model('tiny-llama')\n"
+            "sae = lw.SAE.random(64, 128, 8, layer=1, seed=3)",
+            f"ex = lw.Explorer(model, {TEXT!r}, panels=['lens', 'features'], sae=sae)\n"
+            "ex.panel('features').steer_tokens = 4\nalone = lw.FeatureView(ex.trace, sae)  # the reference\nex",
+        ]
+    )
+    page = nb.page
+    root = page.locator(".lw-explorer")
+    strip = root.locator(':scope > [data-testid="token-strip"] [data-testid="token"]')
+    tokens = json.loads(nb.kernel_exec("print(json.dumps(ex.tokens))"))
+    expect(strip).to_have_count(len(tokens), timeout=120_000)
+    panel = root.locator('[data-testid="panel-features"]')
+    expect(panel.locator(".lw-panel-title")).to_have_text("SAE features")
+    features = panel.locator('[data-testid="token-features"]')
+    expect(features).to_have_attribute("data-state", "idle", timeout=30_000)
+
+    i = next(j for j, t in enumerate(tokens) if "语" in t)  # a Chinese character's token
+    strip.nth(i).click()
+    expect(features).to_have_attribute("data-position", str(i), timeout=30_000)
+    expect(features).to_have_attribute("data-state", "ready", timeout=30_000)
+    expect(root.locator(f'[data-testid="panel-lens"] td.lw-in-col[data-pos="{i}"]').first).to_be_visible()
+    rows = features.locator('[data-testid="feature-row"]')
+    expected = json.loads(nb.kernel_exec(f"print(json.dumps(alone.token_features({i})))"))
+    assert expected, "a TopK SAE has active features on every token"
+    assert [int(r.get_attribute("data-feature")) for r in rows.all()] == [f for f, _ in expected]
+    assert [float(r.get_attribute("data-value")) for r in rows.all()] == pytest.approx([a for _, a in expected])
+    assert nb.kernel_value("print(ex.selected_token, ex.panel('features').selected_token)", f"{i} {i}") == f"{i} {i}"
+
+    feature = expected[1][0]  # not the first row: the click picks the row it lands on
+    rows.nth(1).click()
+    dash = panel.locator('[data-testid="dashboard"]')
+    expect(dash).to_have_attribute("data-feature", str(feature), timeout=30_000)
+    expect(dash).to_have_attribute("data-state", "ready", timeout=30_000)
+    state = "print(ex.panel('features').selected_feature, ex.panel_states['features']['selected_feature'])"
+    assert nb.kernel_value(state, f"{feature} {feature}") == f"{feature} {feature}"
+    values = [float(s.get_attribute("data-value")) for s in dash.locator('[data-testid="overlay-token"]').all()]
+    exact = json.loads(nb.kernel_exec(f"print(json.dumps(alone.feature_activations({feature}).tolist()))"))
+    assert values == pytest.approx(exact, rel=1e-6, abs=1e-7)
+    expect(dash.locator('[data-testid="promoted-token"]')).to_have_count(10)
+
+    # Steering streams through the Explorer's comm as well.
+    dash.locator('[data-testid="steer-button"]').click()
+    result = dash.locator('[data-testid="steer-result"]')
+    expect(result).to_have_attribute("data-state", re.compile("ready|no-effect"), timeout=60_000)
+    step = int(result.get_attribute("data-step"))
+    ref = json.loads(
+        nb.kernel_exec(
+            f"d = sae.direction({feature}); v = ex.panel('features')\n"
+            f"alpha = v.steer_scales[{step}] * v.stream_norm / d.norm\n"
+            "r = lw.steer(model, ex.trace.text, d, alpha, max_new_tokens=4)\n"
+            "print(json.dumps(r.changed))"
+        )
+    )
+    expect(result.locator('[data-testid="steered"] [data-testid="gen-token"]')).to_have_count(len(ref))
+    assert result.locator('[data-testid="steered"] [data-changed="true"]').count() == sum(ref)
     assert nb.errors == [], f"page errors: {nb.errors}"
