@@ -9,7 +9,8 @@ Cases (one process, side by side):
              SAE's layer (what gathering activations costs)
   train_sae  train_sae on the same texts for one epoch (gathering plus the SAE's optimisation), tokens/s as
              train_sae itself counts them (its meta["train"])
-Then FeatureView on a text of T tokens with a FeatureIndex of the same SAE: the one encode when the view is
+Then the shipped SAEs' quality, and FeatureView on a text of T tokens with a FeatureIndex of the shipped SAE of
+that layer (or of the SAE just trained, where none ships): the one encode when the view is
 made, then the median time to answer a click on a token ("token") and on a feature (its dashboard,
 "feature"), and the bytes each dashboard sends (JSON + buffers).
 """
@@ -85,6 +86,19 @@ def main() -> None:
         f"   (of which forward {t['seconds_forward']:.1f} s, SAE steps {t['seconds_sae']:.1f} s; {t['steps']} steps)"
     )
     print(f"train_sae / forward: {train_rate / fwd_rate:.2f}x the tokens per second ({sae.quality})")
+
+    # -- the shipped SAEs (held-out figures stored with them by tools/train_shipped_saes.py) -------------
+    from llmasos_widgets.sae import shipped_saes
+
+    print("\nshipped SAEs (held-out glosses; targets: variance explained >= 0.8, dead <= 10 %):")
+    for name, layers in shipped_saes().items():
+        for layer in layers:
+            q = lw.load_sae(name, layer=layer).quality
+            ok = q.variance_explained >= 0.8 and q.dead_share <= 0.1
+            print(f"  {name:>24} L{layer:<2}  {q}  {'meets the targets' if ok else 'MISSES the targets'}")
+    if args.layer in shipped_saes().get(args.model, []):
+        sae = lw.load_sae(args.model, layer=args.layer, model=model)  # FeatureView below on the shipped one
+        print(f"(FeatureView below uses the shipped {sae})")
 
     # -- FeatureView per click ------------------------------------------------------------------------
     index = lw.FeatureIndex.build(model, sae, lw.sample_texts()[: args.index_texts], progress=False)

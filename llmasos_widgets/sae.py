@@ -269,7 +269,7 @@ class SAE:
         return f"blocks.{self.layer}.hook_resid_post"
 
     def reads(self, x: Tensor) -> Tensor:  # [..., pos] bool
-        """Which tokens of ``x`` [..., pos, d_model] the SAE reads: positions from ``skip_first`` on whose norm is at most ``max_norm``.
+        """Which tokens of ``x`` [..., pos, d_model] the SAE reads: position ≥ ``skip_first``, norm ≤ ``max_norm``.
 
         Training, the quality figures, :class:`~llmasos_widgets.FeatureIndex` and the views leave the
         others out.
@@ -1005,7 +1005,7 @@ def train_sae(
         skip_first = 1 if massive_first_position(model) else 0
     _checks.int_in("skip_first", skip_first, 0, max_tokens - 1)
     if massive_ratio is not None and not (isinstance(massive_ratio, (int, float)) and massive_ratio > 1):
-        raise ValueError(f"massive_ratio must be a number above 1 (times the median norm) or None, got {massive_ratio!r}")
+        raise ValueError(f"massive_ratio must be a number above 1 (× the median norm) or None, got {massive_ratio!r}")
     source = list(range(len(pieces)))  # training piece -> the corpus's piece (a cache's row block)
     if eval_texts is None:
         # Hold out a fixed, seeded share for the quality report (the training plan never sees it).
@@ -1502,6 +1502,7 @@ def load_sae(
     hookpoint: str | None = None,
     revision: str | None = None,
     device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = torch.float32,
 ) -> SAE:
     """Load an SAE: a shipped one by model name, a local file or folder, or a Hugging Face hub id.
 
@@ -1530,6 +1531,9 @@ def load_sae(
         A hub revision.
     device : str or torch.device
         Where to put the weights.
+    dtype : torch.dtype, optional
+        The weights' dtype in memory (float32 by default: the shipped files are float16 to halve
+        them, and float16 matmuls are slow and coarse on a CPU); None keeps the file's.
 
     Examples
     --------
@@ -1558,7 +1562,7 @@ def load_sae(
         sae = _load_path(path, layer, hookpoint)
     if model is not None:
         sae.check_model(model)
-    return sae.to(device)
+    return sae.to(device, dtype)
 
 
 def _bundled_names() -> tuple[str, ...]:

@@ -1,4 +1,4 @@
-"""The wheel carries the built front-end: each view folder's bundle and stylesheet (the npm build runs in it)."""
+"""The wheel carries the built front-end (each view's bundle and stylesheet: the npm build runs in it) and the SAEs."""
 
 import subprocess
 import sys
@@ -31,4 +31,10 @@ def test_wheel_contains_every_view_bundle(tmp_path):
         if view != "standalone":  # save_html's runtime has no stylesheet of its own
             assert f"llmasos_widgets/static/{view}.css" in names
     assert "llmasos_widgets/static/manifest.json" in names
+    shipped = sorted(n for n in names if n.startswith("llmasos_widgets/data/saes/"))
+    assert shipped == [
+        "llmasos_widgets/data/saes/smollm2-135m-layer12.safetensors",
+        "llmasos_widgets/data/saes/smollm2-135m-layer24.safetensors",
+        "llmasos_widgets/data/saes/smollm2-135m-randomized-layer12.safetensors",
+    ]
     assert not any("node_modules" in n for n in names)
