@@ -1,6 +1,7 @@
 """Integration tests on the bundled models (slow: they load real weights)."""
 
 import pytest
+import torch
 
 import llmasos_widgets as lw
 from tests.conftest import eager_outputs
@@ -96,3 +97,45 @@ def test_ioi_patching_equals_the_plain_loop_and_finds_the_second_name(smollm2):
         out = hf_run(smollm2, ids["corrupt"], replace=("heads", 23, swap))
         assert heads.values[23, head].item() == pytest.approx(bound(out[None], clean_logits)[0].item(), abs=1e-4)
     assert torch.isfinite(heads.scores).all()
+
+
+# English written for this test, outside the WordNet glosses the shipped SAEs were trained on.
+UNSEEN = [
+    "The train to Edinburgh was delayed by forty minutes because of a signal failure near York.",
+    "She opened the spreadsheet, sorted the column by date and found the missing invoice at the bottom.",
+    "After the storm the fishermen repaired their nets on the harbour wall while the gulls circled.",
+    "The recipe calls for two cups of flour, a pinch of salt and three eggs beaten with warm milk.",
+    "In 1969 the astronauts landed on the Moon and millions of people watched on black-and-white televisions.",
+    "Our team fixed the memory leak by closing each database connection after the request finished.",
+    "The orchestra tuned their instruments as the audience slowly found their seats in the old hall.",
+    "He planted tomatoes, beans and courgettes, then watered the garden before the sun went down.",
+]
+
+# Variance explained measured on UNSEEN when the SAEs were shipped: 0.751 (layer 12) and 0.717 (layer 24),
+# below the held-out glosses' 0.822 and 0.803 (other text than the training corpus); these guard a margin.
+UNSEEN_VE = {12: 0.7, 24: 0.65}
+
+
+def test_the_shipped_saes_load_offline_and_reconstruct_unseen_text(smollm2):
+    from llmasos_widgets.sae import shipped_saes
+
+    assert shipped_saes() == {"smollm2-135m": [12, 24], "smollm2-135m-randomized": [12]}
+    for layer in (12, 24):
+        sae = lw.load_sae("smollm2-135m", layer=layer, model=smollm2)
+        assert (sae.layer, sae.n_latents, sae.k, sae.W_enc.dtype) == (layer, 4608, 32, torch.float32)
+        stored = sae.quality  # measured on held-out glosses when it was trained (README)
+        assert stored.variance_explained >= 0.8 and stored.dead_share <= 0.1, stored
+        assert sae.meta["train"]["finished"] and sae.max_norm is not None and sae.skip_first == 1
+        measured = sae.evaluate(smollm2, UNSEEN)
+        assert measured.variance_explained >= UNSEEN_VE[layer], measured
+        assert measured.loss_recovered >= 0.8 and measured.mean_l0 == 32, measured
+
+
+def test_the_shipped_control_fits_the_randomised_model_only(smollm2):
+    control = lw.randomized(smollm2)
+    sae = lw.load_sae("smollm2-135m-randomized", layer=12, model=control)
+    assert sae.meta["fingerprint"]["model"] == "smollm2-135m-randomized"
+    trained = lw.load_sae("smollm2-135m", layer=12)
+    assert sae.meta["train"]["training_tokens"] == trained.meta["train"]["training_tokens"]
+    with pytest.warns(UserWarning, match="made for 'smollm2-135m-randomized', not 'smollm2-135m'"):
+        sae.check_model(smollm2)

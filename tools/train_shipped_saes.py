@@ -12,11 +12,15 @@ Run (Debian or Ubuntu), niced so that other work keeps the CPU::
     nice -n 19 python tools/train_shipped_saes.py --wordnet /usr/share/wordnet \
         --work /work/sae-work --out llmasos_widgets/data/saes
 
+Three SAEs: layers 12 and 24 of the model, and layer 12 of ``lw.randomized(model)`` (every weight drawn
+again, seeded), the sanity control that notebook 06 shows beside the real one: same corpus, width, k,
+epochs and seed. ``--models trained`` or ``--models randomized`` runs one of the two.
+
 Two stages, both resumable: run the same command again after an interruption and it continues.
 
 1. *Cache.* The glosses run through the model once: one forward pass per batch serves both layers
    and stops after layer 24 (:func:`~llmasos_widgets.sae.cache_activations`); the residual streams
-   go to ``--work/cache`` as float16 memmaps (1.15 kB a token and layer: 2.2 GB per layer for the
+   go to ``--work/cache-{model name}`` as float16 memmaps (1.15 kB a token and layer: 2.2 GB per layer for the
    1.89M tokens), the progress saved every 50 batches. ``--tokens N`` caches only the first N.
 2. *Train.* Each layer's SAE trains ``EPOCHS`` epochs from the cache (``train_sae(model, cache,
    layer)``: no forward pass), checkpointed to ``--work`` every 200 steps, then is measured on the
@@ -26,8 +30,10 @@ Two stages, both resumable: run the same command again after an interruption and
 Measured with ``--measure`` on the 2-core CPU this was sized on (torch 2.13, idle): the forward pass
 to layer 24 at 1,110 tokens/s (batches of 64 length-sorted glosses, both layers kept), an SAE step
 (2,048 tokens, 4,608 latents, k = 32) from the cache at 3.0 steps/s (layer 12) to 3.7 (layer 24). The
-full run (1.89M tokens, 3 epochs, 2 layers: 2,760 steps a layer) takes about 28 min to fill the
-cache, 28 min to train and 2 min to measure: about an hour when the machine is otherwise idle.
+full run (1.88M tokens, 3 epochs, 2 layers: 2,565 steps a layer) takes about 28 min to fill the
+cache, 22 min to train and 3 min to measure: about an hour when the machine is otherwise idle; the
+control adds about 15 min of forward pass (12 layers) and 13 min of training. The shipped run (November
+2026) trained each SAE in 10–13 min; its fills ran beside other work (420 and 1,030 tokens/s).
 Other work on the same cores slows both stages several-fold (two processes' OpenMP threads on two
 cores: the fill ran at 100–180 tokens/s beside a benchmark). ``--measure`` times both on a slice
 (a few minutes) and prints the estimate for the recipe given. The output is deterministic for a
