@@ -136,6 +136,9 @@ def test_the_shipped_control_fits_the_randomised_model_only(smollm2):
     sae = lw.load_sae("smollm2-135m-randomized", layer=12, model=control)
     assert sae.meta["fingerprint"]["model"] == "smollm2-135m-randomized"
     trained = lw.load_sae("smollm2-135m", layer=12)
-    assert sae.meta["train"]["training_tokens"] == trained.meta["train"]["training_tokens"]
+    recipe = ("texts", "n_latents", "k", "epochs", "seed", "batch_tokens", "massive_ratio")
+    assert [sae.meta["train"][k] for k in recipe] == [trained.meta["train"][k] for k in recipe]
+    # The same corpus; the control also reads position 0 (a random model has no attention sink there).
+    assert (sae.skip_first, trained.skip_first) == (0, 1)
     with pytest.warns(UserWarning, match="made for 'smollm2-135m-randomized', not 'smollm2-135m'"):
         sae.check_model(smollm2)
