@@ -9,6 +9,8 @@ Cases (one process, side by side):
              SAE's layer (what gathering activations costs)
   train_sae  train_sae on the same texts for one epoch (gathering plus the SAE's optimisation), tokens/s as
              train_sae itself counts them (its meta["train"])
+  cached     train_sae for 3 epochs from an ActivationCache of the same texts, filled once (its fill timed
+             apart): the epochs read the disk, not the model
 Then the shipped SAEs' quality, and FeatureView on a text of T tokens with a FeatureIndex of the shipped SAE of
 that layer (or of the SAE just trained, where none ships): the one encode when the view is
 made, then the median time to answer a click on a token ("token") and on a feature (its dashboard,
@@ -29,7 +31,7 @@ def main() -> None:
     parser.add_argument("--layer", type=int, default=12)
     parser.add_argument("--latents", type=int, default=4608)
     parser.add_argument("--k", type=int, default=32)
-    parser.add_argument("--texts", type=int, default=400, help="training texts (lw.sample_texts())")
+    parser.add_argument("--texts", type=int, default=2000, help="training texts (lw.sample_texts(): all 2,000)")
     parser.add_argument("--index-texts", type=int, default=100)
     parser.add_argument("--tokens", type=int, default=1024, help="T of the FeatureView text")
     parser.add_argument("--clicks", type=int, default=40)
@@ -86,6 +88,28 @@ def main() -> None:
         f"   (of which forward {t['seconds_forward']:.1f} s, SAE steps {t['seconds_sae']:.1f} s; {t['steps']} steps)"
     )
     print(f"train_sae / forward: {train_rate / fwd_rate:.2f}x the tokens per second ({sae.quality})")
+
+    # From an activation cache (how the shipped SAEs were trained): one forward pass fills it, and every
+    # epoch after reads the disk, so an epoch costs the SAE steps only.
+    import tempfile
+
+    from llmasos_widgets.sae import cache_activations
+
+    with tempfile.TemporaryDirectory() as folder:
+        started = time.perf_counter()
+        cache = cache_activations(model, texts, [args.layer], folder + "/cache", progress=False)
+        fill_s = time.perf_counter() - started
+        with torch.enable_grad():
+            cached = lw.train_sae(
+                model, cache, layer=args.layer, n_latents=args.latents, k=args.k, epochs=3, progress=False
+            )
+    c = cached.meta["train"]
+    cache_rate = c["tokens_seen"] / (c["seconds_forward"] + c["seconds_sae"])
+    print(
+        f"{'cached':>10} {c['tokens_seen']:>8} {c['seconds_forward'] + c['seconds_sae']:>8.1f} {cache_rate:>8.0f}"
+        f"   (3 epochs from a cache filled once in {fill_s:.1f} s; {c['steps']} steps)"
+    )
+    print(f"train_sae from the cache / forward: {cache_rate / fwd_rate:.1f}x the tokens per second")
 
     # -- the shipped SAEs (held-out figures stored with them by tools/train_shipped_saes.py) -------------
     from llmasos_widgets.sae import shipped_saes

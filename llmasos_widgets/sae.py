@@ -135,7 +135,7 @@ class SAEQuality:
 
     def __str__(self) -> str:
         ce = (
-            f", CE {self.ce_clean:.3f} → {self.ce_sae:.3f} nats (+{self.ce_increase:.3f}), "
+            f", CE {self.ce_clean:.3f} → {self.ce_sae:.3f} nats ({self.ce_increase:+.3f}), "
             f"loss recovered {self.loss_recovered:.1%}"
             if self.ce_sae is not None
             else ""
