@@ -405,7 +405,7 @@ def randomized(model: LanguageModel, seed: int = 0, std: float = 0.02) -> Langua
     >>> control = randomized(model)
     >>> control.name, control.n_layers == model.n_layers
     ('tiny-llama-randomized', True)
-    >>> w = control.model.model.layers[0].mlp.up_proj.weight
+    >>> w = control.model.model.layers[0].mlp.up_proj.weight.detach()
     >>> round(float(w.std()), 2), bool(torch.equal(w, randomized(model).model.model.layers[0].mlp.up_proj.weight))
     (0.02, True)
 
