@@ -659,8 +659,9 @@ def _evaluate(
                 hidden = forward(ids, mask)
                 x = state["acts"]
                 assert x is not None
-                massive += int((_included(mask, sae.skip_first) & ~sae.reads(x)).sum())
-                inc = state["inc"] = mask.bool() & sae.reads(x)
+                read = sae.reads(x)
+                massive += int((_included(mask, sae.skip_first) & ~read).sum())
+                inc = state["inc"] = mask.bool() & read
                 rows = x[inc].float()
                 r = sae.reconstruct(rows)
                 n += rows.shape[0]
@@ -1079,9 +1080,10 @@ def train_sae(
                 acts = _gather(model, layer, [pieces[i] for i in plan[b]], batch_size, skip_first)
             log["seconds_forward"] += time.perf_counter() - started
             if massive_ratio is not None:
+                norms = acts.float().norm(dim=-1)
                 if log["max_norm"] is None:
-                    log["max_norm"] = massive_ratio * float(acts.float().norm(dim=-1).median())
-                ordinary = acts.float().norm(dim=-1) <= log["max_norm"]
+                    log["max_norm"] = massive_ratio * float(norms.median())
+                ordinary = norms <= log["max_norm"]
                 log["massive"] += int((~ordinary).sum()) if position["batch"] == 0 else 0
                 acts = acts[ordinary]
             if trainer.step == 0:
