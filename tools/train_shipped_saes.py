@@ -169,10 +169,11 @@ def main() -> None:
     report_file = work / "report.json"
     report = json.loads(report_file.read_text()) if report_file.exists() else {}
     report["recipe"] = {"tokens": n_tokens, "epochs": args.epochs, "n_latents": N_LATENTS, "k": K, "seed": SEED}
-    runs = {"trained": (model, args.layers), "randomized": (None, args.control_layers)}
     for kind in args.models:
-        subject, layers = runs[kind]
-        subject = subject or lw.randomized(model, seed=SEED)
+        if kind == "trained":
+            subject, layers = model, args.layers
+        else:
+            subject, layers = lw.randomized(model, seed=SEED), args.control_layers
         report[subject.name] = train_layers(subject, texts, layers, work, out, args)
         report_file.write_text(json.dumps(report, indent=1))
     if args.measure:
