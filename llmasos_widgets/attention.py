@@ -116,7 +116,7 @@ class AttentionIndex:
             if layer not in self._qk:
                 block = self.adapter.blocks()[layer]
                 device = next(block.parameters()).device
-                with torch.no_grad():
+                with self.trace.model.lock, torch.no_grad():
                     q, k, scale = self.adapter.attention_qk(layer, self.trace.resid_pre(layer).to(device))
                 self._qk[layer] = (q.float().cpu(), k.float().cpu(), scale)
             return self._qk[layer]

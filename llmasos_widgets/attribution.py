@@ -29,6 +29,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from . import _checks
+from .hooks import hooked, inputs_only, post
 from .trace import Trace
 
 if TYPE_CHECKING:
@@ -215,7 +216,8 @@ class Attribution:
         layers = max(1, n_layers // 2) if layers is None else layers
         if not isinstance(layers, int) or not 1 <= layers <= n_layers:
             raise ValueError(f"layers must be an int from 1 to {n_layers} (blocks to re-initialise), got {layers!r}")
-        hf = copy.deepcopy(self.model.model)
+        with self.model.lock:  # a copy made while another run's hooks are on would keep them
+            hf = copy.deepcopy(self.model.model)
         chosen = list(range(n_layers - layers, n_layers))
         blocks = type(self.model.adapter)(hf).blocks()
         with torch.random.fork_rng(devices=[]), torch.no_grad():
@@ -383,11 +385,11 @@ def attribute(
             f"method {method!r} does not apply to a generation matrix (it would perturb every token for every "
             f"output); use one of {', '.join(GRADIENT_METHODS)}"
         )
-    with torch.enable_grad():
-        embed = model.model.get_input_embeddings()
+    with model.lock:
         ids = torch.tensor(problem.ids, device=model.device)
-        x = embed(ids).detach()  # [pos, d_model]
-        b = _baseline(model, baseline, x, problem.n_interp)  # [n_interp, d_model]
+        x = model.model.get_input_embeddings()(ids).detach()  # [pos, d_model]
+    b = _baseline(model, baseline, x, problem.n_interp)  # [n_interp, d_model]
+    with torch.enable_grad():  # each forward pass below holds the model's lock itself
         if method in GRADIENT_METHODS:
             res = _gradient(
                 model, problem, method, x, b, n_steps, ig_rule, max_steps, internal_batch_size, layer, progress
@@ -538,7 +540,7 @@ def _plan(
         if not isinstance(reference, str) or not reference.strip():
             raise ValueError(f"{model.name} is an encoder: pass reference='some text' (a non-empty text)")
         ref_ids, _ = model._encode(reference, truncate=False)
-        with torch.no_grad():
+        with model.lock, torch.no_grad():
             ref = model.adapter.base()(input_ids=torch.tensor([ref_ids], device=model.device))
             pooled = ref.last_hidden_state[0].mean(0)
         return _Problem(ids, n, [n - 1], [ref_ids[0]], [], pooled, [False] * n, False, tokens)
@@ -547,7 +549,7 @@ def _plan(
     if target is None and trace is not None and list(trace.token_ids) == list(ids):
         targets = [trace.top_predictions(-1, k=1)[0].id]  # the trace holds the pass already
     elif target is None:
-        with torch.no_grad():
+        with model.lock, torch.no_grad():
             out = model.adapter.base()(input_ids=torch.tensor([ids], device=model.device))
             logits = model.model.get_output_embeddings()(out.last_hidden_state[0, -1])
         targets = [int(logits.argmax())]
@@ -576,15 +578,14 @@ def _baseline(model: LanguageModel, baseline: str | int, x: Tensor, n: int) -> T
     if baseline == "mean":
         return embed.weight.detach().mean(0).expand(n, -1).clone()
     if baseline == "pad":
-        tok = model.tokenizer
-        token_id = next((i for i in (tok.pad_token_id, tok.eos_token_id) if i is not None), 0)
+        token_id = model.pad_token_id
     elif isinstance(baseline, int):
         if not 0 <= baseline < embed.num_embeddings:
             raise ValueError(f"baseline token id {baseline} is out of range 0..{embed.num_embeddings - 1}")
         token_id = baseline
     else:
         raise ValueError(f"baseline {baseline!r} is not one of {', '.join(BASELINES)} or a token id")
-    with torch.no_grad():
+    with model.lock, torch.no_grad():
         return embed(torch.full((n,), token_id, device=x.device)).detach()
 
 
@@ -642,40 +643,34 @@ def _gradient(
     progress: bool | Progress,
 ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None, list[int] | None]:
     n = problem.n_interp
-    params = [p for p in model.model.parameters() if p.requires_grad]
-    for p in params:  # gradients of the inputs only: the weights' are never needed
-        p.requires_grad_(False)
-    try:
-        # The interpolated tensor: the embeddings (first n positions), or block `layer`'s output.
-        if method == "layer_integrated_gradients":
-            start, end = _layer_endpoints(model, problem, x, b, layer)
-        elif method in ("saliency", "input_x_gradient"):
-            start = end = x[:n]  # the gradient at the input itself (one point: no path, no f(baseline))
-        else:
-            start, end = b, x[:n]
-        path = _Path(model, problem, method, x, start, end, layer, internal_batch_size)
-        if method == "saliency":
-            values, f = path.run([1.0], lambda g: g.abs().sum(-1), progress)
-            return values[0], f[0], None, None, None
-        if method == "input_x_gradient":
-            values, f = path.run([1.0], lambda g: (g * end.float()).sum(-1), progress)
-            return values[0], f[0], None, None, None
-        if n_steps is None:
-            scores, steps = _adaptive_ig(path, max_steps, progress)
-        else:
-            step_sizes, alpha_fn = approximation_parameters(ig_rule)
-            weights, alphas = list(step_sizes(n_steps)), list(alpha_fn(n_steps))
-            values, _ = path.run(alphas, path.project, progress)  # [point, row, n_var]
-            scores = torch.einsum("k,krv->rv", torch.tensor(weights), values)
-            steps = [n_steps] * len(problem.rows)
-        f_x, f_b = path.objective[1], path.objective[0]
-        # Completeness over every input a row depends on (for layer IG that includes positions past
-        # the prompt, whose scores are not reported, as captum's LLM attribution drops them).
-        delta = (scores * path.causal).sum(-1) - (f_x - f_b)
-        return scores[:, :n], f_x, delta, f_b, steps
-    finally:
-        for p in params:
-            p.requires_grad_(True)
+    # The interpolated tensor: the embeddings (first n positions), or block `layer`'s output. Each batch of
+    # points freezes the weights only while it runs (_Path.run): the inputs' gradients are all we need.
+    if method == "layer_integrated_gradients":
+        start, end = _layer_endpoints(model, problem, x, b, layer)
+    elif method in ("saliency", "input_x_gradient"):
+        start = end = x[:n]  # the gradient at the input itself (one point: no path, no f(baseline))
+    else:
+        start, end = b, x[:n]
+    path = _Path(model, problem, method, x, start, end, layer, internal_batch_size)
+    if method == "saliency":
+        values, f = path.run([1.0], lambda g: g.abs().sum(-1), progress)
+        return values[0], f[0], None, None, None
+    if method == "input_x_gradient":
+        values, f = path.run([1.0], lambda g: (g * end.float()).sum(-1), progress)
+        return values[0], f[0], None, None, None
+    if n_steps is None:
+        scores, steps = _adaptive_ig(path, max_steps, progress)
+    else:
+        step_sizes, alpha_fn = approximation_parameters(ig_rule)
+        weights, alphas = list(step_sizes(n_steps)), list(alpha_fn(n_steps))
+        values, _ = path.run(alphas, path.project, progress)  # [point, row, n_var]
+        scores = torch.einsum("k,krv->rv", torch.tensor(weights), values)
+        steps = [n_steps] * len(problem.rows)
+    f_x, f_b = path.objective[1], path.objective[0]
+    # Completeness over every input a row depends on (for layer IG that includes positions past
+    # the prompt, whose scores are not reported, as captum's LLM attribution drops them).
+    delta = (scores * path.causal).sum(-1) - (f_x - f_b)
+    return scores[:, :n], f_x, delta, f_b, steps
 
 
 class _Path:
@@ -703,7 +698,7 @@ class _Path:
         # [2, row]: f(baseline), f(x) for a path; a gradient at x alone reads f(x) from its own pass.
         self.objective = None
         if start is not end:
-            with torch.no_grad():
+            with model.lock, torch.no_grad():
                 self.objective = self._objectives(torch.stack([start, end])).float().cpu()
 
     def _objectives(self, var: Tensor) -> Tensor:  # var [batch, n_var, d] -> f [batch, row]
@@ -741,10 +736,16 @@ class _Path:
                 hi = min(lo + self.batch, len(alphas))
                 a = torch.tensor(alphas[lo:hi], dtype=self.x.dtype, device=self.x.device)[:, None, None]
                 var = (self.start[None] + a * (self.end - self.start)[None]).requires_grad_(True)
-                f = self._objectives(var)  # [batch, row]
-                objective[lo:hi] = f.detach().float().cpu()
-                for i, r in enumerate(rows):
-                    (g,) = torch.autograd.grad(f[:, r].sum(), var, retain_graph=i < len(rows) - 1)
+                # One batch at a time holds the model (weights frozen: gradients of the path's points only),
+                # so other views' requests run between batches.
+                with inputs_only(self.model, self.model.model):
+                    f = self._objectives(var)  # [batch, row]
+                    objective[lo:hi] = f.detach().float().cpu()
+                    grads = []
+                    for i, r in enumerate(rows):
+                        (g,) = torch.autograd.grad(f[:, r].sum(), var, retain_graph=i < len(rows) - 1)
+                        grads.append(g)
+                for r, g in zip(rows, grads, strict=True):
                     values[lo:hi, r] = reduce(g).cpu()
                     step(1)
         finally:
@@ -855,18 +856,14 @@ def _layer_endpoints(
 ) -> tuple[Tensor, Tensor]:
     """Block ``layer``'s output on the baseline input and on the input: [pos, d_model] each."""
     kept: list[Tensor] = []
-    block = model.adapter.blocks()[layer]
-    handle = block.register_forward_hook(
-        lambda _m, _a, out: kept.append((out[0] if isinstance(out, tuple) else out)[0])
+    keep = post(
+        model.adapter.blocks()[layer], lambda _m, _a, out: kept.append((out[0] if isinstance(out, tuple) else out)[0])
     )
-    try:
-        with torch.no_grad():
-            n = problem.n_interp
-            both = torch.stack([torch.cat([b, x[n:]]), x])
-            for e in both:
-                model.adapter.base()(inputs_embeds=e[None], attention_mask=torch.ones(1, e.shape[0], dtype=torch.long))
-    finally:
-        handle.remove()
+    with hooked(model, [keep]), torch.no_grad():
+        n = problem.n_interp
+        both = torch.stack([torch.cat([b, x[n:]]), x])
+        for e in both:
+            model.adapter.base()(inputs_embeds=e[None], attention_mask=torch.ones(1, e.shape[0], dtype=torch.long))
     return kept[0].detach(), kept[1].detach()
 
 
@@ -878,11 +875,8 @@ def _with_layer(model: LanguageModel, layer: int | None, value: Tensor, run: Cal
             return (value.to(out[0].dtype), *out[1:])
         return value.to(out.dtype)
 
-    handle = model.adapter.blocks()[layer].register_forward_hook(hook)
-    try:
+    with hooked(model, [post(model.adapter.blocks()[layer], hook)]):
         return run()
-    finally:
-        handle.remove()
 
 
 # -- perturbation methods ------------------------------------------------------------------------
@@ -906,7 +900,8 @@ def _perturbation(
         keep = mask[..., None].to(x.dtype)
         embeds = keep * x[None, :n] + (1 - keep) * b[None]
         embeds = torch.cat([embeds, fixed[None].expand(len(mask), -1, -1)], dim=1)
-        return _objective(model, problem, embeds)
+        with model.lock:  # one perturbed batch at a time: other views' requests run between them
+            return _objective(model, problem, embeds)
 
     n_rows = len(problem.rows)
     ones = torch.ones(1, n, device=x.device)

@@ -34,6 +34,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from . import _checks
+from .hooks import Hook, hooked, post, pre
 
 if TYPE_CHECKING:
     from .concepts import CAV
@@ -248,15 +249,14 @@ class _Engine:
         N = 1 if noise is None else noise.shape[0]
         keep: dict[str, list[Any]] = {s: [None] * n_layers for s in ("attn", "mlp", "heads")}
         keep["resid"] = [None] * (n_layers + 1)
-        handles = []
 
-        def pre(site: str, layer: int):  # type: ignore[no-untyped-def]
+        def keep_input(site: str, layer: int):  # type: ignore[no-untyped-def]
             def hook(module, args, kwargs):  # type: ignore[no-untyped-def]
                 keep[site][layer] = args[0] if args else kwargs["hidden_states"]
 
             return hook
 
-        def post(site: str, layer: int):  # type: ignore[no-untyped-def]
+        def keep_output(site: str, layer: int):  # type: ignore[no-untyped-def]
             def hook(module, args, output):  # type: ignore[no-untyped-def]
                 keep[site][layer] = output[0] if isinstance(output, tuple) else output
 
@@ -265,28 +265,27 @@ class _Engine:
         def add_noise(module, args, output):  # type: ignore[no-untyped-def]
             return output + noise.to(output)
 
-        try:
-            for layer, block in enumerate(adapter.blocks()):
-                handles.append(block.register_forward_pre_hook(pre("resid", layer), with_kwargs=True))
-                proj = adapter.attn_out_proj(layer)
-                handles.append(proj.register_forward_pre_hook(pre("heads", layer), with_kwargs=True))
-                handles.append(proj.register_forward_hook(post("attn", layer)))
-                handles.append(adapter.mlp(layer).register_forward_hook(post("mlp", layer)))
-            handles.append(adapter.final_norm().register_forward_pre_hook(pre("resid", n_layers), with_kwargs=True))
-            if noise is not None:
-                handles.append(self.model.model.get_input_embeddings().register_forward_hook(add_noise))
-            input_ids = torch.tensor([list(ids)] * N, device=self.model.device)
-            with torch.set_grad_enabled(grad_of is not None):
-                adapter.base()(input_ids=input_ids, use_cache=False)
-                logits = adapter.logits(keep["resid"][n_layers][:, -1])
-                grads = None
-                if grad_of is not None:
-                    sites = [(s, i) for s in ("resid", "attn", "mlp", "heads") for i in range(n_layers)]
-                    found = torch.autograd.grad(grad_of(logits).sum(), [keep[s][i] for s, i in sites])
-                    grads = {s: [g.detach() for (s2, _), g in zip(sites, found, strict=True) if s2 == s] for s in SITES}
-        finally:
-            for handle in handles:
-                handle.remove()
+        placed = []
+        for layer, block in enumerate(adapter.blocks()):
+            proj = adapter.attn_out_proj(layer)
+            placed += [
+                pre(block, keep_input("resid", layer), with_kwargs=True),
+                pre(proj, keep_input("heads", layer), with_kwargs=True),
+                post(proj, keep_output("attn", layer)),
+                post(adapter.mlp(layer), keep_output("mlp", layer)),
+            ]
+        placed.append(pre(adapter.final_norm(), keep_input("resid", n_layers), with_kwargs=True))
+        if noise is not None:
+            placed.append(post(self.model.model.get_input_embeddings(), add_noise))
+        input_ids = torch.tensor([list(ids)] * N, device=self.model.device)
+        with hooked(self.model, placed), torch.set_grad_enabled(grad_of is not None):
+            adapter.base()(input_ids=input_ids, use_cache=False)
+            logits = adapter.logits(keep["resid"][n_layers][:, -1])
+            grads = None
+            if grad_of is not None:
+                sites = [(s, i) for s in ("resid", "attn", "mlp", "heads") for i in range(n_layers)]
+                found = torch.autograd.grad(grad_of(logits).sum(), [keep[s][i] for s, i in sites])
+                grads = {s: [g.detach() for (s2, _), g in zip(sites, found, strict=True) if s2 == s] for s in SITES}
         run = _Run(
             ids=torch.tensor(list(ids)),
             resid=[t.detach() for t in keep["resid"]],
@@ -297,7 +296,7 @@ class _Engine:
         )
         return run, grads
 
-    def _kv(self, run: _Run, layer: int) -> tuple[Tensor, Tensor]:
+    def _kv(self, run: _Run, layer: int) -> tuple[Tensor, Tensor]:  # called under the model's lock
         if layer not in run.kv:
             x = self.adapter.attn_norm(layer)(run.resid[layer])
             _, k, v = self.adapter.qkv(layer, x, torch.arange(x.shape[1], device=x.device))
@@ -308,6 +307,10 @@ class _Engine:
     @torch.no_grad()
     def run(self, base: _Run, cells: Sequence[_Cell]) -> Tensor:
         """The last position's logits [len(cells), vocab] of each patched run of ``base``."""
+        with self.model.lock:
+            return self._run(base, cells)
+
+    def _run(self, base: _Run, cells: Sequence[_Cell]) -> Tensor:
         out: list[Tensor | None] = [None] * len(cells)
         by_start: dict[int, list[int]] = {}
         for i, cell in enumerate(cells):
@@ -1086,12 +1089,14 @@ class SteerResult:
 
 
 class _Steering:
-    """Adds ``alpha * vector`` to the residual stream entering ``layer`` at chosen absolute positions."""
+    """A pre-hook adding ``alpha * vector`` to the stream entering ``layer`` at chosen absolute positions.
 
-    def __init__(
-        self, model: LanguageModel, direction: Direction, alpha: float, positions: Any, prompt_len: int
-    ) -> None:
-        self.model, self.direction, self.alpha = model, direction, alpha
+    ``positions`` is "all", "prompt", "generated" or a set of positions; it counts the positions it has
+    seen, so it steers a generation's new tokens too (each forward of ``generate`` feeds it the next).
+    """
+
+    def __init__(self, direction: Direction, alpha: float, positions: str | set[int], prompt_len: int) -> None:
+        self.direction, self.alpha = direction, alpha
         self.positions, self.prompt_len, self.offset = positions, prompt_len, 0
 
     def _wanted(self, n: int) -> Tensor:
@@ -1104,26 +1109,177 @@ class _Steering:
             return at >= self.prompt_len
         return torch.tensor([int(p) in self.positions for p in at], dtype=torch.bool)
 
-    def __enter__(self) -> _Steering:
-        adapter = self.model.adapter
-        layer = self.direction.layer
+    def __call__(self, module: Any, args: Any, kwargs: Any) -> Any:
+        hidden = args[0] if args else kwargs["hidden_states"]
+        wanted = self._wanted(hidden.shape[1]).to(hidden.device)
+        self.offset += hidden.shape[1]
+        if self.alpha == 0 or not wanted.any():
+            return None
+        add = (self.alpha * self.direction.vector).to(hidden) * wanted[:, None].to(hidden)
+        hidden = hidden + add
+        return ((hidden, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": hidden})
+
+
+class Steering:
+    """One prompt's steering experiment: its baseline generation, made once, and steered runs at any alpha.
+
+    :func:`steer` is the one-call form. A view keeps one, so that moving its slider generates only the
+    steered run (the baseline does not depend on the direction or the coefficient).
+
+    Parameters
+    ----------
+    model : LanguageModel
+        A causal language model.
+    prompt : str
+        The text to continue.
+    max_new_tokens : int
+        Tokens generated by each run (greedy unless ``sample``).
+    sample : bool
+        Sample instead of greedy decoding.
+    temperature : float
+        Sampling temperature.
+    seed : int
+        Seed of the sampling draws (the same draws for every run).
+
+    Examples
+    --------
+    >>> import torch, llmasos_widgets as lw
+    >>> experiment = Steering(lw.load_model("tiny-llama"), "The cat", max_new_tokens=3)
+    >>> a = experiment.run(torch.ones(64), 2.0, layer=1)
+    >>> b = experiment.run(torch.ones(64), -2.0, layer=1)  # the baseline is not generated again
+    >>> a.baseline_ids == b.baseline_ids == experiment.baseline_ids
+    True
+
+    """
+
+    def __init__(
+        self,
+        model: LanguageModel,
+        prompt: str,
+        *,
+        max_new_tokens: int = 20,
+        sample: bool = False,
+        temperature: float = 1.0,
+        seed: int = 0,
+    ) -> None:
+        if not model.is_causal:
+            raise ValueError(f"{model.name} is an encoder ({model.adapter.family}); steering needs a causal LM")
+        self.model, self.prompt = model, prompt
+        self.ids, self.offsets = model._encode(prompt, truncate=False)
+        room = max(1, model.context_length - len(self.ids))
+        self.max_new_tokens = _checks.int_in("max_new_tokens", max_new_tokens, 1, room)
+        if not (isinstance(temperature, (int, float)) and temperature > 0):
+            raise ValueError(f"temperature must be a positive number, got {temperature!r}")
+        self.sample, self.temperature, self.seed = bool(sample), float(temperature), seed
+        with model.lock:
+            self.baseline_ids = self._generate(None)
+            self.baseline_logits = self._next_logits(None, self.baseline_ids)
+        self.baseline = self._texts(self.baseline_ids)
+
+    def _hooks(self, steering: _Steering | None) -> list[Hook]:
+        if steering is None:
+            return []
+        adapter, layer = self.model.adapter, steering.direction.layer
         module = adapter.final_norm() if layer == adapter.n_layers else adapter.blocks()[layer]
+        return [pre(module, steering, with_kwargs=True)]
 
-        def hook(module, args, kwargs):  # type: ignore[no-untyped-def]
-            hidden = args[0] if args else kwargs["hidden_states"]
-            wanted = self._wanted(hidden.shape[1]).to(hidden.device)
-            self.offset += hidden.shape[1]
-            if self.alpha == 0 or not wanted.any():
-                return None
-            add = (self.alpha * self.direction.vector).to(hidden) * wanted[:, None].to(hidden)
-            hidden = hidden + add
-            return ((hidden, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": hidden})
+    def _generate(self, steering: _Steering | None) -> list[int]:
+        model, ids = self.model, self.ids
+        with hooked(model, self._hooks(steering)), torch.no_grad(), torch.random.fork_rng():
+            torch.manual_seed(self.seed)
+            out = model.model.generate(
+                torch.tensor([ids], device=model.device),
+                attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=model.device),
+                max_new_tokens=self.max_new_tokens,
+                do_sample=self.sample,
+                temperature=self.temperature if self.sample else None,
+                top_k=None,
+                top_p=None,
+                pad_token_id=model.pad_token_id,
+            )
+        return out[0, len(ids) :].tolist()
 
-        self.handle = module.register_forward_pre_hook(hook, with_kwargs=True)
-        return self
+    def _next_logits(self, steering: _Steering | None, new_ids: list[int]) -> Tensor:
+        """[len(new_ids), vocab]: the logits that predicted each of ``new_ids`` (teacher-forced)."""
+        model, ids = self.model, self.ids
+        with hooked(model, self._hooks(steering)), torch.no_grad():
+            out = model.model(torch.tensor([ids + new_ids[:-1]], device=model.device), use_cache=False)
+        return out.logits[0, len(ids) - 1 :].float()
 
-    def __exit__(self, *exc: object) -> None:
-        self.handle.remove()
+    def _texts(self, new_ids: list[int]) -> list[str]:
+        model, prompt = self.model, self.prompt
+        text, new_offsets = model.continuation(new_ids, start=len(prompt))
+        return model.token_texts(prompt + text, self.ids + new_ids, self.offsets + new_offsets)[len(self.ids) :]
+
+    def _positions(self, positions: str | Sequence[int]) -> str | set[int]:
+        if isinstance(positions, str):
+            if positions not in STEER_POSITIONS:
+                raise ValueError(
+                    f"positions must be one of {', '.join(STEER_POSITIONS)} or a list of positions; got {positions!r}"
+                )
+            return positions
+        n = len(self.ids) + self.max_new_tokens
+        found = {_checks.index(p, n, "position", "the prompt and its generation have positions") for p in positions}
+        if not found:
+            raise ValueError("positions is empty: give at least one position, or 'all', 'prompt' or 'generated'")
+        return found
+
+    def run(
+        self,
+        direction: Any,
+        alpha: float,
+        *,
+        layer: int | None = None,
+        positions: str | Sequence[int] = "all",
+        metric: Metric | None = None,
+    ) -> SteerResult:
+        """Generate with ``alpha × direction`` added; compare with the baseline. See :func:`steer`.
+
+        Examples
+        --------
+        >>> import torch, llmasos_widgets as lw
+        >>> experiment = Steering(lw.load_model("tiny-llama"), "The cat", max_new_tokens=3)
+        >>> experiment.run(torch.ones(64), 0.0, layer=1).no_effect
+        True
+
+        """
+        model = self.model
+        found = as_direction(model, direction, layer)
+        if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or not math.isfinite(alpha):
+            raise ValueError(f"alpha must be a finite number, got {alpha!r}")
+        where = self._positions(positions)
+        with model.lock:
+            steered_ids = self._generate(_Steering(found, float(alpha), where, len(self.ids)))
+            steered_logits = self._next_logits(_Steering(found, float(alpha), where, len(self.ids)), self.baseline_ids)
+        if not steered_logits.isfinite().all():
+            norm = stream_norm(model.trace(self.prompt), found.layer)
+            raise ValueError(
+                f"alpha={alpha} makes the logits non-finite; the residual stream at layer {found.layer} has a "
+                f"median norm of {norm:.3g} and the direction {found.norm:.3g}: try a smaller alpha"
+            )
+        base_logits = self.baseline_logits
+        base_log, steered_log = base_logits.log_softmax(-1), steered_logits.log_softmax(-1)
+        kl = (base_log.exp() * (base_log - steered_log)).sum(-1).clamp_min(0)
+        change = None
+        if metric is not None:
+            bound = Metric.of(metric).bind(model)
+            change = float(bound(steered_logits[:1], base_logits[0])[0] - bound(base_logits[:1], base_logits[0])[0])
+        n = len(self.baseline_ids)
+        return SteerResult(
+            prompt_tokens=model.token_texts(self.prompt, self.ids, self.offsets),
+            baseline=list(self.baseline),
+            steered=self._texts(steered_ids),
+            baseline_ids=list(self.baseline_ids),
+            steered_ids=steered_ids,
+            changed=[i >= n or t != self.baseline_ids[i] for i, t in enumerate(steered_ids)],
+            alpha=float(alpha),
+            layer=found.layer,
+            direction=found.name,
+            kl_next=float(kl[0]),
+            kl_mean=float(kl.mean()),
+            metric=None if metric is None else Metric.of(metric).name,
+            metric_change=change,
+        )
 
 
 def steer(
@@ -1155,7 +1311,8 @@ def steer(
     layer : int, optional
         Overrides the direction's layer (0..n_layers; required for a plain tensor).
     positions : {"all", "prompt", "generated"} or sequence of int
-        Absolute positions steered.
+        Absolute positions steered (each one of the prompt's or the generation's; negative counts from
+        the end of the generation).
     max_new_tokens : int
         Tokens generated by each run (greedy unless ``sample``).
     sample : bool
@@ -1178,74 +1335,14 @@ def steer(
     """
     if not model.is_causal:
         raise ValueError(f"{model.name} is an encoder ({model.adapter.family}); steering needs a causal LM")
-    found = as_direction(model, direction, layer)
+    as_direction(model, direction, layer)  # the cheap checks first: a bad argument costs no generation
     if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or not math.isfinite(alpha):
         raise ValueError(f"alpha must be a finite number, got {alpha!r}")
-    if isinstance(positions, str):
-        if positions not in STEER_POSITIONS:
-            raise ValueError(
-                f"positions must be one of {', '.join(STEER_POSITIONS)} or a list of positions; got {positions!r}"
-            )
-    else:
-        positions = {int(p) for p in positions}
-    ids, offsets = model._encode(prompt, truncate=False)
-    max_new_tokens = _checks.int_in("max_new_tokens", max_new_tokens, 1, max(1, model.context_length - len(ids)))
-    if not (isinstance(temperature, (int, float)) and temperature > 0):
-        raise ValueError(f"temperature must be a positive number, got {temperature!r}")
-
-    def generate(a: float) -> list[int]:
-        with _Steering(model, found, a, positions, len(ids)), torch.no_grad(), torch.random.fork_rng():
-            torch.manual_seed(seed)
-            out = model.model.generate(
-                torch.tensor([ids], device=model.device),
-                attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=model.device),
-                max_new_tokens=max_new_tokens,
-                do_sample=sample,
-                temperature=temperature if sample else None,
-                top_k=None,
-                top_p=None,
-                pad_token_id=model.tokenizer.pad_token_id or model.tokenizer.eos_token_id,
-            )
-        return out[0, len(ids) :].tolist()
-
-    def next_logits(a: float, new_ids: list[int]) -> Tensor:  # [len(new_ids), vocab]: what predicted each
-        with _Steering(model, found, a, positions, len(ids)), torch.no_grad():
-            out = model.model(torch.tensor([ids + new_ids[:-1]], device=model.device), use_cache=False)
-        return out.logits[0, len(ids) - 1 :].float()
-
-    baseline_ids = generate(0.0)
-    steered_ids = generate(float(alpha))
-    base_logits, steered_logits = next_logits(0.0, baseline_ids), next_logits(float(alpha), baseline_ids)
-    if not steered_logits.isfinite().all():
-        norm = stream_norm(model.trace(prompt), found.layer)
+    if isinstance(positions, str) and positions not in STEER_POSITIONS:
         raise ValueError(
-            f"alpha={alpha} makes the logits non-finite; the residual stream at layer {found.layer} has a "
-            f"median norm of {norm:.3g} and the direction {found.norm:.3g}: try a smaller alpha"
+            f"positions must be one of {', '.join(STEER_POSITIONS)} or a list of positions; got {positions!r}"
         )
-    base_log, steered_log = base_logits.log_softmax(-1), steered_logits.log_softmax(-1)
-    kl = (base_log.exp() * (base_log - steered_log)).sum(-1).clamp_min(0)
-
-    def texts(new_ids: list[int]) -> list[str]:
-        text, new_offsets = model.continuation(new_ids, start=len(prompt))
-        return model.token_texts(prompt + text, ids + new_ids, offsets + new_offsets)[len(ids) :]
-
-    change = None
-    if metric is not None:
-        bound = Metric.of(metric).bind(model)
-        change = float(bound(steered_logits[:1], base_logits[0])[0] - bound(base_logits[:1], base_logits[0])[0])
-    n = len(baseline_ids)
-    return SteerResult(
-        prompt_tokens=model.token_texts(prompt, ids, offsets),
-        baseline=texts(baseline_ids),
-        steered=texts(steered_ids),
-        baseline_ids=baseline_ids,
-        steered_ids=steered_ids,
-        changed=[i >= n or t != baseline_ids[i] for i, t in enumerate(steered_ids)],
-        alpha=float(alpha),
-        layer=found.layer,
-        direction=found.name,
-        kl_next=float(kl[0]),
-        kl_mean=float(kl.mean()),
-        metric=None if metric is None else Metric.of(metric).name,
-        metric_change=change,
+    experiment = Steering(
+        model, prompt, max_new_tokens=max_new_tokens, sample=sample, temperature=temperature, seed=seed
     )
+    return experiment.run(direction, alpha, layer=layer, positions=positions, metric=metric)

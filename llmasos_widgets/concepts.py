@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from . import _checks
+from .hooks import hooked, post
 
 if TYPE_CHECKING:
     from .models import LanguageModel
@@ -162,7 +163,7 @@ def _pad(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Right-padded ``input_ids``, ``attention_mask`` and pooling weights [batch, pos] of encoded texts."""
     width = max(len(tok) for tok, _ in encoded)
-    ids = torch.full((len(encoded), width), model.tokenizer.pad_token_id or 0, dtype=torch.long)
+    ids = torch.full((len(encoded), width), model.pad_token_id, dtype=torch.long)
     mask = torch.zeros(len(encoded), width, dtype=torch.long)
     weights = torch.zeros(len(encoded), width)
     for row, (tok, keep) in enumerate(encoded):
@@ -235,17 +236,14 @@ def activations(
         for batch in tqdm(batches, desc="Concept activations", unit="batch", disable=not progress):
             ids, mask, weights = _pad(model, [encoded[t] for t in batch], pooling)
             pooled: dict[int, Tensor] = {}
-            hooks = [blocks[layer].register_forward_hook(_keeper(pooled, layer, weights)) for layer in layers]
+            hooks = [post(blocks[layer], _keeper(pooled, layer, weights)) for layer in layers]
             # Nothing after the deepest layer asked for is needed: stop the pass there.
-            hooks.append(blocks[max(layers)].register_forward_hook(_stop))
+            hooks.append(post(blocks[max(layers)], _stop))
             try:
-                with torch.no_grad():
+                with hooked(model, hooks), torch.no_grad():
                     model.adapter.base()(input_ids=ids.to(model.device), attention_mask=mask.to(model.device))
             except _Stop:
                 pass
-            finally:
-                for handle in hooks:
-                    handle.remove()
             for layer in layers:
                 for row, t in enumerate(batch):
                     cache[(pooling, layer, t)] = pooled[layer][row]
@@ -516,17 +514,13 @@ def gradients(
         deltas = {
             layer: torch.zeros(len(batch), model.d_model, device=model.device, requires_grad=True) for layer in layers
         }
-        handles = [blocks[layer].register_forward_hook(_nudger(deltas[layer], where)) for layer in layers]
-        try:
+        with hooked(model, [post(blocks[layer], _nudger(deltas[layer], where)) for layer in layers]):
             with torch.enable_grad():
                 logits = model.model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits
                 last = mask.sum(1) - 1
                 logp = torch.log_softmax(logits[torch.arange(len(batch)), last.to(logits.device)].float(), -1)
                 f = logp[:, tid] - (logp[:, cid] if cid is not None else 0.0)
                 grads = torch.autograd.grad(f.sum(), [deltas[layer] for layer in layers])
-        finally:
-            for handle in handles:
-                handle.remove()
         out[batch] = torch.stack([g.float().cpu() for g in grads], dim=1)
         bar.update(len(batch))
     bar.close()
@@ -971,12 +965,8 @@ class CaptumWrapper(nn.Module):
 
             return hook
 
-        handles = [blocks[layer].register_forward_hook(feed_back(layer)) for layer in self.layers]
-        try:
+        with hooked(self.lm, [post(blocks[layer], feed_back(layer)) for layer in self.layers]):
             logits = self.lm.model(input_ids=input_ids, attention_mask=attention_mask).logits
-        finally:
-            for handle in handles:
-                handle.remove()
         last = attention_mask.sum(1) - 1
         return torch.log_softmax(logits[torch.arange(len(last)), last].float(), -1)
 

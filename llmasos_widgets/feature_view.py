@@ -20,7 +20,7 @@ import traitlets
 
 from . import _checks, _wire
 from ._base import Arrays, Reply, ViewBase
-from .causal import steer, stream_norm
+from .causal import Steering, stream_norm
 from .features import FeatureIndex
 from .neurons import Example, direction_logits, histogram
 from .sae import SAE, TopK
@@ -110,6 +110,7 @@ class FeatureView(ViewBase):
         self._indices = codes.indices.detach().cpu()  # [pos, k]
         self._read = sae.reads(trace.resid_pre(sae.layer + 1)).cpu()  # [pos]: positions the SAE reads
         self._lock = threading.Lock()
+        self._steering: Steering | None = None
         causal = model.is_causal and model.adapter.unembed() is not None
         super().__init__(
             trace,
@@ -304,7 +305,10 @@ class FeatureView(ViewBase):
             if reply.cancelled:
                 return
             alpha = self.steer_scales[step] * self.stream_norm / direction.norm
-            res = steer(self.trace.model, self.trace.text, direction, alpha, max_new_tokens=self.steer_tokens)
+            if self._steering is None or self._steering.max_new_tokens != self.steer_tokens:
+                # The baseline generation, made once: only the steered run depends on the click.
+                self._steering = Steering(self.trace.model, self.trace.text, max_new_tokens=self.steer_tokens)
+            res = self._steering.run(direction, alpha)
         if reply.cancelled:
             return
         payload = _payload(res, step)

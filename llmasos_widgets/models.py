@@ -31,6 +31,7 @@ from transformers import (
 
 from . import _checks
 from .adapters import Adapter, adapter_class, adapter_for
+from .hooks import ModelLock
 from .tiny import TINY_NAMES, tiny_model
 from .trace import Trace
 
@@ -98,6 +99,8 @@ class LanguageModel:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.adapter: Adapter = adapter_for(model)
+        # Held by every run of the model's modules (hooks.py): views and cells share one model.
+        self.lock = ModelLock()
 
     def __repr__(self) -> str:
         kind = "causal" if self.is_causal else "encoder"
@@ -125,6 +128,23 @@ class LanguageModel:
     @property
     def is_causal(self) -> bool:
         return self.adapter.causal
+
+    @property
+    def pad_token_id(self) -> int:
+        """The id that pads a batch: the tokenizer's pad token, else its end-of-text token, else 0.
+
+        A pad id of 0 is an id like any other (``pad or eos`` would skip it).
+
+        Examples
+        --------
+        >>> load_model("tiny-gpt2").pad_token_id == load_model("tiny-gpt2").tokenizer.eos_token_id
+        True
+
+        """
+        for token_id in (self.tokenizer.pad_token_id, self.tokenizer.eos_token_id):
+            if token_id is not None:
+                return int(token_id)
+        return 0
 
     @property
     def device(self) -> torch.device:
@@ -269,13 +289,13 @@ class LanguageModel:
         room = self.context_length - len(ids)
         if max_new_tokens > room:
             raise ValueError(f"prompt of {len(ids)} tokens leaves room for {room} new tokens, not {max_new_tokens}")
-        with torch.no_grad():
+        with self.lock, torch.no_grad():
             out = self.model.generate(
                 torch.tensor([ids], device=self.device),
                 attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=self.device),
                 max_new_tokens=max_new_tokens,
                 do_sample=False,
-                pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
+                pad_token_id=self.pad_token_id,
             )
         new_ids = out[0, len(ids) :].tolist()
         generated_text, new_offsets = self.continuation(new_ids, start=len(prompt))
@@ -415,7 +435,8 @@ def randomized(model: LanguageModel, seed: int = 0, std: float = 0.02) -> Langua
     _checks.int_in("seed", seed, 0, 2**63 - 1)
     if not (isinstance(std, (int, float)) and std > 0):
         raise ValueError(f"std must be a positive number, got {std!r}")
-    hf = copy.deepcopy(model.model)
+    with model.lock:  # a copy made while another run's hooks are on would keep them
+        hf = copy.deepcopy(model.model)
     generator = torch.Generator().manual_seed(seed)
     seen: set[int] = set()
     with torch.no_grad():

@@ -20,6 +20,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from . import _checks, _files
+from .hooks import hooked, pre
 from .trace import Trace
 
 if TYPE_CHECKING:
@@ -182,16 +183,12 @@ def _grad_of_logit(trace: Trace, layer: int, pos: int, target: int) -> Tensor:  
         kept["leaf"] = leaf
         return (leaf, *args[1:])
 
-    handle = adapter.mlp_out(layer).register_forward_pre_hook(make_leaf)
     ids = torch.tensor([trace.token_ids[: pos + 1] if model.is_causal else trace.token_ids], device=model.device)
-    try:
-        with torch.enable_grad():
-            hidden = adapter.base()(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state
-            # The base model's output is already through the final norm; the head maps it to logits.
-            logit = adapter.head()(hidden[0, pos : pos + 1])[0, target]
-            (grad,) = torch.autograd.grad(logit, kept["leaf"])
-    finally:
-        handle.remove()
+    with hooked(model, [pre(adapter.mlp_out(layer), make_leaf)]), torch.enable_grad():
+        hidden = adapter.base()(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state
+        # The base model's output is already through the final norm; the head maps it to logits.
+        logit = adapter.head()(hidden[0, pos : pos + 1])[0, target]
+        (grad,) = torch.autograd.grad(logit, kept["leaf"])
     return grad[0, pos].float().cpu()
 
 
@@ -350,7 +347,7 @@ def _unembed_top(trace: Trace, resid: Tensor, k: int) -> tuple[Tensor, Tensor]:
     Rows go 512 at a time, so a long text never holds a [rows, vocab] tensor at once.
     """
     ids, probs = [], []
-    with torch.no_grad():
+    with trace.model.lock, torch.no_grad():
         for start in range(0, resid.shape[0], 512):
             logits = trace.model.adapter.logits(resid[start : start + 512].to(trace.model.device)).float()
             top = torch.topk(torch.softmax(logits, dim=-1), _check_k(k, logits.shape[-1]), dim=-1)
@@ -750,7 +747,7 @@ def _padded(model: LanguageModel, batch: list[tuple[int, list[int]]]) -> tuple[T
     """Right-padded ids, attention mask [batch, pos] and lengths [batch] of a batch of pieces."""
     lengths = torch.tensor([len(ids) for _, ids in batch])
     n_pos = int(lengths.max())
-    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
+    pad = model.pad_token_id
     ids = torch.full((len(batch), n_pos), pad, dtype=torch.long)
     for b, (_, piece) in enumerate(batch):
         ids[b, : len(piece)] = torch.tensor(piece)
@@ -820,14 +817,14 @@ def _build(
 
         return hook
 
-    handles = [adapter.mlp_out(layer).register_forward_pre_hook(capture(layer)) for layer in layers]
+    hooks = [pre(adapter.mlp_out(layer), capture(layer)) for layer in layers]
     bar = tqdm(total=counts["tokens"], unit="tok", desc="indexing neurons", disable=not progress)
     try:
         for start in range(0, len(order), batch_size):
             batch = [pieces[i] for i in order[start : start + batch_size]]
             ids, mask, lengths = _padded(model, batch)
-            try:
-                with torch.no_grad():
+            try:  # one batch at a time holds the model: other views' requests run between batches
+                with hooked(model, hooks), torch.no_grad():
                     adapter.base()(input_ids=ids.to(model.device), attention_mask=mask.to(model.device))
             except _StopForward:
                 pass
@@ -842,8 +839,6 @@ def _build(
                 tops[slot].update(acts.masked_fill(~valid, -math.inf), acts, ids, lengths, batch_text)
             bar.update(int(lengths.sum()))
     finally:
-        for handle in handles:
-            handle.remove()
         bar.close()
 
     window_ids = torch.stack([top.window_ids for top in tops])

@@ -29,6 +29,7 @@ import random
 import re
 import time
 import warnings
+import weakref
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import resources
@@ -42,6 +43,7 @@ from tqdm.auto import tqdm
 
 from . import _checks, _files
 from .concepts import _block_output, _replace_output
+from .hooks import hooked, post
 from .neurons import _corpus, _padded, fingerprint
 from .trace import Trace
 
@@ -587,15 +589,11 @@ def _forward_to(
 
         return hook
 
-    handles = [blocks[layer].register_forward_hook(keeper(layer)) for layer in sorted(set(layers))]
     try:
-        with torch.no_grad():
+        with hooked(model, [post(blocks[layer], keeper(layer)) for layer in sorted(set(layers))]), torch.no_grad():
             model.adapter.base()(input_ids=ids, attention_mask=mask)
     except _Stop:
         pass
-    finally:
-        for handle in handles:
-            handle.remove()
     return kept, ids, mask
 
 
@@ -648,14 +646,14 @@ def _evaluate(
 
     order = sorted(range(len(pieces)), key=lambda i: len(pieces[i][1]))
     bar = tqdm(total=sum(len(p) for _, p in pieces), unit="tok", desc="measuring SAE", disable=not progress)
-    handle = block.register_forward_hook(hook)
     try:
         for start in range(0, len(order), batch_size):
             batch = [pieces[i] for i in order[start : start + batch_size]]
             ids, mask, _ = _padded(model, batch)
             ids, mask = ids.to(model.device), mask.to(model.device)
             state.update({"with": None, "inc": None})
-            with torch.no_grad():
+            # One batch at a time holds the model: other views' requests run between batches.
+            with hooked(model, [post(block, hook)]), torch.no_grad():
                 hidden = forward(ids, mask)
                 x = state["acts"]
                 assert x is not None
@@ -681,8 +679,7 @@ def _evaluate(
                         ce[name] += _next_token_loss(model, forward(ids, mask), ids, mask, inc)[0]
             bar.update(int(mask.sum()))
     finally:
-        handle.remove()
-    bar.close()
+        bar.close()
     if n == 0:
         raise ValueError(
             f"no tokens to measure at positions ≥ skip_first={sae.skip_first} with norm ≤ max_norm={sae.max_norm}: "
@@ -1445,29 +1442,38 @@ def cache_activations(
     return ActivationCache(folder)
 
 
-def massive_first_position(model: LanguageModel, ratio: float = 20.0) -> bool:
+def massive_first_position(model: LanguageModel, ratio: float = MASSIVE_RATIO) -> bool:
     """Whether the model's first position carries a "massive activation" (an attention sink).
 
-    Measured once per model on a short text: the residual norm at position 0, halfway through the
-    model, over the median of the others. SmolLM2's is about 150×; an SAE trained with it would spend
-    its variance on one token, so :func:`train_sae` leaves position 0 out where this is true.
+    The residual norm at position 0, halfway through the model, over the median of the others' on a
+    short text, against ``ratio`` (``MASSIVE_RATIO``, the rule :attr:`SAE.max_norm` uses for every
+    other token). SmolLM2's is about 150×; an SAE trained with it would spend its variance on one
+    token, so :func:`train_sae` leaves position 0 out where this is true. The norm ratio is measured
+    once per model; each call compares it with its own ``ratio``.
 
     Examples
     --------
     >>> from llmasos_widgets import load_model
     >>> massive_first_position(load_model("tiny-llama"))
     False
+    >>> massive_first_position(load_model("tiny-llama"), ratio=1e-3)  # any first position clears a tiny ratio
+    True
 
     """
-    cached = getattr(model, "_massive_first", None)
-    if cached is not None:
-        return bool(cached)
-    ids = model.tokenizer("The cat sat on the mat and looked at the door.", add_special_tokens=True)["input_ids"]
-    acts, _, _, _ = _layer_acts(model, model.n_layers // 2, [(0, list(ids))], 0)
-    norms = acts[0].float().norm(dim=-1)
-    result = bool(norms.shape[0] > 2 and norms[0] > ratio * norms[1:].median())
-    model._massive_first = result  # type: ignore[attr-defined]
-    return result
+    if not (isinstance(ratio, (int, float)) and not isinstance(ratio, bool) and ratio > 0):
+        raise ValueError(f"ratio must be a positive number, got {ratio!r}")
+    measured = _FIRST_POSITION_RATIO.get(model)
+    if measured is None:
+        ids = model.tokenizer("The cat sat on the mat and looked at the door.", add_special_tokens=True)["input_ids"]
+        acts, _, _, _ = _layer_acts(model, model.n_layers // 2, [(0, list(ids))], 0)
+        norms = acts[0].float().norm(dim=-1)
+        measured = float(norms[0] / norms[1:].median()) if norms.shape[0] > 2 else 0.0
+        _FIRST_POSITION_RATIO[model] = measured
+    return measured > ratio
+
+
+# The first position's norm over the median of the others', per model (massive_first_position).
+_FIRST_POSITION_RATIO: weakref.WeakKeyDictionary[LanguageModel, float] = weakref.WeakKeyDictionary()
 
 
 # -- loading -----------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import traitlets
 
 from . import _checks
 from ._base import Reply, ViewBase
-from .causal import STEER_POSITIONS, Metric, SteerResult, as_direction, steer, stream_norm
+from .causal import STEER_POSITIONS, Metric, Steering, SteerResult, as_direction, stream_norm
 from .models import LanguageModel
 
 STEPS = 20  # slider intervals: 21 coefficients, 0 in the middle of the default range
@@ -132,7 +132,7 @@ class SteeringView(ViewBase):
         self._metric = metric
         self.result: SteerResult | None = None
         self._lock = threading.Lock()
-        self._latest: Reply | None = None
+        self._experiment: Steering | None = None  # the baseline generation, made once per max_new_tokens
         super().__init__(
             trace,
             layer=found.layer,
@@ -167,21 +167,20 @@ class SteeringView(ViewBase):
     def steer(self, alpha: float | None = None) -> SteerResult:
         """Run :func:`~llmasos_widgets.causal.steer` at ``alpha`` (the view's by default) and keep the result.
 
-        Any finite alpha works here; the slider shows the nearest of its steps.
+        Any finite alpha works here; the slider moves to the nearest of its steps.
         """
+        alpha = self.alpha if alpha is None else alpha
+        self._nearest(alpha)  # a ValueError for a non-finite alpha, before anything runs
         with self._lock:
-            return self._steer(self.alpha if alpha is None else alpha, self.positions)
+            res = self._steer(alpha, self.positions)
+        self.alpha = alpha  # snapped to the slider by the validator: the page follows
+        return res
 
     def _steer(self, alpha: float, positions: str) -> SteerResult:
-        res = steer(
-            self.model,
-            self.prompt,
-            self.direction,
-            alpha,
-            positions=positions,
-            max_new_tokens=self.max_new_tokens,
-            metric=self._metric,
-        )
+        experiment = self._experiment
+        if experiment is None or experiment.max_new_tokens != self.max_new_tokens:
+            experiment = self._experiment = Steering(self.model, self.prompt, max_new_tokens=self.max_new_tokens)
+        res = experiment.run(self.direction, alpha, positions=positions, metric=self._metric)
         self.result = res
         return res
 

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from . import _checks
+from .hooks import hooked, post, pre
 
 if TYPE_CHECKING:
     from .models import LanguageModel
@@ -90,7 +91,6 @@ class Trace:
         n_layers = adapter.n_layers
         resid: list[Tensor | None] = [None] * (n_layers + 1)
         mlp_post: list[Tensor | None] = [None] * n_layers
-        handles = []
 
         def keep_block_input(layer: int):  # type: ignore[no-untyped-def]
             def hook(module, args, kwargs):  # type: ignore[no-untyped-def]
@@ -111,26 +111,23 @@ class Trace:
         def keep_final_output(module, args, output):  # type: ignore[no-untyped-def]
             resid[n_layers] = (output[0] if isinstance(output, tuple) else output)[0].detach()
 
-        try:
-            for layer, block in enumerate(adapter.blocks()):
-                handles.append(block.register_forward_pre_hook(keep_block_input(layer), with_kwargs=True))
-                handles.append(adapter.mlp_out(layer).register_forward_pre_hook(keep_mlp_input(layer)))
-            final_norm = adapter.final_norm()
-            if final_norm is not None:
-                handles.append(final_norm.register_forward_pre_hook(keep_final_input, with_kwargs=True))
-            else:
-                handles.append(adapter.blocks()[-1].register_forward_hook(keep_final_output))
-            device = model.device
-            with torch.no_grad():
-                # The base model only: logits are derived on demand from the final residual stream,
-                # which saves a [pos, vocab] tensor on long texts.
-                adapter.base()(
-                    input_ids=torch.tensor([token_ids], device=device),
-                    attention_mask=torch.ones(1, len(token_ids), dtype=torch.long, device=device),
-                )
-        finally:
-            for handle in handles:
-                handle.remove()
+        hooks = []
+        for layer, block in enumerate(adapter.blocks()):
+            hooks.append(pre(block, keep_block_input(layer), with_kwargs=True))
+            hooks.append(pre(adapter.mlp_out(layer), keep_mlp_input(layer)))
+        final_norm = adapter.final_norm()
+        if final_norm is not None:
+            hooks.append(pre(final_norm, keep_final_input, with_kwargs=True))
+        else:
+            hooks.append(post(adapter.blocks()[-1], keep_final_output))
+        device = model.device
+        with hooked(model, hooks), torch.no_grad():
+            # The base model only: logits are derived on demand from the final residual stream,
+            # which saves a [pos, vocab] tensor on long texts.
+            adapter.base()(
+                input_ids=torch.tensor([token_ids], device=device),
+                attention_mask=torch.ones(1, len(token_ids), dtype=torch.long, device=device),
+            )
         if any(r is None for r in resid) or any(m is None for m in mlp_post):
             raise RuntimeError("the forward pass did not reach every hooked module; please report this model")
         return cls(model, text, token_ids, offsets, generated, resid, mlp_post)  # type: ignore[arg-type]
@@ -188,17 +185,19 @@ class Trace:
 
         """
         layer = self.check_layer(layer)
-        if layer in self._attention:
-            self._attention.move_to_end(layer)
-            return self._attention[layer]
-        block_device = next(self.model.adapter.blocks()[layer].parameters()).device
-        with torch.no_grad():
-            resid = self._resid[layer].to(block_device)
-            pattern = self.model.adapter.attention_pattern(layer, resid).float().cpu()
-        self._attention[layer] = pattern
-        while len(self._attention) > 1 and sum(p.nbytes for p in self._attention.values()) > self.attention_cache_bytes:
-            self._attention.popitem(last=False)
-        return pattern
+        with self.model.lock, torch.no_grad():  # the lock also guards the cache: views read it from threads
+            if layer in self._attention:
+                self._attention.move_to_end(layer)
+                return self._attention[layer]
+            block_device = next(self.model.adapter.blocks()[layer].parameters()).device
+            pattern = self.model.adapter.attention_pattern(layer, self._resid[layer].to(block_device)).float().cpu()
+            self._attention[layer] = pattern
+            while (
+                len(self._attention) > 1
+                and sum(p.nbytes for p in self._attention.values()) > self.attention_cache_bytes
+            ):
+                self._attention.popitem(last=False)
+            return pattern
 
     def __getitem__(self, name: str) -> Tensor:
         """Activations by TransformerLens name, e.g. ``trace["blocks.3.attn.hook_pattern"]``."""
@@ -223,7 +222,7 @@ class Trace:
         pos = self.check_position(pos)
         if self._logits is not None:
             return self._logits[pos]
-        with torch.no_grad():
+        with self.model.lock, torch.no_grad():
             final = self._resid[-1][pos : pos + 1]
             return self.model.adapter.logits(final.to(self.model.device))[0].float().cpu()
 
@@ -231,7 +230,7 @@ class Trace:
     def logits(self) -> Tensor:  # [pos, vocab]
         """Output logits at every position, computed on first use from the final residual stream."""
         if self._logits is None:
-            with torch.no_grad():
+            with self.model.lock, torch.no_grad():
                 self._logits = self.model.adapter.logits(self._resid[-1].to(self.model.device)).float().cpu()
         return self._logits
 

@@ -1,0 +1,185 @@
+"""One home for running a model: its lock, and the hooks a run places on its modules.
+
+Every view and analysis of a model shares its torch modules, and a hook placed on a module acts on
+every forward pass through it, whoever runs it. A trace taken while a SteeringView generates would be
+steered; a patching capture's hooks would overwrite another capture's activations. So every run of a
+model's modules holds ``model.lock`` (a :class:`ModelLock`), and hooks are placed only with
+:func:`hooked`, which holds the lock while they are on and removes them in ``finally``. Runs of one
+model take turns, in the order they asked; runs of different models are independent.
+
+The test suite checks the rule: a global forward pre-hook fails any test in which a model's module
+runs on a thread that does not hold that model's lock (``tests/conftest.py``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class ModelLock:
+    """A re-entrant lock that serves waiting threads in the order they came (first in, first out).
+
+    Python's own locks let a thread that releases and re-acquires in a loop (a patching sweep, one
+    group at a time) take the lock again before a waiting thread wakes, so a click could wait for the
+    whole sweep; here it waits for one group at most.
+
+    Examples
+    --------
+    >>> lock = ModelLock()
+    >>> with lock:
+    ...     with lock:  # re-entrant: a run may call another (steer calls model.trace)
+    ...         lock.held()
+    True
+    >>> lock.held()
+    False
+
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._owner: int | None = None
+        self._depth = 0
+        self._queue: deque[object] = deque()
+
+    def acquire(self) -> None:
+        me = threading.get_ident()
+        with self._cond:
+            if self._owner == me:
+                self._depth += 1
+                return
+            ticket = object()
+            self._queue.append(ticket)
+            try:
+                while self._owner is not None or self._queue[0] is not ticket:
+                    self._cond.wait()
+            except BaseException:  # a KeyboardInterrupt while waiting: leave the queue
+                self._queue.remove(ticket)
+                self._cond.notify_all()
+                raise
+            self._queue.popleft()
+            self._owner, self._depth = me, 1
+
+    def release(self) -> None:
+        with self._cond:
+            if self._owner != threading.get_ident():
+                raise RuntimeError("ModelLock released by a thread that does not hold it")
+            self._depth -= 1
+            if self._depth == 0:
+                self._owner = None
+                self._cond.notify_all()
+
+    def held(self) -> bool:
+        """Whether the calling thread holds the lock."""
+        return self._owner == threading.get_ident()
+
+    def __enter__(self) -> ModelLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    # A model (and so its lock) may be deep-copied: lw.randomized, an attribution's sanity check.
+    def __deepcopy__(self, memo: dict[int, Any]) -> ModelLock:
+        return ModelLock()
+
+
+@dataclass(frozen=True)
+class Hook:
+    """A hook to place on ``module``: ``kind`` is ``"pre"`` (before its forward) or ``"post"`` (after).
+
+    ``fn`` has torch's signature: ``fn(module, args)`` for a pre-hook, ``fn(module, args, kwargs)``
+    with ``with_kwargs``; ``fn(module, args, output)`` for a post-hook. Returning a value replaces the
+    input (pre) or the output (post), as in torch.
+    """
+
+    module: nn.Module
+    kind: str
+    fn: Callable[..., Any]
+    with_kwargs: bool = False
+
+    def place(self) -> torch.utils.hooks.RemovableHandle:
+        if self.kind == "pre":
+            return self.module.register_forward_pre_hook(self.fn, with_kwargs=self.with_kwargs)
+        if self.kind == "post":
+            return self.module.register_forward_hook(self.fn, with_kwargs=self.with_kwargs)
+        raise ValueError(f"a hook's kind is 'pre' or 'post', got {self.kind!r}")
+
+
+def pre(module: nn.Module, fn: Callable[..., Any], *, with_kwargs: bool = False) -> Hook:
+    """A hook run before ``module``'s forward (see :class:`Hook`)."""
+    return Hook(module, "pre", fn, with_kwargs)
+
+
+def post(module: nn.Module, fn: Callable[..., Any]) -> Hook:
+    """A hook run after ``module``'s forward (see :class:`Hook`)."""
+    return Hook(module, "post", fn)
+
+
+class _HasLock:  # what hooked() needs of a LanguageModel (no import: models.py imports this module)
+    lock: ModelLock
+
+
+@contextmanager
+def hooked(model: _HasLock, hooks: Iterable[Hook]) -> Iterator[None]:
+    """Hold ``model.lock`` with ``hooks`` placed; they are removed on exit, whatever happens.
+
+    Examples
+    --------
+    >>> import torch, llmasos_widgets as lw
+    >>> model = lw.load_model("tiny-llama")
+    >>> seen = []
+    >>> hook = post(model.adapter.blocks()[0], lambda module, args, output: seen.append(output.shape))
+    >>> with hooked(model, [hook]):
+    ...     _ = model.adapter.base()(input_ids=torch.tensor([[1, 2, 3]]))
+    >>> seen, model.lock.held()
+    ([torch.Size([1, 3, 64])], False)
+
+    """
+    with model.lock:
+        handles = []
+        try:
+            for hook in hooks:
+                handles.append(hook.place())
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+
+@contextmanager
+def inputs_only(model: _HasLock, module: nn.Module) -> Iterator[None]:
+    """Hold ``model.lock`` with ``module``'s weights frozen (``requires_grad=False``) meanwhile.
+
+    Gradient methods need gradients of inputs or activations only; freezing the weights saves their
+    gradients' memory and time. It is global state of the shared modules, so it lasts only as long as
+    the lock is held: another run never sees the weights frozen.
+
+    Examples
+    --------
+    >>> import llmasos_widgets as lw
+    >>> model = lw.load_model("tiny-llama")
+    >>> with inputs_only(model, model.model):
+    ...     any(p.requires_grad for p in model.model.parameters())
+    False
+    >>> all(p.requires_grad for p in model.model.parameters())
+    True
+
+    """
+    with model.lock:
+        frozen = [p for p in module.parameters() if p.requires_grad]
+        for p in frozen:
+            p.requires_grad_(False)
+        try:
+            yield
+        finally:
+            for p in frozen:
+                p.requires_grad_(True)
