@@ -14,11 +14,12 @@ runs on a thread that does not hold that model's lock (``tests/conftest.py``).
 from __future__ import annotations
 
 import threading
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -87,9 +88,29 @@ class ModelLock:
     def __exit__(self, *exc: object) -> None:
         self.release()
 
-    # A model (and so its lock) may be deep-copied: lw.randomized, an attribution's sanity check.
-    def __deepcopy__(self, memo: dict[int, Any]) -> ModelLock:
-        return ModelLock()
+
+
+# One lock per torch model, whichever LanguageModel wraps it: two wrappers of one model share its modules.
+_LOCKS: weakref.WeakKeyDictionary[nn.Module, ModelLock] = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def lock_of(module: nn.Module) -> ModelLock:
+    """The lock of a torch model: made on first use, the same for every LanguageModel that wraps it.
+
+    Examples
+    --------
+    >>> import llmasos_widgets as lw
+    >>> model = lw.load_model("tiny-llama")
+    >>> lock_of(model.model) is model.lock is lw.LanguageModel("again", model.model, model.tokenizer).lock
+    True
+
+    """
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(module)
+        if lock is None:
+            lock = _LOCKS[module] = ModelLock()
+        return lock
 
 
 @dataclass(frozen=True)
@@ -124,7 +145,7 @@ def post(module: nn.Module, fn: Callable[..., Any]) -> Hook:
     return Hook(module, "post", fn)
 
 
-class _HasLock:  # what hooked() needs of a LanguageModel (no import: models.py imports this module)
+class _HasLock(Protocol):  # what hooked() needs of a LanguageModel (models.py imports this module)
     lock: ModelLock
 
 

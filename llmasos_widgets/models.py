@@ -31,7 +31,7 @@ from transformers import (
 
 from . import _checks
 from .adapters import Adapter, adapter_class, adapter_for
-from .hooks import ModelLock
+from .hooks import ModelLock, lock_of
 from .tiny import TINY_NAMES, tiny_model
 from .trace import Trace
 
@@ -100,7 +100,7 @@ class LanguageModel:
         self.tokenizer = tokenizer
         self.adapter: Adapter = adapter_for(model)
         # Held by every run of the model's modules (hooks.py): views and cells share one model.
-        self.lock = ModelLock()
+        self.lock: ModelLock = lock_of(self.model)
 
     def __repr__(self) -> str:
         kind = "causal" if self.is_causal else "encoder"

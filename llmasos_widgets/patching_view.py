@@ -175,16 +175,22 @@ class PatchingView(ViewBase):
 
         """
         method = _one_of("method", method or self.method, METHODS)
-        for _ in self._sweep(method, rerun=False, should_stop=should_stop):
-            pass
+        self._sweep(method, rerun=False, should_stop=should_stop)
         return self.results.get(method)
 
     def _sweep(
-        self, method: str, *, rerun: bool, should_stop: Callable[[], bool] | None = None
-    ) -> Any:  # Iterator[tuple[list[tuple[int, int]], Tensor, int, int]]
-        """Yield ``(cells, metric values, done, total)`` as the grid of ``method`` is computed.
+        self,
+        method: str,
+        *,
+        rerun: bool,
+        should_stop: Callable[[], bool] | None = None,
+        on_group: Callable[[list[tuple[int, int]], Tensor, int, int], None] | None = None,
+    ) -> None:
+        """Compute the grid of ``method``; ``on_group(cells, metric values, done, total)`` as each group is done.
 
-        A kept grid yields nothing (unless ``rerun``); an interrupted exact sweep keeps nothing.
+        A kept grid is not computed again (unless ``rerun``); an interrupted exact sweep keeps nothing.
+        A callback, not a generator: a generator would hold the lock between its yields, for as long as
+        whoever iterates it keeps it (an exception's traceback, say), and block every later sweep.
         """
         with self._lock:
             if should_stop is not None and should_stop():
@@ -202,7 +208,8 @@ class PatchingView(ViewBase):
                 for (layer, index), value in zip(cells, got.tolist(), strict=True):
                     values[layer, index] = value
                 done += len(cells)
-                yield cells, got, done, total
+                if on_group is not None:
+                    on_group(cells, got, done, total)
             if should_stop is not None and should_stop():
                 return
             self.results["exact"] = experiment.as_result("exact", values, time.perf_counter() - began)
@@ -231,7 +238,7 @@ class PatchingView(ViewBase):
         def stop() -> bool:
             return reply.cancelled
 
-        for cells, got, done, total in self._sweep(method, rerun=bool(rerun), should_stop=stop):
+        def send(cells: list[tuple[int, int]], got: Tensor, done: int, total: int) -> None:
             if reply.cancelled:
                 return
             where = torch.tensor(cells, dtype=torch.int32).view(-1, 2)
@@ -243,6 +250,8 @@ class PatchingView(ViewBase):
             ]
             reply.chunk({"method": method, "done": done, "total": total}, arrays)
             reply.progress(done, total)
+
+        self._sweep(method, rerun=bool(rerun), should_stop=stop, on_group=send)
         if reply.cancelled or method not in self.results:
             return  # a newer sweep took over: it answers
         if method == "exact" and "attribution" not in self.results:
