@@ -24,7 +24,7 @@ from .lens_view import LensView
 from .models import LanguageModel
 from .neuron_view import NeuronView
 from .neurons import NeuronIndex
-from .sae import SAE
+from .sae import SAE, shipped_saes
 from .saliency_view import SaliencyView
 from .tokens_view import TokensView
 from .trace import Trace
@@ -189,10 +189,7 @@ class Explorer(ViewBase):
             return LensView._as_panel(self, name, trace)
         if name == "features":
             if sae is None:
-                raise ValueError(
-                    'no SAE: pass sae=lw.load_sae("smollm2-135m", layer=12) or sae=lw.train_sae(model, texts, '
-                    "layer=...) to see the sparse features active on each token and a feature's dashboard"
-                )
+                raise ValueError(_no_sae_note(trace.model.name))
             return FeatureView._as_panel(self, name, trace, sae, feature_index)
         if concepts is None:
             raise ValueError(
@@ -320,3 +317,20 @@ def link(*views: ViewBase, names: tuple[str, ...] = ("selected_token",)) -> list
         raise ValueError(f"link shares selection traits: {', '.join(SELECTION)}; got {list(names)}")
     first, *others = views
     return [ipywidgets.jslink((first, name), (other, name)) for other in others for name in names]
+
+
+def _no_sae_note(model_name: str) -> str:
+    """What the features panel says without an SAE: a shipped SAE only where one fits this model.
+
+    Examples
+    --------
+    >>> "load_sae" in _no_sae_note("smollm2-135m"), "load_sae" in _no_sae_note("tiny-llama")
+    (True, False)
+
+    """
+    what = "to see the sparse features active on each token and a feature's dashboard"
+    layers = shipped_saes().get(model_name)
+    if layers:
+        shipped = f"sae=lw.load_sae({model_name!r}, layer={layers[0]}) (shipped for layers {layers})"
+        return f"no SAE: pass {shipped} or sae=lw.train_sae(model, texts, layer=...) {what}"
+    return f"no SAE: pass sae=lw.train_sae(model, texts, layer=...) or an SAE of this model from lw.load_sae {what}"

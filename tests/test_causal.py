@@ -363,3 +363,29 @@ def test_unicode_prompts_patch_and_report_their_tokens():
     res = lw.patch(model, "Le café 東京 🤖 is", "Le cafè 東京 🤖 is", metric=lw.kl_to_clean(), progress=False)
     assert "".join(res.tokens) == "Le café 東京 🤖 is" and "".join(res.corrupt_tokens) == "Le cafè 東京 🤖 is"
     assert res.scores.isfinite().all()
+
+
+def test_steer_positions_are_checked_and_negative_ones_count_from_the_end():
+    model = lw.load_model("tiny-llama")
+    v = torch.randn(model.d_model, generator=torch.Generator().manual_seed(1))
+    n = len(model.trace("The cat").tokens) + 4  # the prompt and 4 generated tokens
+    with pytest.raises(ValueError, match=f"position {n} is out of range: the prompt and its generation have positions"):
+        lw.steer(model, "The cat", v, 5.0, layer=1, positions=[n], max_new_tokens=4)
+    with pytest.raises(ValueError, match="positions is empty"):
+        lw.steer(model, "The cat", v, 5.0, layer=1, positions=[], max_new_tokens=4)
+    last = lw.steer(model, "The cat", v, 5.0, layer=1, positions=[-1], max_new_tokens=4)
+    same = lw.steer(model, "The cat", v, 5.0, layer=1, positions=[n - 1], max_new_tokens=4)
+    assert last.steered_ids == same.steered_ids and last.kl_mean == pytest.approx(same.kl_mean, abs=1e-6)
+
+
+def test_a_steering_experiment_keeps_its_baseline():
+    model = lw.load_model("tiny-llama")
+    v = torch.randn(model.d_model, generator=torch.Generator().manual_seed(2))
+    experiment = lw.Steering(model, "The cat is", max_new_tokens=4)
+    for alpha in (-3.0, 0.0, 3.0):
+        got, want = (
+            experiment.run(v, alpha, layer=1),
+            lw.steer(model, "The cat is", v, alpha, layer=1, max_new_tokens=4),
+        )
+        assert (got.baseline_ids, got.steered_ids) == (want.baseline_ids, want.steered_ids)
+        assert got.kl_mean == pytest.approx(want.kl_mean, abs=1e-6)

@@ -262,3 +262,16 @@ def test_export_records_the_feature_panel(model, sae):
     got = arrays(message["content"], message["buffers"])
     assert got["features"].tolist() == [f for f, _ in alone.token_features(2)]
     assert "features: every token's features" in note
+
+
+def test_the_no_sae_note_offers_a_shipped_sae_only_to_the_model_it_fits(model):
+    ex = lw.Explorer(model, TEXT, panels=["lens", "features"])
+    note = ex.panel_notes["features"]
+    assert "train_sae" in note and "smollm2" not in note  # no SAE ships for tiny-llama
+
+
+@pytest.mark.slow
+def test_the_no_sae_note_offers_smollm2_its_shipped_sae(smollm2):
+    note = lw.Explorer(smollm2, "The cat", panels=["lens", "features"]).panel_notes["features"]
+    assert "lw.load_sae('smollm2-135m', layer=12)" in note
+    assert lw.load_sae("smollm2-135m", layer=12).check_model(smollm2) is None  # and it does fit

@@ -103,3 +103,22 @@ def test_randomized_refuses_bad_input():
         lw.randomized(model, seed=-1)
     with pytest.raises(ValueError, match="std must be a positive number"):
         lw.randomized(model, std=0)
+
+
+def test_a_pad_id_of_0_is_used_as_the_pad_id(monkeypatch):
+    # `pad or eos` took a pad id of 0 for "no pad token" and padded with EOS instead.
+    import copy
+
+    tiny = lw.load_model("tiny-llama")
+    tok = copy.deepcopy(tiny.tokenizer)  # tiny models share one tokenizer: change a copy
+    tok.pad_token, tok.eos_token = "<|endoftext|>", tok.convert_ids_to_tokens(5)
+    model = lw.LanguageModel("tiny-llama", tiny.model, tok)
+    assert (tok.pad_token_id, tok.eos_token_id) == (0, 5)
+    generate, pads = model.model.generate, []
+    monkeypatch.setattr(model.model, "generate", lambda *a, **kw: pads.append(kw["pad_token_id"]) or generate(*a, **kw))
+    model.generate_trace("The cat", max_new_tokens=2)
+    lw.steer(model, "The cat", torch.ones(model.d_model), 1.0, layer=1, max_new_tokens=2)
+    assert pads == [0, 0, 0] and model.pad_token_id == 0
+    pad = lw.attribute(model, "The cat sat", baseline="pad", n_steps=4, progress=False)
+    zero = lw.attribute(model, "The cat sat", baseline=0, n_steps=4, progress=False)  # the token id 0
+    torch.testing.assert_close(pad.scores, zero.scores)

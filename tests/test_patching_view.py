@@ -161,3 +161,29 @@ def test_export_records_both_grids_and_the_cells(model, tmp_path):
     assert len(cells) == 10 and "every cell's patched run" in note
     path = view.save_html(tmp_path / "patch.html")
     assert path.stat().st_size > 1000
+
+
+def test_a_sweep_whose_consumer_stopped_midway_leaves_the_view_usable(model, monkeypatch):
+    # The sweep was a generator holding the view's lock across its yields: a consumer that stopped in
+    # the middle and stayed alive (here in an error's traceback, which a log record with exc_info or a
+    # debugger keeps) held the lock, and every later sweep of the view waited forever.
+    import sys
+
+    from llmasos_widgets import _base
+
+    view = capture(lw.PatchingView(model, CLEAN, CORRUPT, metric=metric()))
+    kept = []
+
+    def comm_closed(self, fields, arrays):
+        raise RuntimeError("the comm closed")
+
+    monkeypatch.setattr(_base.Reply, "chunk", comm_closed)
+    monkeypatch.setattr(_base.log, "error", lambda *a, **k: kept.append(sys.exc_info()))
+    request(view, 1, "sweep", method="exact")
+    assert "the comm closed" in wait_id(view, 1, "error")[0][0]["message"]
+    monkeypatch.undo()
+    assert kept  # the failed sweep's frames are still alive
+    done = threading.Event()
+    threading.Thread(target=lambda: (view.compute("exact"), done.set()), daemon=True).start()
+    assert done.wait(30), "the view's lock is still held by the sweep that stopped"
+    assert "exact" in view.results

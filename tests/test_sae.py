@@ -480,3 +480,16 @@ def test_a_cache_fill_resumes_and_refuses_other_settings(llama, tmp_path, monkey
         train_sae(llama, done, layer=1, progress=False)
     with pytest.raises(ValueError, match="is not an activation cache"):
         sae_mod.ActivationCache(tmp_path)
+
+
+def test_massive_first_position_honours_its_ratio_on_every_call(llama):
+    # It cached the first call's answer on the model, so a later ratio was ignored; and its default
+    # (20) was not the one rule for massive activations (MASSIVE_RATIO, 10).
+    import inspect
+
+    assert inspect.signature(sae_mod.massive_first_position).parameters["ratio"].default == sae_mod.MASSIVE_RATIO
+    assert not sae_mod.massive_first_position(llama)
+    assert sae_mod.massive_first_position(llama, ratio=1e-3)  # any first position is above a tiny ratio
+    assert not sae_mod.massive_first_position(llama)
+    with pytest.raises(ValueError, match="ratio must be a positive number"):
+        sae_mod.massive_first_position(llama, ratio=0)

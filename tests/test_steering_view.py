@@ -125,3 +125,24 @@ def test_alpha_grid_and_export(model, direction, tmp_path):
     recorded, note = _export.record(view)
     assert len(recorded) == 21 and "21 slider steps" in note and view.alpha == 0.0  # recording moved nothing
     assert view.save_html(tmp_path / "steer.html").stat().st_size > 1000
+
+
+def test_steer_from_python_moves_the_slider_to_the_nearest_step(model, direction):
+    view = lw.SteeringView(model, PROMPT, direction=direction, alphas=(-4, 4), max_new_tokens=3)
+    res = view.steer(3.9)
+    assert res.alpha == 3.9 and view.alpha == 4.0  # the result at 3.9; the slider at its nearest step
+    assert view.result is res
+    with pytest.raises(ValueError, match="finite"):
+        view.steer(float("inf"))
+    assert view.alpha == 4.0
+
+
+def test_slider_steps_generate_the_baseline_once(model, direction, monkeypatch):
+    view = capture(lw.SteeringView(model, PROMPT, direction=direction, alphas=(-4, 4), max_new_tokens=3))
+    generate, calls = model.model.generate, []
+    monkeypatch.setattr(model.model, "generate", lambda *a, **kw: calls.append(1) or generate(*a, **kw))
+    answers = [steer_at(view, step, id_=step) for step in (0, 5, 20)]
+    assert [a["type"] for a in answers] == ["response"] * 3
+    assert len(calls) == 1 + 3  # one baseline, then one steered generation per step
+    assert answers[0]["baseline_ids"] == answers[1]["baseline_ids"] == answers[2]["baseline_ids"]
+    assert answers[2]["steered_ids"] == lw.steer(model, PROMPT, direction, 4.0, max_new_tokens=3).steered_ids
