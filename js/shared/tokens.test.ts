@@ -97,3 +97,23 @@ test("visibleStrings shows every string of parsed JSON, leaving its shape and ot
   });
   assert.doesNotMatch(JSON.stringify(visibleStrings(item)), RAW);
 });
+
+test("no view writes a string with JSON.stringify: a token is quoted by quoted(), which names U+202E", async () => {
+  const { readdirSync, readFileSync } = await import("node:fs");
+  const { join } = await import("node:path");
+  // JSON.stringify leaves U+202E and U+200B raw; only these files use it, and not for page text.
+  const allowed = new Set(["js/explorer/panel-model.ts", "js/standalone/replay.ts"]);
+  const found: string[] = [];
+  for (const dir of readdirSync("js")) {
+    for (const file of readdirSync(join("js", dir))) {
+      const path = `js/${dir}/${file}`;
+      if (!file.endsWith(".ts") || file.endsWith(".test.ts") || allowed.has(path)) continue;
+      readFileSync(path, "utf8")
+        .split("\n")
+        .forEach((line, i) => {
+          if (line.includes("JSON.stringify(")) found.push(`${path}:${i + 1}`);
+        });
+    }
+  }
+  assert.deepEqual(found, []);
+});
