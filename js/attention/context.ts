@@ -1,7 +1,7 @@
 // What every panel of the attention view reads: the scaffold's View (traits, request client, root,
 // clean-up) and the attention traits validated: an index out of range reads as -1, and is never sent.
 
-import { el } from "../shared/tokens";
+import { el, setText } from "../shared/tokens";
 import type { View } from "../shared/view";
 import { inRange, rangeMessage } from "./format";
 
@@ -156,7 +156,7 @@ export function errorSlot(testid: string): HTMLElement {
 /** Show `message` in an error box, or hide it (null). */
 export function showError(box: HTMLElement, message: string | null): void {
   box.hidden = message === null;
-  box.textContent = message ?? "";
+  setText(box, message ?? "");
 }
 
 export function errorMessage(e: unknown): string {

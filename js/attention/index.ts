@@ -4,7 +4,7 @@
 // buttons and the sort menu are built from the kernel's lists (traits panels, directions,
 // aggregates, sort_orders).
 
-import { el } from "../shared/tokens";
+import { el, setText } from "../shared/tokens";
 import { defineView, type View } from "../shared/view";
 import { type Choice, type Panel, type PanelName, Ctx, button, errorMessage, errorSlot, part } from "./context";
 import { HeadPanel } from "./headview";
@@ -178,7 +178,7 @@ function mount(view: View): void {
       },
       (e: unknown) => {
         exportError.hidden = false;
-        exportError.textContent = `Export PNG: ${errorMessage(e)}`;
+        setText(exportError, `Export PNG: ${errorMessage(e)}`);
       },
     );
   }
@@ -220,7 +220,7 @@ function mount(view: View): void {
       const box = panel.el.querySelector<HTMLElement>(".lw-error");
       if (box) {
         box.hidden = false;
-        box.textContent = errorMessage(e);
+        setText(box, errorMessage(e));
       }
       panel.el.dataset.state = "error";
     }

@@ -3,7 +3,7 @@
 // and after each move the new window is asked for (debounced, stale answers dropped). Hovering a
 // cell shows its weight, first from the pixels received, then exact from the kernel.
 
-import { el, visibleText } from "../shared/tokens";
+import { el, setText, visibleText } from "../shared/tokens";
 import { type DecodedArray, floats } from "../shared/wire";
 import { type Ctx, type Drawn, type Panel, type PanelState, button, debounce, errorMessage, errorSlot, exportCanvas, part, showError, sizeCanvas } from "./context";
 import { colorOf, gammaTable, maxOf } from "./draw";
@@ -406,7 +406,7 @@ export class MatrixPanel implements Panel {
         const now = this.hover;
         if (now && now.q === h.q && now.k === h.k) {
           const line = this.tooltip.querySelector(".lw-tip-weight");
-          if (line) line.textContent = `weight: ${errorMessage(e)}`;
+          if (line) setText(line, `weight: ${errorMessage(e)}`);
         }
       },
     );

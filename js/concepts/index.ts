@@ -4,7 +4,7 @@
 // concept) redraws the chart and the overlay; clicking a token selects it in every linked view.
 
 import type { Client } from "../shared/client";
-import { el } from "../shared/tokens";
+import { el, quoted, setText, visibleStrings } from "../shared/tokens";
 import { defineView, errorBox, type View } from "../shared/view";
 import { floats } from "../shared/wire";
 import { cosineColour, formatCosine, maxAbs } from "./colour";
@@ -97,7 +97,7 @@ function mount(view: View): () => void {
 
   function renderHeader(): void {
     view.setHeader(
-      `TCAV for the next token ${JSON.stringify(view.get("target") ?? "")} · ${view.int("n_random", 0)} random sets · ` +
+      `TCAV for the next token ${quoted(String(view.get("target") ?? ""))} · ${view.int("n_random", 0)} random sets · ` +
         `α = ${view.get("alpha") ?? 0.05} (Bonferroni)`,
     );
   }
@@ -167,7 +167,8 @@ function mount(view: View): () => void {
       for (const v of bokehViews.splice(0)) v.remove();
       const target = el("div");
       chart.replaceChildren(target);
-      const drawn = await bokeh.embed.embed_item(response.msg["item"], target);
+      // The chart names the concepts (its axis, on a canvas, and its hover): shown by visibleText too.
+      const drawn = await bokeh.embed.embed_item(visibleStrings(response.msg["item"]), target);
       bokehViews.push(...(Array.isArray(drawn) ? drawn : drawn ? [drawn] : []));
       if (chartKey === key) Object.assign(chart.dataset, { layer: String(l), state: "ready" });
     } catch (e) {
@@ -205,7 +206,7 @@ function mount(view: View): () => void {
       return;
     }
     Object.assign(tokenValue.dataset, { index: String(i), cosine: String(v) });
-    tokenValue.textContent = `#${i} ${JSON.stringify(token)}: cosine ${formatCosine(v)}`;
+    setText(tokenValue, `#${i} ${quoted(token)}: cosine ${formatCosine(v)}`);
   }
 
   async function updateOverlay(): Promise<void> {
@@ -225,15 +226,15 @@ function mount(view: View): () => void {
       overlayTitle.textContent = "Pick a layer to project the text onto the concept.";
       return;
     }
-    const about = `Cosine of each token's residual stream after layer ${l} with the CAV of “${concepts()[c] ?? ""}”`;
+    const about = `Cosine of each token's residual stream after layer ${l} with the CAV of ${quoted(concepts()[c] ?? "", "text")}`;
     strip.el.dataset.state = "loading";
-    overlayTitle.textContent = `${about}…`;
+    setText(overlayTitle, `${about}…`);
     try {
       const response = await view.client.request("projection", "projection", { concept: c, layer: l });
       if (response === null || overlayKey !== key) return;
       cosines = floats(response.arrays, "cosine");
       const range = `from ${formatCosine(Number(response.msg["min"]))} to ${formatCosine(Number(response.msg["max"]))}`;
-      overlayTitle.textContent = `${about} (blue: towards the concept, orange: away; ${range})`;
+      setText(overlayTitle, `${about} (blue: towards the concept, orange: away; ${range})`);
       paint(strip.spans);
       Object.assign(strip.el.dataset, { layer: String(l), concept: String(c), state: "ready" });
     } catch (e) {

@@ -4,7 +4,7 @@
 // "steer with this feature": baseline and steered generations, drawn with SteeringView's own columns.
 
 import { formatValue, activationColor, maxAbs, splitByLengths } from "../neurons/format";
-import { el, quotedToken, rankRow, renderTokenStrip, setSelected, textStripOptions, appendVisibleToken } from "../shared/tokens";
+import { el, quotedToken, rankRow, renderTokenStrip, setSelected, setText, textStripOptions, appendVisibleToken } from "../shared/tokens";
 import { defineView, errorBox, type View } from "../shared/view";
 import { floats, ints } from "../shared/wire";
 import { generationColumn } from "../steering/columns";
@@ -320,17 +320,16 @@ function mount(view: View): void {
       const changed = (m["changed"] as boolean[]) ?? [];
       const noEffect = m["no_effect"] === true;
       const line = tagged(el("div", noEffect ? "lw-no-effect" : "lw-effect-line"), noEffect ? "no-effect" : "effect-line");
-      line.textContent =
-        `α = ${Number(m["alpha"]).toPrecision(3)}: ` +
-        effectLine({
-          klNext: m["kl_next"] as number | null,
-          klMean: m["kl_mean"] as number | null,
-          metric: null,
-          metricChange: null,
-          changed: changed.filter(Boolean).length,
-          total: changed.length,
-          noEffect,
-        });
+      const effect = effectLine({
+        klNext: m["kl_next"] as number | null,
+        klMean: m["kl_mean"] as number | null,
+        metric: null,
+        metricChange: null,
+        changed: changed.filter(Boolean).length,
+        total: changed.length,
+        noEffect,
+      });
+      setText(line, `α = ${Number(m["alpha"]).toPrecision(3)}: ${effect}`);
       const base = tagged(el("div", "lw-col"), "baseline");
       base.append(...generationColumn("baseline (α = 0)", view.tokens(), (m["baseline"] as string[]) ?? [], null, PROMPT_TAIL));
       const steered = tagged(el("div", "lw-col"), "steered");

@@ -3,7 +3,7 @@
 // click on a cell selects it (selected_layer with selected_token or selected_head, the shared names)
 // and shows that patched run's metric and top predictions, computed by the kernel.
 
-import { appendVisibleToken, el, quotedToken, rankRow } from "../shared/tokens";
+import { appendVisibleToken, el, quoted, quotedToken, rankRow, setTitle } from "../shared/tokens";
 import { defineView, errorBox, type View } from "../shared/view";
 import { floats, ints } from "../shared/wire";
 import { correlation, drawnCell, fmt, kernelCell, orientation, scaleOf, scoreRGBA, type Orientation } from "./grid";
@@ -236,8 +236,8 @@ function mount(view: View): void {
     const [layer, index] = hit;
     const grid = grids.get(String(view.get("method")));
     const at = layer * nCols() + index;
-    const where = over() === "heads" ? `layer ${layer}, head ${index}` : `layer ${layer}, position ${index} ${JSON.stringify(view.tokens()[index] ?? "")}`;
-    canvas.title = `${where}: score ${fmt(grid?.scores[at])}, metric ${fmt(grid?.values[at])}`;
+    const where = over() === "heads" ? `layer ${layer}, head ${index}` : `layer ${layer}, position ${index} ${quoted(view.tokens()[index] ?? "")}`;
+    setTitle(canvas, `${where}: score ${fmt(grid?.scores[at])}, metric ${fmt(grid?.values[at])}`);
   });
 
   // -- the sweep: streamed, one request at a time (a new one interrupts the kernel's) -----------------

@@ -2,7 +2,7 @@
 // contrast are picked here and the kernel recomputes (with progress); for a generation, the
 // output × input matrix, where selecting an output token lays its row over the text.
 
-import { appendVisibleToken, el } from "../shared/tokens";
+import { appendVisibleToken, el, quoted, setText } from "../shared/tokens";
 import { defineView, errorBox, type View } from "../shared/view";
 import { floats, type DecodedArray } from "../shared/wire";
 import { formatScore, maxAbs, normalizeRow, scoreColor, type Normalization } from "./scale";
@@ -47,8 +47,6 @@ function fillSelect(select: HTMLSelectElement, values: readonly string[], curren
   select.value = current;
 }
 
-const quoted = (token: string): string => JSON.stringify(token);
-
 function mount(view: View): void {
   const methodSelect = tagged("select", "method-select");
   const targetSelect = tagged("select", "target-select");
@@ -92,11 +90,11 @@ function mount(view: View): void {
   function renderControls(): void {
     view.setHeader(isMatrix() ? "generation: every output token × the tokens before it" : "token attribution");
     fillSelect(methodSelect, view.list("methods"), view.get("method") ?? "");
-    fillSelect(targetSelect, view.list("candidates"), view.get("target") ?? "", quoted);
+    fillSelect(targetSelect, view.list("candidates"), view.get("target") ?? "", (t) => quoted(t));
     contrastInput.value = view.get("contrast") ?? "";
     for (const c of retarget) c.hidden = !view.get("can_retarget");
-    notice.textContent = view.get("notice") ?? "";
-    convergence.textContent = view.get("convergence") ?? "";
+    setText(notice, view.get("notice") ?? "");
+    setText(convergence, view.get("convergence") ?? "");
   }
 
   function showRow(r: number): void {
@@ -152,10 +150,12 @@ function mount(view: View): void {
     const r = row();
     const i = view.selected();
     Object.assign(overlay.dataset, { row: String(r), target: shown.targets[r] ?? "", method: shown.method, version: String(shown.version) });
-    detail.textContent =
+    setText(
+      detail,
       i >= 0 && i < shown.cols
         ? `#${i} ${quoted(view.tokens()[i] ?? "")}  score ${formatScore(shown.scores[r * shown.cols + i] ?? NaN)}  for ${quoted(shown.targets[r] ?? "")}`
-        : "";
+        : "",
+    );
     legend.textContent = shown.signed
       ? "red: raises the target's log-probability · blue: lowers it"
       : "colour: gradient magnitude (unsigned)";
@@ -233,7 +233,7 @@ function mount(view: View): void {
   function showProgress(text: string): void {
     overlay.dataset.state = "computing";
     progress.hidden = false;
-    progress.textContent = text;
+    setText(progress, text);
     delete progress.dataset.done;
   }
 

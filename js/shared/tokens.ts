@@ -1,7 +1,7 @@
 // Token rendering shared by every view. Model text is untrusted: it only ever reaches the page
 // through textContent, never innerHTML.
 
-/** Create an element; `text` is set with textContent. */
+/** Create an element; `text` is set with textContent, through `visibleText(text, "text")`. */
 export function el<K extends keyof HTMLElementTagNameMap>(
   tag: K,
   className?: string,
@@ -9,26 +9,48 @@ export function el<K extends keyof HTMLElementTagNameMap>(
 ): HTMLElementTagNameMap[K] {
   const node = document.createElement(tag);
   if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
+  if (text !== undefined) node.textContent = visibleText(text, "text");
   return node;
 }
 
+/** Set a node's text (a message, a name, a line that quotes tokens) through `visibleText(text, "text")`. */
+export function setText(node: Node, text: string): void {
+  node.textContent = visibleText(text, "text");
+}
+
+/** Set an element's hover text (`title`) through `visibleText(text, "text")`. */
+export function setTitle(node: HTMLElement, text: string): void {
+  node.title = visibleText(text, "text");
+}
+
+/**
+ * How a string is shown. `"token"`: a token, whose whitespace is the point (" the" → "·the", "\n" →
+ * "↵", "" → "⋯"). `"text"`: running text (a name, a message, a generation, a line that quotes a token
+ * already shown as a token), whose spaces, tabs and line breaks stay as they are.
+ */
+export type TextKind = "token" | "text";
+
 /** The visible stand-in of a whitespace or control character, or undefined for ordinary ones. */
-function marker(ch: string): string | undefined {
-  switch (ch) {
-    case " ":
-      return "·";
-    case "\n":
-      return "↵";
-    case "\t":
-      return "→";
-    case "\r":
-      return "␍";
-    case "\u00a0":
-      return "⍽";
-    case "\u007f":
-      return "␡";
+function marker(ch: string, kind: TextKind): string | undefined {
+  if (kind === "text") {
+    // Running text keeps its whitespace, and the joiners that shape scripts (Persian's ZWNJ) and emoji
+    // sequences (👩‍💻); every other invisible character is named, as in a token.
+    if (ch === " " || ch === "\n" || ch === "\t" || ch === "\r" || ch === "\u00a0" || ch === "\u200c" || ch === "\u200d") return undefined;
+  } else {
+    switch (ch) {
+      case " ":
+        return "·";
+      case "\n":
+        return "↵";
+      case "\t":
+        return "→";
+      case "\r":
+        return "␍";
+      case "\u00a0":
+        return "⍽";
+    }
   }
+  if (ch === "\u007f") return "␡";
   const code = ch.codePointAt(0)!;
   if (code < 0x20) return String.fromCharCode(0x2400 + code); // ␀ ␁ …
   // Other controls, invisible format characters (zero-width space, joiners, bidi overrides and
@@ -39,6 +61,8 @@ function marker(ch: string): string | undefined {
 }
 
 const INVISIBLE = /^[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]$/u;
+/** Whether a string may hold a character that `marker` names in text (the fast path skips the rest). */
+const ANY_INVISIBLE = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/u;
 
 /**
  * Shown for a token whose text is "": it carries the rest of a character that an earlier token
@@ -46,35 +70,79 @@ const INVISIBLE = /^[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]$/u;
  */
 export const CONTINUATION = "⋯";
 
-/** The token with its whitespace and invisible characters made visible: " the" → "·the", "\n" → "↵". */
-export function visibleText(token: string): string {
-  if (token === "") return CONTINUATION;
-  let out = "";
-  for (const ch of token) out += marker(ch) ?? ch;
-  return out;
-}
-
 /**
- * Append a token's text to `parent`: ordinary characters as text nodes, whitespace and invisible
- * characters as faint markers in `<span class="lw-ws">` (so a leading space shows as a faint "·").
+ * A string in runs: ordinary text, and the markers that stand for its invisible characters. The one
+ * place that decides how a string from the model or the user is shown; `visibleText` joins the runs,
+ * `appendVisibleToken` puts the markers in faint spans.
  */
-export function appendVisibleToken(parent: HTMLElement, token: string): void {
-  if (token === "") {
-    parent.appendChild(el("span", "lw-ws lw-cont", CONTINUATION));
-    return;
-  }
+function visibleRuns(text: string, kind: TextKind): { text: string; marker: boolean }[] {
+  if (kind === "token" && text === "") return [{ text: CONTINUATION, marker: true }];
+  if (kind === "text" && !ANY_INVISIBLE.test(text)) return text ? [{ text, marker: false }] : [];
+  const runs: { text: string; marker: boolean }[] = [];
   let run = "";
-  for (const ch of token) {
-    const m = marker(ch);
+  for (const ch of text) {
+    const m = marker(ch, kind);
     if (m === undefined) {
       run += ch;
       continue;
     }
-    if (run) parent.appendChild(document.createTextNode(run));
+    if (run) runs.push({ text: run, marker: false });
     run = "";
-    parent.appendChild(el("span", "lw-ws", m));
+    runs.push({ text: m, marker: true });
   }
-  if (run) parent.appendChild(document.createTextNode(run));
+  if (run) runs.push({ text: run, marker: false });
+  return runs;
+}
+
+/**
+ * The one way a string from the model or the user becomes page text (a text node, a `title`, an
+ * `aria-label`, an `<option>`, a canvas label): invisible and bidi characters are named
+ * (`⟨U+202E⟩`), never applied, so a right-to-left override cannot reorder the page. As a token
+ * (`kind` "token", the default) its whitespace shows too: " the" → "·the", "\n" → "↵".
+ */
+export function visibleText(text: string, kind: TextKind = "token"): string {
+  return visibleRuns(String(text), kind)
+    .map((r) => r.text)
+    .join("");
+}
+
+/** A token (or, with `kind` "text", a name) in quotes, shown by `visibleText`: “·Paris”. */
+export function quoted(text: string, kind: TextKind = "token"): string {
+  return `“${visibleText(text, kind)}”`;
+}
+
+/**
+ * Append a token's text to `parent` as `visibleText` shows it: ordinary characters as text nodes,
+ * whitespace and invisible characters as faint markers in `<span class="lw-ws">` (so a leading space
+ * shows as a faint "·").
+ */
+export function appendVisibleToken(parent: HTMLElement, token: string, kind: TextKind = "token"): void {
+  if (kind === "token" && token === "") {
+    parent.appendChild(el("span", "lw-ws lw-cont", CONTINUATION));
+    return;
+  }
+  for (const run of visibleRuns(String(token), kind)) {
+    parent.appendChild(run.marker ? el("span", "lw-ws", run.text) : document.createTextNode(run.text));
+  }
+}
+
+/** `<span class="lw-quote">“token”</span>`, the token shown by `appendVisibleToken`, appended to `parent`. */
+export function appendQuoted(parent: HTMLElement, token: string, kind: TextKind = "token"): HTMLSpanElement {
+  const quote = el("span", "lw-quote", "“");
+  appendVisibleToken(quote, token, kind);
+  quote.append("”");
+  parent.append(quote);
+  return quote;
+}
+
+/** `data` (parsed JSON, e.g. a chart built in Python) with every string in it shown by `visibleText` as text. */
+export function visibleStrings(item: unknown): unknown {
+  if (typeof item === "string") return visibleText(item, "text");
+  if (Array.isArray(item)) return item.map(visibleStrings);
+  if (item !== null && typeof item === "object") {
+    return Object.fromEntries(Object.entries(item).map(([k, v]) => [k, visibleStrings(v)]));
+  }
+  return item;
 }
 
 export interface TokenStripOptions {
@@ -224,9 +292,6 @@ export function rankRow(rank: number, token: string, fraction: number, value: st
 /** A title naming token i: `prefix “token”` with the token's whitespace made visible. */
 export function quotedToken(className: string, prefix: string, token: string): HTMLElement {
   const title = el("div", className, prefix);
-  const quote = el("span", "lw-quote", "“");
-  appendVisibleToken(quote, token);
-  quote.append("”");
-  title.append(quote);
+  appendQuoted(title, token);
   return title;
 }

@@ -8,7 +8,7 @@
 
 import "./base.css";
 import { Client } from "./client";
-import { el, renderTokenStrip, setSelected, textStripOptions, tokenKeyTarget } from "./tokens";
+import { el, renderTokenStrip, setSelected, textStripOptions, tokenKeyTarget, visibleText } from "./tokens";
 
 /** The part of anywidget's model a view uses. */
 export interface ViewModel {
@@ -89,12 +89,12 @@ export class View {
     this.cleanups.push(fn);
   }
 
-  /** Fill the header: the model's name first when the view stands alone (a host shows it once). */
+  /** Fill the header: the model's name first when the view stands alone (a host shows it once). Strings are shown by `visibleText`. */
   setHeader(...parts: (Node | string)[]): void {
     const name = this.get("model_name");
     this.header.replaceChildren();
     if (name && !this.hosted) this.header.append(el("span", "lw-model", String(name)), " · ");
-    this.header.append(...parts);
+    this.header.append(...parts.map((p) => (typeof p === "string" ? visibleText(p, "text") : p)));
   }
 
   /** A token strip bound to `selected_token` (click, ←/→, Home/End, Escape), redrawn when the text changes. */

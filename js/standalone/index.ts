@@ -2,6 +2,7 @@
 // anywidget's model that answers the view's requests from responses recorded at export, instead of
 // a kernel. The views' code is the same bundle a notebook loads; nothing is fetched from a network.
 
+import { setText, visibleText } from "../shared/tokens";
 import { replayKey, ReplayModel, type Recorded } from "./replay";
 
 /** What the page holds for one view (see _export.py, pack): gzip of a uint32 length, that much JSON, then buffers. */
@@ -51,8 +52,21 @@ async function mount(host: HTMLElement, packed: string): Promise<void> {
   }
 }
 
+/**
+ * The page's own text, written by Python (its title, given to save_html, and the notes on what each
+ * view recorded), shown by `visibleText` as the views show theirs.
+ */
+export function showPageText(doc: Document = document): void {
+  doc.title = visibleText(doc.title, "text");
+  for (const host of Array.from(doc.querySelectorAll("body > h1, .lw-export-note"))) {
+    const walker = doc.createTreeWalker(host, NodeFilter.SHOW_TEXT);
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) node.nodeValue = visibleText(node.nodeValue ?? "", "text");
+  }
+}
+
 /** Mount every exported view of the page; a view that fails says why in its place. */
 export async function mountAll(doc: Document = document): Promise<void> {
+  showPageText(doc);
   for (const script of Array.from(doc.querySelectorAll<HTMLScriptElement>("script.lw-export"))) {
     const host = doc.getElementById(script.dataset.host ?? "");
     if (!host) continue;
@@ -60,7 +74,7 @@ export async function mountAll(doc: Document = document): Promise<void> {
       await mount(host, (script.textContent ?? "").trim());
       host.dataset.state = "ready";
     } catch (e) {
-      host.textContent = `this view could not be shown: ${e instanceof Error ? e.message : String(e)}`;
+      setText(host, `this view could not be shown: ${e instanceof Error ? e.message : String(e)}`);
       host.dataset.state = "error";
     }
   }

@@ -2,7 +2,7 @@
 // alpha × direction added to the residual stream, and shows both generations side by side, the
 // steered tokens that changed marked, and the effect size (KL, metric change) or a plain "no effect".
 
-import { el } from "../shared/tokens";
+import { el, setText } from "../shared/tokens";
 import { generationColumn } from "./columns";
 import { defineView, errorBox, type View } from "../shared/view";
 import { effectLine, nearestStep } from "./effect";
@@ -98,7 +98,7 @@ function mount(view: View): void {
       effect.dataset.changed = String(changed.filter(Boolean).length);
       const line = el("div", noEffect ? "lw-no-effect" : "lw-effect-line");
       line.dataset.testid = noEffect ? "no-effect" : "effect-line";
-      line.textContent = effectLine({
+      const text = effectLine({
         klNext: m["kl_next"] as number | null,
         klMean: m["kl_mean"] as number | null,
         metric: (m["metric"] as string | null) ?? null,
@@ -107,6 +107,7 @@ function mount(view: View): void {
         total: changed.length,
         noEffect,
       });
+      setText(line, text); // the metric's name is the user's
       effect.replaceChildren(line);
     } catch (e) {
       if (shownStep !== step) return;
