@@ -229,3 +229,99 @@ def test_exported_patching_and_steering_views_answer_offline(browser, tmp_path):
         assert errors == []
     finally:
         context.close()
+
+
+def test_a_kernel_interrupt_stops_a_streamed_sweep_and_a_rerun_completes(notebook):
+    slow = (
+        "def slow(logits):\n"
+        "    time.sleep(0.5)  # a slow metric: the sweep takes a while\n"
+        "    return logits[:, 0] - logits[:, 1]\n"
+        "groups = []\n"
+    )
+    make = (
+        "pv = lw.PatchingView(model, 'The cat is in the cat is in the cat', 'The dog is in the cat is in the cat', "
+        "metric=lw.Metric.of(slow, name='slow'))\n"
+        "sweep = pv.experiment.sweep\n"
+        "def counted(*, should_stop=None):\n"
+        "    for item in sweep(should_stop=should_stop):\n"
+        "        groups.append(len(item[0]))\n"
+        "        yield item\n"
+        "pv.experiment.sweep = counted\npv"
+    )
+    nb = notebook([SETUP, slow, make])
+    page = nb.page
+    status = page.locator('.lw-patching [data-testid="progress"]')
+    page.wait_for_function(
+        "() => Number(document.querySelector('.lw-patching [data-testid=\"progress\"]')?.dataset.done || 0) >= 4",
+        timeout=60_000,
+    )
+    nb.lab.api("POST", f"/api/kernels/{nb.kernel_id()}/interrupt")  # what the toolbar's ■ button does
+    expect(status).to_have_attribute("data-state", "error", timeout=30_000)
+    expect(status).to_contain_text("stopped by a kernel interrupt at ")
+    expect(status).to_contain_text("run it again")
+    total = int(nb.kernel_exec("print(pv.experiment.n_cells)"))
+    page.wait_for_timeout(1500)  # had the sweep gone on, more groups would come meanwhile
+    state = json.loads(nb.kernel_exec("import json; print(json.dumps([sum(groups), sorted(pv.results)]))"))
+    assert state[0] < total and state[1] == []  # it stopped, and an interrupted sweep keeps nothing
+    assert json.loads(nb.kernel_exec("import json; print(json.dumps(sum(groups)))")) == state[0]
+    # The kernel and the view are still usable: re-run computes the whole grid.
+    nb.kernel_exec("pv.experiment.sweep = sweep")
+    page.locator('.lw-patching [data-testid="rerun"]').click()
+    expect(status).to_have_attribute("data-state", "ready", timeout=120_000)
+    assert nb.kernel_value("print(sorted(pv.results))", "['attribution', 'exact']") == "['attribution', 'exact']"
+    filled = page.locator('.lw-patching [data-testid="patch-grid"]').get_attribute("data-filled")
+    assert int(filled) == total
+    assert nb.errors == [], f"page errors: {nb.errors}"
+
+
+def test_views_of_one_model_at_once_give_the_numbers_each_gives_alone(notebook):
+    # smollm2 and the README's IOI prompts: two PatchingViews shown one after the other sweep at once on
+    # their worker threads, and a trace taken in a cell while a SteeringView generates is not steered.
+    setup = (
+        "import llmasos_widgets as lw, torch\nmodel = lw.load_model('smollm2-135m')\n"
+        "clean = 'When Mary and John went to the store, John gave a drink to'\n"
+        "corrupt = 'When Mary and John went to the store, Mary gave a drink to'\n"
+        "metric = lw.logit_diff(' Mary', ' John')\n"
+        "reference = model.trace(clean)"
+    )
+    nb = notebook(
+        [
+            setup,
+            "pv1 = lw.PatchingView(model, clean, corrupt, metric=metric)\npv1",
+            "pv2 = lw.PatchingView(model, clean, corrupt, metric=metric, over='mlp')\npv2",
+            "sv = lw.SteeringView(model, 'I think that the weather today is', direction=torch.ones(576), layer=10,\n"
+            "                     alphas=(-40, 40), max_new_tokens=60)\nsv",
+        ],
+        timeout=300,
+    )
+    page = nb.page
+    for status in page.locator('.lw-patching [data-testid="progress"]').all():
+        expect(status).to_have_attribute("data-state", "ready", timeout=180_000)
+    effect = page.locator('.lw-steering [data-testid="effect"]')
+    expect(effect).to_have_attribute("data-state", "no-effect", timeout=120_000)
+    check = (
+        "import json\n"
+        "alone = {o: lw.patch(model, clean, corrupt, metric=metric, over=o, progress=False)\n"
+        "         for o in ('resid', 'mlp')}\n"
+        "print(json.dumps([float((v.results['exact'].scores - alone[o].scores).abs().nan_to_num(0).max())\n"
+        "                  for v, o in ((pv1, 'resid'), (pv2, 'mlp'))]))"
+    )
+    assert max(json.loads(nb.kernel_exec(check))) < 1e-4
+    # Steer in the page (a worker thread generates 60 tokens) while a cell traces: every trace equals the
+    # reference. The request reaches the kernel before the cell (one channel, in order), so they overlap.
+    page.locator('.lw-steering [data-testid="alpha-slider"]').fill("20")
+    expect(effect).to_have_attribute("data-state", "loading", timeout=10_000)
+    page.wait_for_timeout(500)
+    traced = (
+        "import json, time\nbefore, worst, n, end = sv.result.alpha, 0.0, 0, time.time() + 8\n"
+        "while time.time() < end:\n"
+        "    t = model.trace(clean)\n"
+        "    worst = max(worst, float((t.residual - reference.residual).abs().max()))\n"
+        "    n += 1\n"
+        "print(json.dumps([worst, n, before, sv.result.alpha]))"
+    )
+    worst, n, before, after = json.loads(nb.kernel_exec(traced))
+    assert (before, after) == (0.0, 40.0)  # the steered generation ran while the cell traced
+    assert worst < 1e-4 and n > 1, (worst, n)
+    expect(effect).to_have_attribute("data-state", "ready", timeout=120_000)
+    assert nb.errors == [], f"page errors: {nb.errors}"
