@@ -348,9 +348,13 @@ def test_bad_input_is_named(model, call, message):
 
 def test_the_length_error_shows_both_tokenisations():
     model = lw.load_model("tiny-llama")
+    longer = "The dog is in the big"
     with pytest.raises(ValueError) as err:
-        lw.patch(model, CLEAN, "The dog is in the big", metric=lw.logit_diff(" cat", " the"))
-    assert "' cat'" in str(err.value) and "' big'" in str(err.value) or "' b'" in str(err.value)
+        lw.patch(model, CLEAN, longer, metric=lw.logit_diff(" cat", " the"))
+    # Each prompt's tokens as the model splits them (tiny-llama splits " big" into " b", "i", "g").
+    clean, corrupt = model.trace(CLEAN).tokens, model.trace(longer).tokens
+    assert f"clean is {len(clean)} tokens {clean}" in str(err.value)
+    assert f"corrupt is {len(corrupt)} tokens {corrupt}" in str(err.value)
 
 
 def test_an_encoder_is_refused():
