@@ -15,6 +15,7 @@ from huggingface_hub import errors as hf_errors
 import llmasos_widgets as lw
 from llmasos_widgets import __main__ as cli
 from llmasos_widgets.__main__ import main
+from tests._exported import read_export
 
 
 @pytest.fixture
@@ -65,6 +66,12 @@ def test_explain_writes_one_offline_file(tmp_path, capsys):
     assert main(args) == 0
     page = out.read_text()
     assert page.count('class="lw-export"') == 1 and "Explorer: tokens: " in capsys.readouterr().out
+    (part,) = read_export(out)  # an Explorer of the two panels asked for, with their answers
+    trace = lw.load_model("tiny-llama").trace("The capital of France is")
+    assert part.state["panels"] == ["tokens", "lens"] and part.state["tokens"] == trace.tokens
+    assert {r["panel"] for r in part.requests} == {"tokens", "lens"}
+    content, got = part.answer(what="predictions", position=4, k=5, panel="tokens")
+    assert got["ids"].tolist() == [p.id for p in trace.top_predictions(4, k=5)]  # the same function, same trace
 
 
 def test_explain_skips_panels_a_model_cannot_show(tmp_path, capsys):

@@ -1,3 +1,4 @@
+import html
 import time
 
 import pytest
@@ -7,6 +8,7 @@ import traitlets
 import llmasos_widgets as lw
 from llmasos_widgets import _export
 from llmasos_widgets.steering_view import RANGE, alpha_grid
+from tests._exported import read_export
 from tests._views import capture, wait_for
 
 PROMPT = "The cat is in the"
@@ -124,4 +126,18 @@ def test_alpha_grid_and_export(model, direction, tmp_path):
     view = lw.SteeringView(model, PROMPT, direction=direction, max_new_tokens=3)
     recorded, note = _export.record(view)
     assert len(recorded) == 21 and "21 slider steps" in note and view.alpha == 0.0  # recording moved nothing
-    assert view.save_html(tmp_path / "steer.html").stat().st_size > 1000
+    # The file holds every slider step's answer, each the kernel's own at that step's coefficient.
+    path = view.save_html(tmp_path / "steer.html")
+    (part,) = read_export(path)
+    assert part.state["alpha_values"] == view.alpha_values and part.state["direction_name"] == "random"
+    assert sorted(r["step"] for r in part.requests) == list(range(21))
+    assert all(r == {"what": "steer", "step": r["step"], "positions": "all"} for r in part.requests)
+    for step, alpha in enumerate(view.alpha_values):
+        content, _ = part.answer(what="steer", step=step, positions="all")
+        assert content["type"] == "response" and content["step"] == step and content["alpha"] == alpha
+    for step in (0, 10, 20):  # the same call as the kernel's, at the same coefficient: the same tokens
+        content, _ = part.answer(what="steer", step=step, positions="all")
+        expected = lw.steer(model, PROMPT, direction, view.alpha_values[step], max_new_tokens=3)
+        assert content["steered_ids"] == expected.steered_ids and content["baseline_ids"] == expected.baseline_ids
+        assert content["no_effect"] is (step == 10) is expected.no_effect
+    assert "21 slider steps with positions='all' are recorded" in html.unescape(path.read_text(encoding="utf-8"))
