@@ -7,7 +7,7 @@ import traitlets
 import llmasos_widgets as lw
 from llmasos_widgets import _export
 from tests._exported import read_export
-from tests._views import arrays, capture, wait_for
+from tests._views import arrays, capture, join_threads, track_threads, wait_for
 
 CLEAN, CORRUPT = "The cat is in the", "The dog is in the"
 
@@ -73,8 +73,9 @@ def test_a_result_is_shown_at_once_and_the_other_method_computed_on_request(mode
     assert content["correlation"] == pytest.approx(view.results["exact"].correlation(res))
 
 
-def test_a_new_sweep_interrupts_a_running_one(model):
+def test_a_new_sweep_interrupts_a_running_one(model, monkeypatch):
     view = capture(lw.PatchingView(model, CLEAN, CORRUPT, metric=metric()))
+    workers = track_threads(monkeypatch)
     gate, started = threading.Event(), threading.Event()
     sweep = view.experiment.sweep
 
@@ -91,9 +92,7 @@ def test_a_new_sweep_interrupts_a_running_one(model):
     request(view, 2, "sweep", method="attribution")  # the page toggled the method
     gate.set()
     wait_id(view, 2, "response")
-    import time
-
-    time.sleep(0.3)
+    join_threads(workers)  # both sweeps have ended: nothing more will come
     first = [c["type"] for c, _ in messages(view, 1)]
     assert "response" not in first and first.count("chunk") == 2  # stopped after the group it was in
     assert "exact" not in view.results  # an interrupted sweep keeps nothing
