@@ -58,13 +58,13 @@ def explain(text: str, model_name: str, output: str, panels: list[str] | None = 
         panels = _panels(",".join(panels))
     check_path(output)
     cached = find_model(model_name)
-    with _offline(cached):  # in the cache: loaded from it, with no request to the hub
-        try:
+    try:
+        with _offline(cached):  # in the cache: loaded from it, with no request to the hub
             model = load_model(model_name)
-        except OSError:
-            if not cached or _hub_offline():
-                raise
-            model = load_model(model_name)  # part of it only was cached: fetch the rest
+    except OSError:
+        if not cached or _hub_offline():
+            raise
+        model = load_model(model_name)  # part of it only was cached: fetch the rest from the hub
     explorer = Explorer(model, text, panels=panels)
     for name, why in explorer.panel_notes.items():  # a panel's own reason, e.g. an encoder has no next token
         print(f"skipped {name}: {why}", file=sys.stderr)

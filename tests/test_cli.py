@@ -200,3 +200,21 @@ def test_the_installed_command_answers_help():
     assert done.returncode == 0
     for verb in ("explain", "lab", "fetch-models"):
         assert verb in done.stdout
+
+
+def test_a_model_only_partly_in_the_cache_is_completed_from_the_hub(tmp_path, monkeypatch, hub_cache):
+    online(monkeypatch)
+    calls = []
+
+    def load(name, **kwargs):  # the cache lacks a file: offline, the load fails; online it is fetched
+        calls.append(hf.HF_HUB_OFFLINE)
+        if hf.HF_HUB_OFFLINE:
+            raise OSError("model.safetensors is not in the cache")
+        return lw.load_model("tiny-llama")
+
+    monkeypatch.setattr(cli, "load_model", load)
+    out = tmp_path / "partial.html"
+    assert main(["explain", "hi", "--model", "test-org/tiny-llama", "-o", str(out), "--panels", "tokens"]) == 0
+    assert calls == [True, False] and out.exists()
+    monkeypatch.setattr(hf, "HF_HUB_OFFLINE", True)  # offline, the missing file is the error
+    assert main(["explain", "hi", "--model", "test-org/tiny-llama", "-o", str(out)]) == 2
