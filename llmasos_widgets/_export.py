@@ -29,6 +29,7 @@ from ._base import STATIC, Arrays, Reply
 if TYPE_CHECKING:
     from ._base import ViewBase
 
+HTML_SUFFIXES = (".html", ".htm")  # what an exported file may be called (any case)
 MAX_BYTES = 64 * 2**20  # an exported file larger than this is refused: record less
 # No network at all: scripts only inline or from the page's own blob URLs (the views' bundles).
 _POLICY = "default-src 'none'; script-src 'unsafe-inline' blob:; style-src 'unsafe-inline'; img-src data: blob:"
@@ -137,13 +138,50 @@ def unpack(text: str) -> dict[str, Any]:
     return data
 
 
-def save_html(views: list[ViewBase], path: str | os.PathLike[str], *, title: str | None = None) -> Path:
-    """Write ``views`` to one self-contained HTML file (see ``ViewBase.save_html``); returns the path."""
+def check_path(path: str | os.PathLike[str]) -> Path:
+    """The file an export will be written to, checked before anything is computed; a ValueError says why not.
+
+    It must be a file name ending in ``.html`` or ``.htm`` (any case) in a folder that exists and can be
+    written to (checked by creating and removing a temporary file there).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> check_path(tempfile.mkdtemp() + "/view.html").name
+    'view.html'
+    >>> check_path("/tmp/view.txt")
+    Traceback (most recent call last):
+    ...
+    ValueError: /tmp/view.txt does not end in .html or .htm: an export is an HTML page; name it e.g. /tmp/view.html
+
+    """
     path = Path(path).expanduser()
     if path.is_dir():
         raise ValueError(f"{path} is a directory: give a file name, e.g. {path / 'view.html'}")
+    if path.suffix.lower() not in HTML_SUFFIXES:
+        base = path.with_suffix("") if path.suffix else path
+        named = base if base.suffix.lower() in HTML_SUFFIXES else base.with_name(base.name + ".html")
+        raise ValueError(
+            f"{path} does not end in {' or '.join(HTML_SUFFIXES)}: an export is an HTML page; name it e.g. {named}"
+        )
     if not path.parent.is_dir():
         raise ValueError(f"cannot write {path}: the folder {path.parent} does not exist")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise ValueError(f"cannot write {path}: {e.strerror or e} (choose a folder you can write to)") from e
+    os.close(fd)
+    os.unlink(probe)
+    return path
+
+
+def save_html(views: list[ViewBase], path: str | os.PathLike[str], *, title: str | None = None) -> Path:
+    """Write ``views`` to one self-contained HTML file (see ``ViewBase.save_html``); returns the path.
+
+    The path is checked first (:func:`check_path`: an ``.html`` or ``.htm`` name in a folder one can write
+    to), before any answer is recorded.
+    """
+    path = check_path(path)
     runtime_path = STATIC / "standalone.js"
     if not runtime_path.is_file():
         raise ValueError("the export runtime static/standalone.js is missing: run `npm run build` or reinstall")

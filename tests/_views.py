@@ -40,3 +40,25 @@ def wait_for(view, kind, timeout=60):
             return found
         time.sleep(0.01)
     raise AssertionError(f"no {kind} message")
+
+
+def track_threads(monkeypatch):
+    """Every thread started from now on (a view's workers), in the list returned, to :func:`join_threads` later."""
+    started = []
+
+    class Tracked(threading.Thread):
+        def start(self):
+            started.append(self)
+            super().start()
+
+    monkeypatch.setattr(threading, "Thread", Tracked)
+    return started
+
+
+def join_threads(threads, timeout=60):
+    """Wait until every thread in ``threads`` has finished: after that a view sends nothing more unasked."""
+    end = time.time() + timeout
+    while any(t.is_alive() for t in threads):
+        assert time.time() < end, "a worker thread is still running"
+        for t in list(threads):
+            t.join(max(0.0, end - time.time()))

@@ -1,3 +1,4 @@
+import threading
 import time
 
 import numpy as np
@@ -5,7 +6,7 @@ import pytest
 import traitlets
 
 import llmasos_widgets as lw
-from tests._views import arrays, ask, capture, wait_for
+from tests._views import arrays, ask, capture, join_threads, track_threads, wait_for
 
 TEXT = "The capital of France is Paris, and the capital of Italy is Rome."
 
@@ -135,34 +136,40 @@ def test_save_png_writes_what_the_view_sends(view, tmp_path):
 
 
 def test_requests_are_answered_while_the_overview_streams(view, monkeypatch):
-    slow = view.index.overview
+    slow, gate = view.index.overview, threading.Event()
 
-    def slow_overview(layer, size):
-        time.sleep(0.5)
+    def held_overview(layer, size):  # the stream waits until the test has seen the click answered
+        assert gate.wait(30)
         return slow(layer, size)
 
-    monkeypatch.setattr(view.index, "overview", slow_overview)
+    monkeypatch.setattr(view.index, "overview", held_overview)
     view._on_custom_msg(view, {"type": "request", "id": 1, "what": "overview", "size": 8}, [])
     view._on_custom_msg(view, {"type": "request", "id": 2, "what": "token", "position": 3}, [])
     with view.lock:
         kinds = [(c["type"], c["id"]) for c, _ in view.sent]
-    assert ("response", 2) in kinds and ("response", 1) not in kinds  # the click did not wait
-    wait_for(view, "response")
-    end = time.time() + 10
-    while time.time() < end and ("response", 1) not in [(c["type"], c["id"]) for c, _ in view.sent]:
-        time.sleep(0.05)
-    assert ("response", 1) in [(c["type"], c["id"]) for c, _ in view.sent]
+    assert ("response", 2) in kinds and ("response", 1) not in kinds  # the click did not wait for the stream
+    gate.set()
+    end = time.time() + 30
+    while ("response", 1) not in [(c["type"], c["id"]) for c, _ in view.sent]:
+        assert time.time() < end, "the overview never finished"
+        time.sleep(0.01)
 
 
 def test_a_new_overview_request_cancels_the_old_stream(view, monkeypatch):
-    slow = view.index.overview
-    monkeypatch.setattr(view.index, "overview", lambda layer, size: (time.sleep(0.3), slow(layer, size))[1])
+    workers = track_threads(monkeypatch)
+    slow, first_layer, second_sent = view.index.overview, threading.Event(), threading.Event()
+
+    def held_overview(layer, size):
+        if size == 8:  # the first stream: it computes layer 0 only once the second request is in
+            first_layer.set()
+            assert second_sent.wait(30)
+        return slow(layer, size)
+
+    monkeypatch.setattr(view.index, "overview", held_overview)
     view._on_custom_msg(view, {"type": "request", "id": 1, "what": "overview", "size": 8}, [])
-    time.sleep(0.1)
+    assert first_layer.wait(30)
     view._on_custom_msg(view, {"type": "request", "id": 2, "what": "overview", "size": 4}, [])
-    end = time.time() + 10
-    while time.time() < end and not any(c["type"] == "response" and c["id"] == 2 for c, _ in view.sent):
-        time.sleep(0.05)
-    time.sleep(0.5)
+    second_sent.set()
+    join_threads(workers)  # both streams have ended: nothing more will come
     ids = [(c["type"], c["id"]) for c, _ in view.sent]
     assert ("response", 2) in ids and ("response", 1) not in ids

@@ -193,6 +193,22 @@ def test_captum_layer_gradients_on_the_wrapper_equal_ours(llama):
 
 
 # -- TCAV ----------------------------------------------------------------------------------------------
+def assert_same_sign_counts(model, result, scores, random_scores):
+    """``scores`` and ``random_scores`` (captum's) are the result's shares of positive directional derivatives.
+
+    captum takes its own gradients (and, without the same CAVs, trains its own): a derivative within rounding
+    of 0 may be counted positive by one and not the other, so each run may differ by that many inputs out
+    of n. As a rule there is none, and the shares are equal.
+    """
+    grads = C.gradients(model, result.inputs, result.layers, C.target_id(model, result.target))  # [input, layer, d]
+    tol = 1e-4 * float(grads.norm(dim=-1).max())  # |v| = 1: a derivative's rounding is far below this
+    near = (torch.einsum("ijd,cjrd->cjri", grads, result.directions).abs() <= tol).sum(-1)
+    near_random = (torch.einsum("ijd,jrd->jri", grads, result.random_directions).abs() <= tol).sum(-1)
+    n = len(result.inputs)
+    assert ((scores - result.scores).abs() * n <= near + 1e-6).all(), (scores, result.scores, near)
+    assert ((random_scores - result.random_scores).abs() * n <= near_random + 1e-6).all()
+
+
 @pytest.fixture(scope="module")
 def result(llama, shout):
     with warnings.catch_warnings():
@@ -203,9 +219,8 @@ def result(llama, shout):
 @pytest.mark.parametrize("same_cavs", [True, False])
 def test_tcav_scores_equal_captums_sign_count(llama, shout, result, tmp_path, same_cavs):
     scores, random_scores = C.captum_tcav(llama, result, [shout], str(tmp_path), same_cavs=same_cavs)
-    assert torch.equal(scores, result.scores)
-    assert torch.equal(random_scores, result.random_scores)
-    assert scores.shape == (1, 2, 4)
+    assert scores.shape == result.scores.shape == (1, 2, 4)
+    assert_same_sign_counts(llama, result, scores, random_scores)
 
 
 def test_scores_are_the_share_of_positive_directional_derivatives(llama, result):
@@ -330,4 +345,4 @@ def test_smollm2_geography_cav_and_captum_agree(smollm2, tmp_path):
         warnings.simplefilter("ignore")
         res = lw.tcav(smollm2, prompts, " Paris", [geo], [6, 12], n_random=2, progress=False)
     scores, random_scores = C.captum_tcav(smollm2, res, [geo], str(tmp_path), same_cavs=False)
-    assert torch.equal(scores, res.scores) and torch.equal(random_scores, res.random_scores)
+    assert_same_sign_counts(smollm2, res, scores, random_scores)

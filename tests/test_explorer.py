@@ -191,9 +191,9 @@ def test_a_feature_panel_steers_through_the_explorer(model, sae, sent):
     (content,) = [c for c, _ in sent if c["id"] == 9 and c["type"] in ("response", "error")]
     assert content["type"] == "response" and content["panel"] == "features", content
     direction = sae.direction(f)
-    ref = lw.steer(
-        model, TEXT, direction, view.steer_scales[step] * view.stream_norm / direction.norm, max_new_tokens=4
-    )
+    assert content["alpha"] == pytest.approx(view.steer_scales[step] * view.stream_norm / direction.norm)
+    # lw.steer at the coefficient the panel used (the same call: the same tokens, however near two logits are).
+    ref = lw.steer(model, TEXT, direction, content["alpha"], max_new_tokens=4)
     assert content["steered_ids"] == ref.steered_ids and content["baseline_ids"] == ref.baseline_ids
 
 

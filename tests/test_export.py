@@ -132,3 +132,19 @@ def test_bad_paths_are_refused_and_nothing_is_half_written(trace, tmp_path, monk
     with pytest.raises(ValueError, match="over 0 MB: record less"):
         view.save_html(tmp_path / "big.html")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["view.txt", "view", "view.html.gz", "view.json"])
+def test_a_file_name_that_is_not_html_is_refused_by_every_entry_point(trace, tmp_path, name):
+    target = tmp_path / name
+    message = rf"{re.escape(str(target))} does not end in \.html or \.htm: .*view\.html"
+    explorer = lw.Explorer(trace, panels=["tokens"])
+    for save in (lw.TokensView(trace).save_html, explorer.save_html, lambda p: _export.save_html([explorer], p)):
+        with pytest.raises(ValueError, match=message):
+            save(target)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["view.html", "VIEW.HTM", "a.b.htm"])
+def test_html_and_htm_names_are_written(trace, tmp_path, name):
+    assert lw.TokensView(trace).save_html(tmp_path / name).read_text(encoding="utf-8").startswith("<!doctype html>")

@@ -2,7 +2,6 @@
 the unembedding product by hand, lw.steer, the FeatureIndex's own queries)."""
 
 import json
-import time
 
 import numpy as np
 import pytest
@@ -12,6 +11,7 @@ import traitlets
 import llmasos_widgets as lw
 from llmasos_widgets._export import record, request_key
 from llmasos_widgets.feature_view import EXPORT_DASHBOARDS, STEER_SCALES, quantile_bands
+from tests._numbers import assert_ranked, topk_relu
 from tests._views import arrays, ask, capture, wait_for
 
 TEXT = "The capital of France is Paris, and the capital of Italy is Rome. 大型语言模型 🤖🧠 naïve café."
@@ -40,25 +40,28 @@ def view(model, sae, index):
     return capture(lw.FeatureView(model.trace(TEXT), sae, index))
 
 
-def by_hand(sae, x):
-    """TopK encode written out: (x − b_dec) W_enc + b_enc, keep the k largest, ReLU."""
+def by_hand(sae, x, view):
+    """TopK encode written out in float64: (x − b_dec) W_enc + b_enc, keep the k largest, ReLU; [pos, n_latents].
+
+    Where a pre-activation is within rounding of its position's k-th largest (or of 0) the maths does not decide
+    whether it is kept: the view's own code decides there (tests/_numbers.py, topk_relu).
+    """
     pre = (x.double() - sae.b_dec.double()) @ sae.W_enc.double() + sae.b_enc.double()
-    top = torch.topk(pre, sae.k, dim=-1)
-    dense = torch.zeros_like(pre).scatter(-1, top.indices, top.values.clamp_min(0))
-    return dense.float()  # [pos, n_latents]
+    got = torch.stack([view.feature_activations(f) for f in range(sae.n_latents)], dim=-1)
+    return topk_relu(pre, sae.k, got, tol=1e-4 * max(1.0, float(pre.abs().max())), atol=1e-4)
 
 
 def test_a_tokens_features_are_the_saes_encode_by_hand(view, sae):
-    dense = by_hand(sae, view.trace.resid_pre(sae.layer + 1))  # blocks.1.hook_resid_post
+    dense = by_hand(sae, view.trace.resid_pre(sae.layer + 1), view)  # blocks.1.hook_resid_post
     for position in (1, 5, len(view.trace) - 1):
         content, buffers = ask(view, what="token", position=position, k=20)
         assert content["type"] == "response" and content["position"] == position and not content["skipped"]
         got = arrays(content, buffers)
         row = dense[position]
-        on = row.nonzero().flatten()
-        order = on[torch.argsort(row[on], descending=True)]
-        assert got["features"].tolist() == order.tolist()
-        np.testing.assert_allclose(got["activations"], row[order].numpy(), rtol=1e-4, atol=1e-6)
+        # Its active features, largest first (near-equal activations in either order).
+        assert sorted(got["features"].tolist()) == row.nonzero().flatten().tolist()
+        assert_ranked(got["features"], row, tol=1e-5)
+        np.testing.assert_allclose(got["activations"], row[got["features"].tolist()].numpy(), rtol=1e-4, atol=1e-6)
     content, buffers = ask(view, what="token", position=3, k=2)
     assert len(arrays(content, buffers)["features"]) <= 2
 
@@ -68,14 +71,15 @@ def test_a_features_dashboard(view, sae, model, index):
     content, buffers = ask(view, what="feature", feature=f, k=5, bins=12)
     assert content["type"] == "response", content
     got = arrays(content, buffers)
-    column = by_hand(sae, view.trace.resid_pre(sae.layer + 1))[:, f]
+    column = by_hand(sae, view.trace.resid_pre(sae.layer + 1), view)[:, f]
     np.testing.assert_allclose(got["activations"], column.numpy(), rtol=1e-4, atol=1e-6)
     assert got["hist"].sum() == content["text_fires"] == int((column > 0).sum())
     assert content["text_tokens"] == len(view.trace) and content["text_max"] == pytest.approx(float(column.max()))
     # The decoder row through the unembedding, with the final RMSNorm's gain: W_U (g ⊙ W_dec[f]).
     direct = model.model.lm_head.weight.detach() @ (model.model.model.norm.weight.detach() * sae.W_dec[f])
-    assert got["promoted"].tolist() == torch.topk(direct, 5).indices.tolist()
-    assert got["suppressed"].tolist() == torch.topk(-direct, 5).indices.tolist()
+    tol = 1e-5 * float(direct.abs().max())  # float32 products of another order: near-equal logits either way
+    assert_ranked(got["promoted"], direct, k=5, tol=tol)
+    assert_ranked(got["suppressed"], -direct, k=5, tol=tol)
     np.testing.assert_allclose(got["promoted_logits"], torch.topk(direct, 5).values.numpy(), rtol=1e-5)
     assert content["promoted_tokens"] == [model.decode_token(i) for i in got["promoted"].tolist()]
     # From the index: its own answers, the sample split in quantile bands, the examples' activations.
@@ -179,8 +183,9 @@ def test_steering_with_a_feature_is_lw_steer_with_its_decoder_row(view, sae, mod
     content, _ = wait_for(view, "response")[-1]
     assert content["what"] == "steer" and content["feature"] == f and content["scale"] == STEER_SCALES[step]
     alpha = STEER_SCALES[step] * view.stream_norm / direction.norm
-    ref = lw.steer(model, view.trace.text, direction, alpha, max_new_tokens=5)
     assert content["alpha"] == pytest.approx(alpha)
+    # lw.steer at the coefficient the view used (the same call: the same tokens, however near two logits are).
+    ref = lw.steer(model, view.trace.text, direction, content["alpha"], max_new_tokens=5)
     assert content["steered_ids"] == ref.steered_ids and content["baseline_ids"] == ref.baseline_ids
     assert content["changed"] == ref.changed and content["layer"] == sae.layer + 1
     assert view.stream_norm == pytest.approx(float(view.trace.resid_pre(2).norm(dim=-1).median()))
@@ -231,16 +236,23 @@ def test_export_records_every_tokens_features_and_a_bounded_number_of_dashboards
     assert all(m["content"]["type"] == "response" for a in recorded.values() for m in a["messages"])
 
 
-def test_clicks_are_cheap_and_a_dashboard_is_small(model, sae, index):
-    """The trace is encoded once; a click reads the cached codes (sizes here; bench/features.py times T = 1,024)."""
+def test_clicks_read_the_cached_codes_and_a_dashboard_is_small(model, sae, index, monkeypatch):
+    """The trace is encoded once, when the view is made; a click reads the cached codes, never the encoder.
+
+    (How long a click takes is bench/features.py's business, at T = 1,024; here what makes it short.)
+    """
     text = " ".join(lw.sample_texts()[:40])
     ids = model.tokenizer(text)["input_ids"][:1024]
     view = capture(lw.FeatureView(model.trace(model.tokenizer.decode(ids), truncate=True), sae, index))
-    start = time.perf_counter()
+
+    def encoder_ran(*args, **kwargs):
+        raise AssertionError("a click ran the SAE's encoder")
+
+    monkeypatch.setattr(sae, "encode", encoder_ran)
     for position in range(0, len(view.trace), 64):
-        ask(view, what="token", position=position)
-    assert (time.perf_counter() - start) / (len(view.trace) // 64 + 1) < 0.15
+        assert ask(view, what="token", position=position)[0]["type"] == "response"
     content, buffers = ask(view, what="feature", feature=int(view.token_features(5)[0][0]))
+    assert content["type"] == "response", content
     size = len(json.dumps(content)) + sum(len(b) for b in buffers)
     assert size < 200_000
 
@@ -250,7 +262,9 @@ def test_a_massive_token_mid_text_is_unread_like_the_first_position(model):
     norms = trace.resid_pre(1).norm(dim=-1)
     loud = int(norms[1:].argmax()) + 1  # pretend the loudest token past position 0 is a massive activation
     sae = lw.SAE.random(64, 64, 4, layer=0)
-    sae.max_norm = float(norms[loud]) - 1e-3
+    below = float(norms[norms < norms[loud]].max())  # the loudest norm under it: the threshold goes halfway,
+    assert norms[loud] - below > 1e-3  # so that no norm is within rounding of it
+    sae.max_norm = (float(norms[loud]) + below) / 2
     unread = sorted(set((norms > sae.max_norm).nonzero().flatten().tolist()))
     assert loud in unread and len(unread) <= 2  # and position 0, louder in this tiny model
     view = capture(lw.FeatureView(trace, sae))

@@ -6,6 +6,7 @@ import torch
 import llmasos_widgets as lw
 from llmasos_widgets.features import FeatureIndex
 from llmasos_widgets.sae import SAE
+from tests._numbers import assert_ranked, undecided_topk
 
 TEXTS = lw.sample_texts()[:40]
 
@@ -33,41 +34,55 @@ def index(llama, sae):
     return FeatureIndex.build(llama, sae, TEXTS, top_k=4, samples=3, window=2, batch_size=5, progress=False)
 
 
-def by_hand(model, sae, texts, skip_first=0):
-    """Each text's dense feature activations [pos, feature], from a trace, one text at a time."""
-    out = []
+def by_hand(model, sae, texts, skip_first=0, tol=None):
+    """Each text's dense feature activations [pos, feature], from a trace, one text at a time.
+
+    With ``tol``, also a mask of the codes the maths leaves open [pos, feature] (tests/_numbers.py,
+    undecided_topk): a near-tie at a position's k-th largest, or a kept one within ``tol`` of 0. The index runs
+    the texts padded in batches, so its numbers differ from a trace's within rounding: there it may go either way.
+    """
+    out, open_ = [], []
     for text in texts:
         x = model.trace(text).resid_pre(sae.layer + 1)
-        pre = ((x - sae.b_dec) @ sae.W_enc + sae.b_enc).clamp_min(0)
+        raw = (x - sae.b_dec) @ sae.W_enc + sae.b_enc
+        pre = raw.clamp_min(0)
         top = torch.topk(pre, sae.k, dim=-1)
         acts = torch.zeros_like(pre).scatter(-1, top.indices, top.values)
         acts[:skip_first] = 0
         out.append(acts)
-    return out
+        if tol is not None:
+            open_.append(undecided_topk(raw, sae.k, tol=tol))
+    return out if tol is None else (out, open_)
 
 
 def test_top_examples_and_stats_match_a_brute_force_pass(llama, sae, index):
-    acts = by_hand(llama, sae, TEXTS)
-    everything = torch.cat(acts)
+    acts, open_ = by_hand(llama, sae, TEXTS, tol=1e-4)
+    everything, undecided = torch.cat(acts), torch.cat(open_)
     fires = (everything > 0).sum(0)
-    assert torch.equal(index.tensors["fires"], fires)
+    # Each feature fires where the maths says, give or take the positions it leaves open (none, as a rule).
+    slack = (undecided & (everything > 0)).sum(0), (undecided & (everything == 0)).sum(0)
+    assert ((fires - slack[0] <= index.tensors["fires"]) & (index.tensors["fires"] <= fires + slack[1])).all()
     assert index.counts["tokens"] == everything.shape[0]
     for f in [int(fires.argmax()), int(fires.argmin()), 7, 50]:
         peaks = sorted(((float(a[:, f].max()), t) for t, a in enumerate(acts) if a[:, f].max() > 0), reverse=True)
         got = index.top_examples(f)
-        assert [e.text_index for e in got] == [t for _, t in peaks[:4]]
+        # The texts where it peaks highest, best first (peaks within rounding of each other either way).
+        assert_ranked([e.text_index for e in got], torch.tensor([float(a[:, f].max()) for a in acts]), tol=1e-4)
+        assert len(got) == min(4, len(peaks))
         assert [e.activation for e in got] == pytest.approx([v for v, _ in peaks[:4]], rel=1e-5)
         for e in got:
             assert e.activations[e.peak] == pytest.approx(e.activation, rel=1e-3)  # float16 window
         s = index.stats(f)
-        assert s["fires"] == int(fires[f]) and s["density"] == pytest.approx(int(fires[f]) / everything.shape[0])
-        if fires[f]:
+        assert s["fires"] == int(index.tensors["fires"][f])
+        assert s["density"] == pytest.approx(s["fires"] / everything.shape[0])
+        if fires[f] and not undecided[:, f].any():  # where every code of f is decided, its numbers are the scan's
             live = everything[:, f][everything[:, f] > 0].double()
+            assert s["fires"] == int(fires[f])
             assert s["mean"] == pytest.approx(float(live.mean()), rel=1e-6)
             assert s["max"] == pytest.approx(float(live.max()), rel=1e-6)
             assert s["log10_density"] == pytest.approx(math.log10(s["density"]))
         counts, edges = index.histogram(f)
-        assert int(counts.sum()) == int(fires[f]) and edges.shape == (41,)
+        assert int(counts.sum()) == s["fires"] and edges.shape == (41,)
 
 
 def test_samples_are_seeded_distinct_texts_where_the_feature_fires(llama, sae, index):
@@ -101,7 +116,12 @@ def test_skipped_positions_are_not_indexed(llama, sae):
 def test_tokens_above_max_norm_are_not_indexed(llama, sae):
     loud = SAE(sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec, 1, 6)
     norms = torch.cat([llama.trace(t).resid_pre(2).norm(dim=-1) for t in TEXTS[:10]])
-    loud.max_norm = float(norms.median())
+    # The threshold in the widest gap between two norms of the middle third, not on a norm: the index computes
+    # the norms in padded batches, within rounding of these, and a norm equal to the threshold could go either way.
+    ordered = norms.sort().values
+    n = len(ordered)
+    i = max(range(n // 3, 2 * n // 3), key=lambda j: float(ordered[j] - ordered[j - 1]))
+    loud.max_norm = float(ordered[i - 1] + ordered[i]) / 2
     index = FeatureIndex.build(llama, loud, TEXTS[:10], top_k=3, window=1, progress=False)
     assert index.counts["tokens"] == int((norms <= loud.max_norm).sum())
     kept = index.tensors["values"] > -math.inf

@@ -11,6 +11,7 @@ import llmasos_widgets as lw
 from llmasos_widgets import _files
 from llmasos_widgets import neurons as nn_
 from llmasos_widgets.neurons import NeuronIndex
+from tests._numbers import assert_ranked
 
 TEXT = "The quick brown fox jumps over the lazy dog while the cat sleeps"
 
@@ -90,8 +91,9 @@ def test_vocab_projection_is_the_direct_matrix_product(name):
     direct = (hf.lm_head.weight @ (gain * w_out)).detach()
     torch.testing.assert_close(nn_.vocab_logits(model, 1, 7), direct)
     proj = nn_.vocab_projection(model, 1, 7, k=5)
-    assert proj.promoted.tolist() == torch.topk(direct, 5).indices.tolist()
-    assert proj.suppressed.tolist() == torch.topk(-direct, 5).indices.tolist()
+    tol = 1e-5 * float(direct.abs().max())  # float32 products in another order: near-equal logits either way
+    assert_ranked(proj.promoted, direct, k=5, tol=tol)
+    assert_ranked(proj.suppressed, -direct, k=5, tol=tol)
     assert proj.promoted_tokens == [model.decode_token(i) for i in proj.promoted.tolist()]
 
 
@@ -109,24 +111,26 @@ def test_logit_lens_equals_a_direct_computation(llama):
         probs = torch.softmax(hf.lm_head(normed).detach(), -1)
         lens = nn_.logit_lens(trace, layer, k=3)
         ref = torch.topk(probs, 3, -1)
-        assert lens.ids.tolist() == ref.indices.tolist()
+        for pos in range(len(trace)):  # the top 3 of the model's own forward (near-equal ones either way)
+            assert_ranked(lens.ids[pos], probs[pos], k=3, tol=1e-6)
         torch.testing.assert_close(lens.probs, ref.values, rtol=1e-4, atol=1e-6)
-    assert lens.ids[:, 0].tolist() == out.logits[0].argmax(-1).tolist()
+    for pos in range(len(trace)):  # the last layer's lens is the model's own prediction
+        assert_ranked(lens.ids[pos, :1], out.logits[0, pos], k=1, tol=1e-5)
 
 
 def test_index_top_examples_equal_a_brute_force_scan_on_long_texts():
-    """Texts long enough that their peaks are unique, so ranks and windows must match exactly."""
+    """Texts long enough that their peaks differ: the ranks of texts must match the scan's."""
     model = lw.load_model("tiny-gpt2")
     texts = [" ".join(lw.sample_texts()[i : i + 3]) for i in range(0, 60, 3)]
-    _check_against_brute_force(model, texts, strict_order=True)
+    _check_against_brute_force(model, texts)
 
 
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-gpt2"])
 def test_index_top_examples_equal_a_brute_force_scan(name):
-    _check_against_brute_force(lw.load_model(name), lw.sample_texts()[:23], strict_order=False)
+    _check_against_brute_force(lw.load_model(name), lw.sample_texts()[:23])
 
 
-def _check_against_brute_force(model, texts, strict_order):
+def _check_against_brute_force(model, texts):
     index = NeuronIndex.build(model, texts, layers=[0, 1], top_k=5, window=3, batch_size=4, progress=False)
     traces = [model.trace(t) for t in texts]  # each text alone, no batching, no padding
     for layer in (0, 1):
@@ -136,8 +140,9 @@ def _check_against_brute_force(model, texts, strict_order):
             got = index.top_examples(layer, neuron)
             assert [e.activation for e in got] == pytest.approx([v for v, _ in peaks], abs=1e-4)
             assert len({e.text_index for e in got}) == 5  # five different texts
-            if strict_order:
-                assert [e.text_index for e in got] == [i for _, i in peaks]
+            # The five texts with the highest peaks, best first: the index ran them padded in batches, so
+            # peaks within rounding of each other (a BOS token every text shares) may rank either way.
+            assert_ranked([e.text_index for e in got], torch.tensor([a.max() for a in acts]), k=5, tol=1e-4)
             for e in got:
                 a, ids = acts[e.text_index], traces[e.text_index].token_ids
                 # A real peak of that text (ties, e.g. on a BOS token every text shares, may pick either).
@@ -158,7 +163,9 @@ def test_index_statistics_equal_a_direct_computation(llama):
     assert stats["mean"] == pytest.approx(float(acts[:, 5].mean()), abs=1e-5)
     assert stats["std"] == pytest.approx(float(acts[:, 5].std(unbiased=False)), abs=1e-5)
     assert stats["max"] == pytest.approx(float(acts[:, 5].max()), abs=1e-5)
-    assert stats["positive"] == pytest.approx(float((acts[:, 5] > 0).double().mean()))
+    # The share of positive activations; one within rounding of 0 (batched vs alone) may count either way.
+    near_zero = int((acts[:, 5].abs() <= 1e-6).sum())
+    assert stats["positive"] == pytest.approx(float((acts[:, 5] > 0).double().mean()), abs=near_zero / len(acts) + 1e-9)
 
 
 def test_index_memory_does_not_grow_with_the_corpus(llama):

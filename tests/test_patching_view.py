@@ -6,7 +6,8 @@ import traitlets
 
 import llmasos_widgets as lw
 from llmasos_widgets import _export
-from tests._views import arrays, capture, wait_for
+from tests._exported import read_export
+from tests._views import arrays, capture, join_threads, track_threads, wait_for
 
 CLEAN, CORRUPT = "The cat is in the", "The dog is in the"
 
@@ -72,8 +73,9 @@ def test_a_result_is_shown_at_once_and_the_other_method_computed_on_request(mode
     assert content["correlation"] == pytest.approx(view.results["exact"].correlation(res))
 
 
-def test_a_new_sweep_interrupts_a_running_one(model):
+def test_a_new_sweep_interrupts_a_running_one(model, monkeypatch):
     view = capture(lw.PatchingView(model, CLEAN, CORRUPT, metric=metric()))
+    workers = track_threads(monkeypatch)
     gate, started = threading.Event(), threading.Event()
     sweep = view.experiment.sweep
 
@@ -90,9 +92,7 @@ def test_a_new_sweep_interrupts_a_running_one(model):
     request(view, 2, "sweep", method="attribution")  # the page toggled the method
     gate.set()
     wait_id(view, 2, "response")
-    import time
-
-    time.sleep(0.3)
+    join_threads(workers)  # both sweeps have ended: nothing more will come
     first = [c["type"] for c, _ in messages(view, 1)]
     assert "response" not in first and first.count("chunk") == 2  # stopped after the group it was in
     assert "exact" not in view.results  # an interrupted sweep keeps nothing
@@ -159,8 +159,25 @@ def test_export_records_both_grids_and_the_cells(model, tmp_path):
     assert all(k in recorded for k in keys)
     cells = [k for k in recorded if '"what":"cell"' in k]
     assert len(cells) == 10 and "every cell's patched run" in note
+    # The file holds both grids as the kernel keeps them and every cell's run (2 layers x 5 positions).
     path = view.save_html(tmp_path / "patch.html")
-    assert path.stat().st_size > 1000
+    (part,) = read_export(path)
+    assert part.state["tokens"] == view.tokens and part.state["corrupt_tokens"] == view.corrupt_tokens
+    for method in ("exact", "attribution"):
+        content, got = part.answer(what="sweep", method=method)
+        assert content["type"] == "response" and content["method"] == method
+        kept = view.results[method]  # the grids recorded are the ones computed: the same numbers
+        assert np.array_equal(got["scores"], kept.scores.numpy(), equal_nan=True)
+        assert np.array_equal(got["values"], kept.values.numpy(), equal_nan=True)
+    assert sorted((r["layer"], r["index"]) for r in part.requests if r["what"] == "cell") == [
+        (layer, i) for layer in range(2) for i in range(5)
+    ]
+    for layer in range(2):
+        for i in range(5):
+            content, got = part.answer(what="cell", layer=layer, index=i, k=view.k)
+            value, preds = view.experiment.cell_predictions(layer, i, view.k)  # the same run, again
+            assert content["type"] == "response" and content["metric"] == pytest.approx(value, abs=1e-6)
+            assert got["ids"].tolist() == [p.id for p in preds] and content["tokens"] == [p.token for p in preds]
 
 
 def test_a_sweep_whose_consumer_stopped_midway_leaves_the_view_usable(model, monkeypatch):

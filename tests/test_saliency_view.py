@@ -32,7 +32,11 @@ def test_a_view_of_a_trace_computes_its_first_result_when_the_page_asks():
     view._on_custom_msg(view, {"type": "request", "id": 1, "what": "scores", "version": 0}, [])
     content, buffers = wait_for(view, "response")[0]
     assert wait_for(view, "progress") and view.version == 1 == content["version"]
-    expected = lw.attribute(model, TEXT, method="saliency", progress=False)
+    # lw.attribute of the same trace (the same call, the same ids: the same numbers), whose default target is the
+    # trace's top prediction. (attribute of the text would run its own forward pass to choose the target: a
+    # near-tie between two next tokens could then go the other way.)
+    expected = lw.attribute(model, view.trace, method="saliency", progress=False)
+    assert expected.target_ids == [view.trace.top_predictions(-1, k=1)[0].id] == view.result.target_ids
     assert np.array_equal(arrays(content, buffers)["scores"], expected.scores.numpy())
     assert view.target == expected.target_tokens[0]
 

@@ -1,3 +1,4 @@
+import html
 import time
 
 import pytest
@@ -7,7 +8,8 @@ import traitlets
 import llmasos_widgets as lw
 from llmasos_widgets import _export
 from llmasos_widgets.steering_view import RANGE, alpha_grid
-from tests._views import capture, wait_for
+from tests._exported import read_export
+from tests._views import capture, join_threads, track_threads
 
 PROMPT = "The cat is in the"
 
@@ -80,16 +82,16 @@ def test_a_bad_alpha_is_an_error_in_place_and_the_view_stays_usable(model, direc
     assert steer_at(view, 99, id_=3)["message"].startswith("step 99 is out of range")
 
 
-def test_stale_slider_positions_are_skipped(model, direction):
+def test_stale_slider_positions_are_skipped(model, direction, monkeypatch):
     view = capture(lw.SteeringView(model, PROMPT, direction=direction, alphas=(-60, 60), max_new_tokens=4))
+    workers = track_threads(monkeypatch)
     with view._lock:  # the kernel is busy: three positions queue, the first two go stale
         for i, step in enumerate((3, 5, 7)):
             view._on_custom_msg(view, {"type": "request", "id": i + 1, "what": "steer", "step": step}, [])
-    answers = wait_for(view, "response")
-    time.sleep(0.5)
+    join_threads(workers)  # all three have run (or been skipped): nothing more will come
     with view.lock:
-        answered = [c["id"] for c, _ in view.sent if c["type"] == "response"]
-    assert answered == [3] and answers[0][0]["step"] == 7
+        answered = [(c["id"], c["step"]) for c, _ in view.sent if c["type"] in ("response", "error")]
+    assert answered == [(3, 7)]
 
 
 def test_bad_arguments(model, direction):
@@ -124,7 +126,21 @@ def test_alpha_grid_and_export(model, direction, tmp_path):
     view = lw.SteeringView(model, PROMPT, direction=direction, max_new_tokens=3)
     recorded, note = _export.record(view)
     assert len(recorded) == 21 and "21 slider steps" in note and view.alpha == 0.0  # recording moved nothing
-    assert view.save_html(tmp_path / "steer.html").stat().st_size > 1000
+    # The file holds every slider step's answer, each the kernel's own at that step's coefficient.
+    path = view.save_html(tmp_path / "steer.html")
+    (part,) = read_export(path)
+    assert part.state["alpha_values"] == view.alpha_values and part.state["direction_name"] == "random"
+    assert sorted(r["step"] for r in part.requests) == list(range(21))
+    assert all(r == {"what": "steer", "step": r["step"], "positions": "all"} for r in part.requests)
+    for step, alpha in enumerate(view.alpha_values):
+        content, _ = part.answer(what="steer", step=step, positions="all")
+        assert content["type"] == "response" and content["step"] == step and content["alpha"] == alpha
+    for step in (0, 10, 20):  # the same call as the kernel's, at the same coefficient: the same tokens
+        content, _ = part.answer(what="steer", step=step, positions="all")
+        expected = lw.steer(model, PROMPT, direction, view.alpha_values[step], max_new_tokens=3)
+        assert content["steered_ids"] == expected.steered_ids and content["baseline_ids"] == expected.baseline_ids
+        assert content["no_effect"] is (step == 10) is expected.no_effect
+    assert "21 slider steps with positions='all' are recorded" in html.unescape(path.read_text(encoding="utf-8"))
 
 
 def test_steer_from_python_moves_the_slider_to_the_nearest_step(model, direction):

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 import llmasos_widgets as lw
+from tests._numbers import assert_greedy, assert_ranked
 from tests.conftest import eager_outputs
 
 TEXT = "The capital of France is Paris. The quick brown fox <img src=x onerror=alert(1)> jumps.\nEnd"
@@ -55,7 +56,8 @@ def test_mlp_post_equals_a_plain_forward_hook_on_the_output_projection(tiny):
             tiny.model(torch.tensor([trace.token_ids]))  # the model as loaded, hooked directly
     finally:
         handle.remove()
-    assert torch.equal(trace["blocks.1.mlp.hook_post"], seen["x"])
+    # The trace's pass runs the base model (no LM head, its own arguments): the same maths, not the same call.
+    torch.testing.assert_close(trace["blocks.1.mlp.hook_post"], seen["x"], rtol=1e-5, atol=1e-6)
 
 
 def test_tokens_and_offsets_point_into_the_text():
@@ -77,8 +79,9 @@ def test_bert_offsets_skip_special_tokens():
 def test_top_predictions_are_the_softmax_top_k(tiny):
     trace = tiny.trace(TEXT)
     preds = trace.top_predictions(-1, k=5)
-    probs = torch.softmax(trace.logits[-1], -1)
-    assert [p.id for p in preds] == torch.topk(probs, 5).indices.tolist()
+    probs = torch.softmax(trace.logits[-1], -1)  # every position's logits at once: another matrix shape
+    assert_ranked([p.id for p in preds], probs, k=5, tol=1e-6)
+    assert [p.prob for p in preds] == pytest.approx(probs[[p.id for p in preds]].tolist(), rel=1e-5)
     assert preds[0].prob == pytest.approx(probs.max().item(), rel=1e-5)
     assert preds[0].token == tiny.decode_token(preds[0].id)
 
@@ -88,11 +91,9 @@ def test_generate_trace_marks_generated_tokens_and_matches_generate():
     trace = model.generate_trace("The capital of France", max_new_tokens=5)
     n_prompt = len(model.trace("The capital of France"))
     assert trace.generated == [False] * n_prompt + [True] * 5
-    with torch.no_grad():
-        ref = model.model.generate(
-            torch.tensor([trace.token_ids[:n_prompt]]), max_new_tokens=5, do_sample=False, pad_token_id=0
-        )
-    assert trace.token_ids == ref[0].tolist()
+    assert trace.token_ids[:n_prompt] == model.trace("The capital of France").token_ids
+    # Greedy: each generated token is the model's own top next token after the ones before it.
+    assert_greedy(model, trace.token_ids[:n_prompt], trace.token_ids[n_prompt:])
     start, end = trace.offsets[n_prompt]
     assert trace.text[start:end] == trace.tokens[n_prompt]
 

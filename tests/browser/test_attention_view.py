@@ -57,12 +57,15 @@ def test_click_a_token_redraws_every_thumbnail_and_syncs_the_kernel(nb):
     # The sharpest heads listed are the kernel's: the largest weights from token 9.
     first = page.locator('[data-testid="sharp-head"]').first
     layer, head = int(first.get_attribute("data-layer")), int(first.get_attribute("data-head"))
-    best = nb.kernel_exec(
-        "import torch\nrows = torch.stack([trace.attention(l)[:, 9].amax(-1) for l in range(30)])\n"
-        f"print(round(rows.max().item(), 4), round(rows[{layer}, {head}].item(), 4))"
-    ).split()
-    assert best[0] == best[1]
-    assert float(first.get_attribute("data-value")) == pytest.approx(float(best[0]), abs=1e-3)
+    best, here = map(
+        float,
+        nb.kernel_exec(
+            "import torch\nrows = torch.stack([trace.attention(l)[:, 9].amax(-1) for l in range(30)])\n"
+            f"print(rows.max().item(), rows[{layer}, {head}].item())"
+        ).split(),
+    )
+    assert here >= best - 1e-5  # the sharpest head (another within rounding of it may be listed first)
+    assert float(first.get_attribute("data-value")) == pytest.approx(here, abs=1e-3)
     assert nb.errors == []
 
 
@@ -120,8 +123,10 @@ def test_out_of_range_selection_is_refused_and_the_view_stays_usable(nb):
 def test_export_png_from_python(nb, tmp_path):
     path = tmp_path / "panel.png"
     nb.kernel_exec(f"future = view.save_png({str(path)!r})")
-    nb.page.wait_for_timeout(3000)  # the view answers between cells
-    assert nb.kernel_value("print(future.done(), future.exception())", "True None") == "True None"
+    # The view answers between cells: kernel_value's polls are those gaps. (future.exception() would wait for the
+    # answer inside a cell, where it cannot come: ask it only once the future is done.)
+    state = "print(future.done(), future.done() and future.exception())"
+    assert nb.kernel_value(state, "True None") == "True None"
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

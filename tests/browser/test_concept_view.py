@@ -67,8 +67,8 @@ def test_chart_renders_offline_with_the_bundled_bokehjs(nb):
     assert page.evaluate("() => Object.keys(window.Bokeh ?? {})").count(version) == 1
     # The chart was drawn (bokeh renders to a canvas inside its shadow DOM; locators pierce it).
     expect(chart.locator("canvas").first).to_be_visible(timeout=30_000)
-    layer = nb.kernel_exec("print(view.selected_layer)").strip()
-    assert chart.get_attribute("data-layer") == layer
+    layer = chart.get_attribute("data-layer")  # the layer drawn is the kernel's
+    assert nb.kernel_value("print(view.selected_layer)", layer) == layer
     assert page.evaluate(CHART_TAGS) == f"[{layer}]"
     # No request left the machine: every script came from the page or the kernel.
     assert (
@@ -110,8 +110,9 @@ def test_picking_a_concept_reprojects_the_text(nb):
     page.locator('[data-testid="concept-button"][data-index="1"]').click()
     expect(overlay).to_have_attribute("data-concept", "1", timeout=60_000)
     expect(overlay).to_have_attribute("data-state", "ready")
-    layer = int(nb.kernel_exec("print(view.selected_layer)"))
-    assert overlay_cosines(page) == pytest.approx(kernel_cosines(nb, 1, layer), abs=1e-6)
+    layer = overlay.get_attribute("data-layer")  # the concept changed, the layer did not: the kernel's
+    assert nb.kernel_value("print(view.selected_layer)", layer) == layer
+    assert overlay_cosines(page) == pytest.approx(kernel_cosines(nb, 1, int(layer)), abs=1e-6)
     expect(page.locator('[data-testid="stats"]')).to_have_attribute("data-concept", "food")
     assert nb.kernel_value("print(view.selected_concept)", "1") == "1"
     assert nb.errors == []
@@ -120,18 +121,15 @@ def test_picking_a_concept_reprojects_the_text(nb):
 def test_token_selection_syncs_and_links_with_another_view(nb):
     page = nb.page
     nb.kernel_exec("import ipywidgets as W\nlink = W.jslink((view, 'selected_token'), (tokens, 'selected_token'))")
-    page.wait_for_timeout(1000)  # the link widget is created in the page asynchronously
+    # The link widget is made in the page asynchronously: it works once a change from Python crosses it there.
+    nb.kernel_exec("view.selected_token = 2")
+    assert nb.kernel_value("print(tokens.selected_token)", "2") == "2"
     page.locator('[data-testid="overlay"] [data-testid="token"]').nth(4).click()
     value = page.locator('[data-testid="token-value"]')
     expect(value).to_have_attribute("data-index", "4", timeout=30_000)
     assert float(value.get_attribute("data-cosine")) == pytest.approx(overlay_cosines(page)[4])
     # The link lives in the page: the other view's model changes there, then syncs to the kernel.
-    for _ in range(50):
-        state = nb.kernel_exec("print(view.selected_token, tokens.selected_token)").split()
-        if state == ["4", "4"]:
-            break
-        page.wait_for_timeout(200)
-    assert state == ["4", "4"]
+    assert nb.kernel_value("print(view.selected_token, tokens.selected_token)", "4 4") == "4 4"
     nb.kernel_exec("view.selected_token = 6")
     expect(value).to_have_attribute("data-index", "6", timeout=30_000)
     assert nb.errors == []

@@ -63,12 +63,12 @@ def test_one_click_moves_every_panel_and_python_sees_it(notebook):
     expect(root.locator('[data-testid="token-neurons"]')).to_have_attribute("data-position", "3", timeout=30_000)
     assert panel_shows_token(page, 3) == {k: True for k in ("tokens", "attention", "neurons", "lens", "saliency")}
     # Python sees the page's selection, on the Explorer and on each panel.
-    assert nb.kernel_exec("print(ex.selected_token, ex.panel('lens').selected_token)").split() == ["3", "3"]
+    assert nb.kernel_value("print(ex.selected_token, ex.panel('lens').selected_token)", "3 3") == "3 3"
 
     # A lens cell sets the layer as well: the neuron panel follows it.
     root.locator('[data-testid="lens-cell"][data-layer="0"][data-pos="2"]').click()
     expect(root.locator('[data-testid="selection"]')).to_have_text("token #2 · layer 0", timeout=10_000)
-    assert nb.kernel_exec("print(ex.selected_layer, ex.panel('neurons').selected_layer)").split() == ["0", "0"]
+    assert nb.kernel_value("print(ex.selected_layer, ex.panel('neurons').selected_layer)", "0 0") == "0 0"
 
     # Folding a panel removes it from the page and tells Python; Python's selection reaches the page.
     root.locator('[data-testid="toggle-attention"]').click()
@@ -93,7 +93,7 @@ def test_separate_views_linked_in_the_page_follow_one_click(notebook):
     expect(strip).to_have_count(5, timeout=120_000)
     strip.nth(3).click()  # in the TokensView: the LensView follows through ipywidgets' front-end link
     expect(page.locator('.lw-lens td.lw-in-col[data-pos="3"]').first).to_be_visible(timeout=30_000)
-    assert nb.kernel_exec("print(tokens.selected_token, lens.selected_token)").split() == ["3", "3"]
+    assert nb.kernel_value("print(tokens.selected_token, lens.selected_token)", "3 3") == "3 3"
     assert nb.errors == [], f"page errors: {nb.errors}"
 
 

@@ -63,7 +63,7 @@ def test_click_a_token_then_a_feature_draws_its_dashboard_and_moves_linked_views
     expect(page.locator('.lw-tokens [data-testid="token"][data-index="5"]').first).to_have_class(
         __import__("re").compile("lw-selected"), timeout=30_000
     )
-    assert nb.kernel_exec("print(fv.selected_token, nv.selected_token, tv.selected_token)").split() == ["5"] * 3
+    assert nb.kernel_value("print(fv.selected_token, nv.selected_token, tv.selected_token)", "5 5 5") == "5 5 5"
 
     feature = expected[0][0]
     rows.first.click()

@@ -1,7 +1,8 @@
 """The browser harness itself, on an inline anywidget: clicks, synced traits, binary messages.
 
 Template for browser tests: build cells, open them with the ``notebook`` fixture, act with
-Playwright on ``nb.page``, check Python state with ``nb.kernel_exec``, and assert no page errors.
+Playwright on ``nb.page``, check Python state with ``nb.kernel_value`` (polled: a page change reaches the
+kernel as a comm message, which may come after a ``kernel_exec`` sent at once), and assert no page errors.
 """
 
 from __future__ import annotations

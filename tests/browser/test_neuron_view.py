@@ -79,8 +79,11 @@ def test_step_layers_and_rank_by_contribution(nb):
     page = nb.page
     view = page.locator(".lw-neurons")
     nb.kernel_exec("view.selected_token = 5; view.selected_layer = 12")
-    view.locator('[data-testid="layer-next"]').click()
     panel = view.locator('[data-testid="token-neurons"]')
+    # The page shows Python's selection before the click steps from it.
+    expect(panel).to_have_attribute("data-position", "5", timeout=30_000)
+    expect(panel).to_have_attribute("data-layer", "12", timeout=30_000)
+    view.locator('[data-testid="layer-next"]').click()
     expect(panel).to_have_attribute("data-layer", "13", timeout=30_000)
     assert nb.kernel_value("print(view.selected_layer)", "13") == "13"
     view.locator('[data-testid="rank-by"]').select_option("contribution")
@@ -125,12 +128,16 @@ def test_logit_lens_grid_and_cell(nb):
     cells = lens.locator('[data-testid="lens-cell"]')
     n = int(nb.kernel_exec("print(len(trace))"))
     expect(cells).to_have_count(30 * n)
-    # The last layer's row is the model's own prediction.
-    top = json.loads(nb.kernel_exec("print(json.dumps(trace.logits.argmax(-1).tolist()))"))
+    # The last layer's row is the model's own prediction (up to logits within rounding of the top one).
     last = [
         int(c.get_attribute("data-token-id")) for c in lens.locator('[data-testid="lens-cell"][data-layer="29"]').all()
     ]
-    assert last == top
+    gaps = json.loads(
+        nb.kernel_exec(
+            f"print(json.dumps((trace.logits.max(-1).values - trace.logits[range(len(trace)), {last}]).tolist()))"
+        )
+    )
+    assert len(last) == n and max(gaps) <= 1e-4
     lens.locator('[data-testid="lens-cell"][data-layer="20"][data-pos="7"]').click()
     topk = lens.locator('[data-testid="lens-topk"]')
     expect(topk).to_have_attribute("data-state", "ready", timeout=30_000)
@@ -142,8 +149,10 @@ def test_logit_lens_grid_and_cell(nb):
             "r = lw.logit_lens(trace, 20, k=10)\nprint(json.dumps([r.ids[7].tolist(), r.probs[7].tolist()]))"
         )
     )
-    assert [i for i, _ in shown] == ref[0]
     assert [p for _, p in shown] == pytest.approx(ref[1], rel=1e-5)
+    # The same ten tokens in the same order, except where two probabilities are within rounding of each other.
+    for (i, p), j, q in zip(shown, ref[0], ref[1], strict=True):
+        assert i == j or abs(p - q) <= 1e-6 * max(q, 1e-12) + 1e-9
     assert nb.errors == []
 
 

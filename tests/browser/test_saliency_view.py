@@ -46,9 +46,8 @@ def test_pick_another_target_recomputes_the_overlay_and_the_kernel_state(noteboo
     expect(overlay).to_have_attribute("data-state", "ready")
     after = scores(page)
     assert after != before
-    assert (
-        nb.kernel_exec("print(repr(view.result.target_tokens[0]), repr(view.target))").strip() == f"{other!r} {other!r}"
-    )
+    both = f"{other!r} {other!r}"
+    assert nb.kernel_value("print(repr(view.result.target_tokens[0]), repr(view.target))", both) == both
     kernel = [float(v) for v in nb.kernel_exec("print(*view.result.scores[0].tolist())").split()]
     assert after == pytest.approx(kernel, abs=1e-6)
     # A click on a token syncs selected_token and shows its score.
@@ -74,7 +73,7 @@ def test_generation_matrix_click_an_output_token_shows_its_row(notebook):
     page.locator('[data-testid="row"]').nth(2).click()
     expect(overlay).to_have_attribute("data-row", "2", timeout=30_000)
     n_prompt = int(nb.kernel_exec("print(gen.generated.index(True))"))
-    assert nb.kernel_exec("print(view.selected_row, view.selected_token)").split() == ["2", str(n_prompt + 2)]
+    assert nb.kernel_value("print(view.selected_row, view.selected_token)", f"2 {n_prompt + 2}") == f"2 {n_prompt + 2}"
     shown = [s for s in scores(page) if s is not None]
     assert len(shown) == n_prompt + 2  # the prompt and the two tokens generated before it
     assert nb.errors == []
