@@ -89,7 +89,6 @@ class ModelLock:
         self.release()
 
 
-
 # One lock per torch model, whichever LanguageModel wraps it: two wrappers of one model share its modules.
 _LOCKS: weakref.WeakKeyDictionary[nn.Module, ModelLock] = weakref.WeakKeyDictionary()
 _LOCKS_GUARD = threading.Lock()
