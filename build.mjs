@@ -34,6 +34,23 @@ function testEntries(dir = "js", found = []) {
   return found;
 }
 
+/**
+ * The module "lw:views" that the Explorer imports: every view folder's default export by name, so a new
+ * view becomes an Explorer panel with no edit here or in js/explorer/ (its Python class registers it).
+ */
+const viewsModule = {
+  name: "lw-views",
+  setup(build) {
+    build.onResolve({ filter: /^lw:views$/ }, () => ({ path: "lw:views", namespace: "lw-views" }));
+    build.onLoad({ filter: /.*/, namespace: "lw-views" }, () => {
+      const names = Object.keys(viewEntries()).filter((n) => n !== "explorer" && n !== "standalone").sort();
+      const lines = names.map((n, i) => `import v${i} from ${JSON.stringify(`./js/${n}/index.ts`)};`);
+      lines.push(`export default { ${names.map((n, i) => `${JSON.stringify(n)}: v${i}`).join(", ")} };`);
+      return { contents: lines.join("\n"), resolveDir: process.cwd(), loader: "ts" };
+    });
+  },
+};
+
 /** A view must load with no import map and no network: fail the build on any import left. */
 function checkSelfContained(metafile) {
   const bad = [];
@@ -58,6 +75,7 @@ const viewOptions = {
   sourcemap: watch ? "inline" : false,
   metafile: true,
   logLevel: "info",
+  plugins: [viewsModule],
 };
 
 if (watch) {
@@ -86,6 +104,7 @@ if (tests) {
     target: "node20",
     platform: "node",
     packages: "external",
+    plugins: [viewsModule],
     sourcemap: "inline",
     logLevel: "warning",
   });

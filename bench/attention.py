@@ -38,7 +38,7 @@ def text_of(model, n_tokens: int) -> str:
 
 def our_bytes(trace) -> tuple[int, float]:
     import llmasos_widgets as lw
-    from llmasos_widgets._base import Reply
+    from llmasos_widgets.views.protocol import Reply
 
     view = lw.AttentionView(trace)
     state = view.get_state()

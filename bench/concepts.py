@@ -81,7 +81,7 @@ def main() -> None:
     import torch
 
     import llmasos_widgets as lw
-    from llmasos_widgets import concepts
+    from llmasos_widgets.analyses import concepts
 
     torch.manual_seed(0)
     model = lw.load_model(args.model)

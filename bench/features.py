@@ -41,8 +41,9 @@ def main() -> None:
     import torch
 
     import llmasos_widgets as lw
-    from llmasos_widgets.neurons import _corpus
-    from llmasos_widgets.sae import _layer_acts, massive_first_position
+    from llmasos_widgets.analyses.sae import massive_first_position
+    from llmasos_widgets.analyses.sae.quality import layer_activations
+    from llmasos_widgets.core.corpus import text_corpus
 
     torch.set_grad_enabled(False)
     model = lw.load_model(args.model)
@@ -52,14 +53,14 @@ def main() -> None:
 
     # -- training throughput, side by side ----------------------------------------------------------
     skip = 1 if massive_first_position(model) else 0
-    pieces, _, _ = _corpus(model, texts, 32, 256, "train on")
+    pieces, _, _ = text_corpus(model, texts, 32, 256, "train on")
     pieces.sort(key=lambda p: len(p[1]))
-    _layer_acts(model, args.layer, pieces[:32], skip)  # warm-up, not timed
+    layer_activations(model, args.layer, pieces[:32], skip)  # warm-up, not timed
 
     def forward() -> tuple[int, float]:
         start, tokens = time.perf_counter(), 0
         for s in range(0, len(pieces), 32):
-            _, _, _, inc = _layer_acts(model, args.layer, pieces[s : s + 32], skip)
+            _, _, _, inc = layer_activations(model, args.layer, pieces[s : s + 32], skip)
             tokens += int(inc.sum())
         return tokens, time.perf_counter() - start
 
@@ -93,7 +94,7 @@ def main() -> None:
     # epoch after reads the disk, so an epoch costs the SAE steps only.
     import tempfile
 
-    from llmasos_widgets.sae import cache_activations
+    from llmasos_widgets.analyses.sae import cache_activations
 
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()
@@ -112,7 +113,7 @@ def main() -> None:
     print(f"train_sae from the cache / forward: {cache_rate / fwd_rate:.1f}x the tokens per second")
 
     # -- the shipped SAEs (held-out figures stored with them by tools/train_shipped_saes.py) -------------
-    from llmasos_widgets.sae import shipped_saes
+    from llmasos_widgets.analyses.sae import shipped_saes
 
     print("\nshipped SAEs (held-out glosses; targets: variance explained >= 0.8, dead <= 10 %):")
     for name, layers in shipped_saes().items():

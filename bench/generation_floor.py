@@ -24,7 +24,7 @@ from captum.attr._utils.approximation_methods import approximation_parameters
 from transformers import DynamicCache
 
 import llmasos_widgets as lw
-from llmasos_widgets import attribution as A
+from llmasos_widgets.analyses import attribution as A
 
 warnings.filterwarnings("ignore")
 STEPS = 32

@@ -56,9 +56,9 @@ def loaded(model_name: str, n_texts: int):  # type: ignore[no-untyped-def]
 
 def sorted_pieces(model, texts: list[str]) -> tuple[list, dict]:  # type: ignore[no-untyped-def]
     """The texts cut to the context and sorted by length, as the index cuts and batches them."""
-    from llmasos_widgets.neurons import _pieces
+    from llmasos_widgets.core.corpus import text_pieces
 
-    pieces, counts = _pieces(model, texts, model.context_length)
+    pieces, counts = text_pieces(model, texts, model.context_length)
     pieces.sort(key=lambda p: len(p[1]))
     return pieces, counts
 
@@ -124,7 +124,7 @@ def speed(model_name: str, n_texts: int, batch_size: int, rounds: int) -> dict:
 
 def wire(model_name: str, n_tokens: int) -> None:
     import llmasos_widgets as lw
-    from llmasos_widgets import _wire
+    from llmasos_widgets.views import wire
 
     model = lw.load_model(model_name)
     text = " ".join(lw.sample_texts())
@@ -146,7 +146,7 @@ def wire(model_name: str, n_tokens: int) -> None:
     neuron = sent_bytes(neurons, what="neuron", layer=layer, neuron=0, k=10, bins=30)
     full = trace.mlp_post(layer).numel() * 2
     lens = sent_bytes(lw.LensView(trace), what="lens")
-    print(f"\nbytes sent to the browser, T = {len(trace)} ({model_name}, {_wire.__name__} JSON + buffers):")
+    print(f"\nbytes sent to the browser, T = {len(trace)} ({model_name}, {wire.__name__} JSON + buffers):")
     print(f"  NeuronView one layer (each token's top-20 neurons + neuron peaks): {summary / 1e6:.3f} MB")
     print(f"  NeuronView one neuron (overlay, histogram, vocabulary):            {neuron / 1e6:.3f} MB")
     print(f"  one layer's full activations in float16, for comparison:          {full / 1e6:.3f} MB")

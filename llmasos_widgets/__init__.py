@@ -7,10 +7,9 @@
 5
 """
 
-from .attention import AttentionIndex
-from .attention_view import AttentionView
-from .attribution import Attribution, SanityCheck, attribute
-from .causal import (
+from .analyses.attention import AttentionIndex
+from .analyses.attribution import Attribution, SanityCheck, attribute
+from .analyses.causal import (
     CausalTrace,
     Direction,
     Metric,
@@ -25,22 +24,25 @@ from .causal import (
     prob,
     steer,
 )
-from .concept_view import ConceptView
-from .concepts import CAV, Concept, TCAVResult, tcav, train_cav
-from .corpus import sample_texts, sample_topics
-from .explorer import Explorer, link
-from .feature_view import FeatureView
-from .features import FeatureIndex
-from .lens_view import LensView
-from .models import BUNDLED, DEFAULT_MODEL, LanguageModel, load_model, randomized
-from .neuron_view import NeuronView
-from .neurons import NeuronIndex, logit_lens, neuron_contributions, top_neurons, vocab_projection
-from .patching_view import PatchingView
-from .sae import SAE, SAEQuality, load_sae, train_sae
-from .saliency_view import SaliencyView
-from .steering_view import SteeringView
-from .tokens_view import TokensView
-from .trace import Prediction, Trace
+from .analyses.concepts import CAV, Concept, TCAVResult, tcav, train_cav
+from .analyses.features import FeatureIndex
+from .analyses.lens import logit_lens
+from .analyses.neuron_index import NeuronIndex
+from .analyses.neurons import neuron_contributions, top_neurons, vocab_projection
+from .analyses.sae import SAE, SAEQuality, load_sae, train_sae
+from .core.corpus import sample_texts, sample_topics
+from .core.models import BUNDLED, DEFAULT_MODEL, LanguageModel, load_model, randomized
+from .core.trace import Prediction, Trace
+from .views.attention import AttentionView
+from .views.concepts import ConceptView
+from .views.explorer import Explorer, link
+from .views.features import FeatureView
+from .views.lens import LensView
+from .views.neurons import NeuronView
+from .views.patching import PatchingView
+from .views.saliency import SaliencyView
+from .views.steering import SteeringView
+from .views.tokens import TokensView
 
 __all__ = [
     "steer",

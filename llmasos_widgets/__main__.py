@@ -10,8 +10,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from .models import BUNDLED, DEFAULT_MODEL, bundled_path, load_model
-from .tiny import TINY_NAMES
+from .core.models import BUNDLED, DEFAULT_MODEL, bundled_path, load_model
+from .core.tiny import TINY_NAMES
 
 TOUR = Path(__file__).resolve().parent.parent / "notebooks" / "00_tour.ipynb"
 
@@ -49,8 +49,8 @@ def explain(text: str, model_name: str, output: str, panels: list[str] | None = 
     ValueError: unknown panel(s) colours: choose from tokens, attention, saliency, neurons, lens, concepts, features
 
     """
-    from ._export import check_path
-    from .explorer import Explorer
+    from .views.explorer import Explorer
+    from .views.export import check_path
 
     if not isinstance(text, str) or not text.strip():
         raise ValueError("text is empty or only whitespace: give at least one visible character")
@@ -196,7 +196,9 @@ def lab(extra: list[str]) -> None:
 
 def _panels(value: str) -> list[str]:
     """``--panels``: comma-separated Explorer panel names, or a ValueError naming the unknown ones and the choices."""
-    from .explorer import PANELS
+    from .views.panels import registered_panels
+
+    PANELS = tuple(registered_panels())
 
     names = [v.strip() for v in value.split(",") if v.strip()]
     unknown = [v for v in names if v not in PANELS]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llmasos_widgets import _wire
+from llmasos_widgets.views import wire
 
 _PART = re.compile(
     r'<script type="application/octet-stream" class="lw-export" data-host="([^"]+)">(.*?)</script>', re.S
@@ -42,7 +42,7 @@ class Part:
         key = json.dumps(request, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         assert key in self.recorded, f"{key} is not recorded; recorded: {sorted(self.recorded)[:5]}..."
         last = self.recorded[key][-1]
-        arrays = {d["name"]: _wire.decode(d, last["buffers"][d["buffer"]]) for d in last["content"].get("arrays", [])}
+        arrays = {d["name"]: wire.decode(d, last["buffers"][d["buffer"]]) for d in last["content"].get("arrays", [])}
         return last["content"], arrays
 
 

@@ -3,7 +3,7 @@
 import threading
 import time
 
-from llmasos_widgets import _wire
+from llmasos_widgets.views import wire
 
 
 def capture(view):
@@ -27,7 +27,7 @@ def ask(view, **content):
 
 def arrays(content, buffers):
     """The arrays of a message, decoded by name."""
-    return {d["name"]: _wire.decode(d, buffers[d["buffer"]]) for d in content["arrays"]}
+    return {d["name"]: wire.decode(d, buffers[d["buffer"]]) for d in content["arrays"]}
 
 
 def wait_for(view, kind, timeout=60):

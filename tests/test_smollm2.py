@@ -48,7 +48,7 @@ def test_minilm_loads_offline_and_its_attention_is_exact():
 
 
 def test_a_gguf_file_loads_directly():
-    from llmasos_widgets.models import bundled_path
+    from llmasos_widgets.core.models import bundled_path
 
     model = lw.load_model(str(bundled_path("smollm2-135m")))  # the .gguf path: dequantized in memory
     assert model.adapter.family == "llama" and model.n_layers == 30
@@ -64,7 +64,7 @@ IOI = (
 def test_ioi_patching_equals_the_plain_loop_and_finds_the_second_name(smollm2):
     import torch
 
-    from tests.test_causal import hf_run
+    from tests.analyses.test_causal import hf_run
 
     metric = lw.logit_diff(" Mary", " John")
     res = lw.patch(smollm2, *IOI, metric=metric, progress=False)
@@ -117,7 +117,7 @@ UNSEEN_VE = {12: 0.7, 24: 0.65}
 
 
 def test_the_shipped_saes_load_offline_and_reconstruct_unseen_text(smollm2):
-    from llmasos_widgets.sae import shipped_saes
+    from llmasos_widgets.analyses.sae import shipped_saes
 
     assert shipped_saes() == {"smollm2-135m": [12, 24], "smollm2-135m-randomized": [12]}
     for layer in (12, 24):

@@ -19,7 +19,7 @@ epochs and seed. ``--models trained`` or ``--models randomized`` runs one of the
 Two stages, both resumable: run the same command again after an interruption and it continues.
 
 1. *Cache.* The glosses run through the model once: one forward pass per batch serves both layers
-   and stops after layer 24 (:func:`~llmasos_widgets.sae.cache_activations`); the residual streams
+   and stops after layer 24 (:func:`~llmasos_widgets.analyses.sae.cache_activations`); the residual streams
    go to ``--work/cache-{model name}`` as float16 memmaps (1.15 kB a token and layer: 2.2 GB per layer for the
    1.89M tokens), the progress saved every 50 batches. ``--tokens N`` caches only the first N.
 2. *Train.* Each layer's SAE trains ``EPOCHS`` epochs from the cache (``train_sae(model, cache,
@@ -53,7 +53,7 @@ from pathlib import Path
 import torch
 
 import llmasos_widgets as lw
-from llmasos_widgets.sae import cache_activations
+from llmasos_widgets.analyses.sae import cache_activations
 
 MODEL = "smollm2-135m"
 LAYERS = (12, 24)  # one early-middle, one late (of 30)

@@ -2,27 +2,12 @@
 // sets the Explorer's selected_token (or layer, head) in the page, and every open panel redraws from
 // it at once; each panel asks the kernel for its own data, and a folded panel asks for nothing.
 
-import attention from "../attention/index";
-import concepts from "../concepts/index";
-import features from "../features/index";
-import lens from "../lens/index";
-import neurons from "../neurons/index";
-import saliency from "../saliency/index";
+// Every view folder's front-end by name (build.mjs makes this module): a panel is the view of its name.
+import VIEWS from "lw:views";
 import { el } from "../shared/tokens";
-import { defineView, type Mountable, type View } from "../shared/view";
-import tokens from "../tokens/index";
+import { defineView, type View } from "../shared/view";
 import { PanelModel } from "./panel-model";
 import "./style.css";
-
-const VIEWS: Record<string, { view: Mountable; title: string }> = {
-  tokens: { view: tokens, title: "Next-token predictions" },
-  attention: { view: attention, title: "Attention" },
-  saliency: { view: saliency, title: "Saliency" },
-  neurons: { view: neurons, title: "MLP neurons" },
-  lens: { view: lens, title: "Logit lens" },
-  concepts: { view: concepts, title: "Concepts (TCAV)" },
-  features: { view: features, title: "SAE features" },
-};
 
 function mount(view: View): void {
   const selection = el("div", "lw-selection");
@@ -47,11 +32,14 @@ function mount(view: View): void {
     selection.textContent = parts.join(" · ");
   }
 
+  /** A panel's title, from its Python registration (the `panel_titles` trait). */
+  const title = (name: string): string => ((view.get("panel_titles") ?? {}) as Record<string, string>)[name] ?? name;
+
   function renderNotes(): void {
     const entries = Object.entries((view.get("panel_notes") ?? {}) as Record<string, string>);
     notes.replaceChildren(
       ...entries.map(([name, why]) => {
-        const note = el("div", "lw-note", `${VIEWS[name]?.title ?? name}: ${why}`);
+        const note = el("div", "lw-note", `${title(name)}: ${why}`);
         note.dataset.testid = `note-${name}`;
         return note;
       }),
@@ -74,16 +62,16 @@ function mount(view: View): void {
         section = el("section", "lw-panel");
         section.dataset.panel = name;
         section.dataset.testid = `panel-${name}`;
-        const title = el("button", "lw-panel-title", VIEWS[name]!.title);
-        title.type = "button";
-        title.dataset.testid = `toggle-${name}`;
-        title.addEventListener("click", () => {
+        const toggle = el("button", "lw-panel-title", title(name));
+        toggle.type = "button";
+        toggle.dataset.testid = `toggle-${name}`;
+        toggle.addEventListener("click", () => {
           const now = new Set(view.list<string>("collapsed"));
           if (now.has(name)) now.delete(name);
           else now.add(name);
           view.set({ collapsed: shown.filter((p) => now.has(p)) });
         });
-        section.append(title, el("div", "lw-panel-body"));
+        section.append(toggle, el("div", "lw-panel-body"));
       }
       const folded = collapsed.has(name);
       section.classList.toggle("lw-folded", folded);
@@ -92,7 +80,7 @@ function mount(view: View): void {
         const body = section.lastElementChild as HTMLElement;
         body.replaceChildren();
         const model = new PanelModel(view.model, name, links[name] ?? ["selected_token"]);
-        const unmount = VIEWS[name]!.view.mount(model, body, true);
+        const unmount = VIEWS[name]!.mount(model, body, true);
         open.set(name, () => {
           unmount();
           model.dispose();
@@ -106,7 +94,7 @@ function mount(view: View): void {
 
   view.on(["tokens", "model_name"], renderHeader);
   view.on(["selected_token", "selected_layer", "selected_head"], renderSelection);
-  view.on("panel_notes", renderNotes);
+  view.on(["panel_notes", "panel_titles"], renderNotes);
   view.on(["panels", "collapsed", "panel_links"], renderPanels);
   view.onDispose(() => {
     for (const name of Array.from(open.keys())) close(name);

@@ -49,7 +49,8 @@ def nb(lab, browser):
 
 def kernel_cosines(nb, concept: int, layer: int) -> list[float]:
     out = nb.kernel_exec(
-        f"from llmasos_widgets.concepts import projection\nprint(projection(res, trace, {concept}, {layer}).tolist())"
+        "from llmasos_widgets.analyses.concepts import projection\n"
+        f"print(projection(res, trace, {concept}, {layer}).tolist())"
     )
     return json.loads(out)
 

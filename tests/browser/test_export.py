@@ -9,7 +9,7 @@ require_browser()
 from playwright.sync_api import expect  # noqa: E402
 
 import llmasos_widgets as lw  # noqa: E402
-from llmasos_widgets._export import save_html  # noqa: E402
+from llmasos_widgets.views.export import save_html  # noqa: E402
 
 pytestmark = pytest.mark.browser
 
@@ -105,7 +105,7 @@ def test_an_exported_explorer_stays_linked_offline(browser, tmp_path):
 def test_an_exported_concept_view_draws_its_chart_and_projection_offline(browser, tmp_path):
     import warnings
 
-    from llmasos_widgets.concepts import projection
+    from llmasos_widgets.analyses.concepts import projection
 
     model = lw.load_model("tiny-llama")
     shout = lw.Concept("shout", [f"STOP {w.upper()} NOW!!!" for w in "abcdefghijkl"])

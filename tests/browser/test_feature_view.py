@@ -81,7 +81,7 @@ def test_click_a_token_then_a_feature_draws_its_dashboard_and_moves_linked_views
     expect(promoted).to_have_count(10)
     ref = json.loads(
         nb.kernel_exec(
-            "from llmasos_widgets.neurons import direction_logits\n"
+            "from llmasos_widgets.analyses.neurons import direction_logits\n"
             f"print(json.dumps(torch.topk(direction_logits(model, sae.W_dec[{feature}]), 10).indices.tolist()))"
         )
     )

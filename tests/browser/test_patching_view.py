@@ -199,7 +199,7 @@ def test_exported_patching_and_steering_views_answer_offline(browser, tmp_path):
     import torch
 
     import llmasos_widgets as lw
-    from llmasos_widgets._export import save_html
+    from llmasos_widgets.views.export import save_html
 
     model = lw.load_model("tiny-llama")
     pv = lw.PatchingView(model, "The cat is in the", "The dog is in the", metric=lw.logit_diff(" cat", " the"))

@@ -349,7 +349,7 @@ def test_explorer(nb):
 def test_an_exported_file(nb, browser, tmp_path):
     path = tmp_path / "text-slots.html"
     nb.kernel_exec(
-        "from llmasos_widgets._export import save_html\n"
+        "from llmasos_widgets.views.export import save_html\n"
         "for v in (tv, sv, nv, lv, cv, fv):\n    v.selected_token = RLO\n"
         "cv.selected_layer = 1\npv.selected_layer = 1\npv.selected_token = pv.tokens.index('\\u202e')\n"
         f"save_html([tv, sv, nv, lv, cv, pv, stv, fv], {str(path)!r}, title='text \\u202eslots\\u200b 大型 🤖')",

@@ -1,0 +1,137 @@
+"""What a patch restores: metrics read from the next-token logits at the last position."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from ...core.models import LanguageModel
+
+
+# -- metrics -------------------------------------------------------------------------------------
+class Metric:
+    """A number read from the next-token logits at the last position: what a patch restores.
+
+    Build one with :func:`logit_diff`, :func:`prob`, :func:`kl_to_clean` or :meth:`Metric.of` (any
+    function of the logits). ``bind(model)`` resolves its tokens and returns
+    ``f(logits [batch, vocab], clean_logits [vocab]) -> [batch]``.
+
+    Examples
+    --------
+    >>> import llmasos_widgets as lw
+    >>> m = lw.logit_diff(" Paris", " London")
+    >>> m.name
+    "logit(' Paris') - logit(' London')"
+
+    """
+
+    def __init__(self, name: str, tokens: Sequence[str], fn: Callable[..., Tensor]) -> None:
+        self.name = name
+        self.tokens = tuple(tokens)
+        self._fn = fn  # fn(logits, clean_logits, *token_ids)
+
+    def __repr__(self) -> str:
+        return f"Metric({self.name})"
+
+    @classmethod
+    def of(cls, fn: Any, name: str | None = None) -> Metric:
+        """``fn`` itself if it is a Metric, else a metric from a function of the logits [batch, vocab] -> [batch].
+
+        Examples
+        --------
+        >>> Metric.of(lambda logits: logits[:, 0], name="logit of token 0").name
+        'logit of token 0'
+
+        """
+        if isinstance(fn, Metric):
+            return fn
+        if not callable(fn):
+            raise ValueError(
+                "metric must be lw.logit_diff(...), lw.prob(...), lw.kl_to_clean() or a function of the "
+                f"logits [batch, vocab] returning [batch]; got {type(fn).__name__}"
+            )
+        return cls(name or getattr(fn, "__name__", "metric"), (), lambda lg, _: fn(lg))
+
+    def bind(self, model: LanguageModel) -> Callable[[Tensor, Tensor], Tensor]:
+        ids = [one_token(model, token) for token in self.tokens]
+
+        def bound(logits: Tensor, clean: Tensor) -> Tensor:
+            out = self._fn(logits, clean, *ids)
+            if not isinstance(out, Tensor) or out.shape != logits.shape[:1]:
+                shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+                raise ValueError(
+                    f"the metric {self.name} must return one number per run, a tensor of shape "
+                    f"[{logits.shape[0]}] for logits [{logits.shape[0]}, vocab]; it returned {shape}"
+                )
+            return out.float()
+
+        return bound
+
+
+def one_token(model: LanguageModel, text: str) -> int:
+    """The id of ``text`` as exactly one token of ``model``, or a ValueError showing its tokens.
+
+    Examples
+    --------
+    >>> import llmasos_widgets as lw
+    >>> model = lw.load_model("tiny-gpt2")
+    >>> one_token(model, " the") == model.tokenizer.encode(" the")[0]
+    True
+
+    """
+    if not isinstance(text, str) or not text:
+        raise ValueError(f"a metric token must be a non-empty str, got {text!r}")
+    ids = model.tokenizer.encode(text, add_special_tokens=False)
+    if len(ids) != 1:
+        pieces = [model.decode_token(i) for i in ids]
+        hint = ""
+        for other in (" " + text, text.lstrip()):
+            if other != text and len(model.tokenizer.encode(other, add_special_tokens=False)) == 1:
+                hint = f"; {other!r} is one token"
+                break
+        raise ValueError(f"{text!r} is {len(ids)} tokens for {model.name} ({pieces}), not one{hint}")
+    return int(ids[0])
+
+
+def logit_diff(correct: str, wrong: str) -> Metric:
+    """Logit of ``correct`` minus logit of ``wrong`` at the last position (each one token).
+
+    Examples
+    --------
+    >>> logit_diff(" Mary", " John").tokens
+    (' Mary', ' John')
+
+    """
+    return Metric(f"logit({correct!r}) - logit({wrong!r})", (correct, wrong), lambda lg, _, a, b: lg[:, a] - lg[:, b])
+
+
+def prob(token: str) -> Metric:
+    """Probability of ``token`` (one token) as the next token.
+
+    Examples
+    --------
+    >>> prob(" Paris").name
+    "p(' Paris')"
+
+    """
+    return Metric(f"p({token!r})", (token,), lambda lg, _, a: lg.float().softmax(-1)[:, a])
+
+
+def kl_to_clean() -> Metric:
+    """KL divergence KL(clean ‖ patched) of the next-token distributions (0 on the clean run).
+
+    Examples
+    --------
+    >>> kl_to_clean().name
+    'KL(clean || run)'
+
+    """
+
+    def kl(logits: Tensor, clean: Tensor) -> Tensor:
+        clean_log = clean.float().log_softmax(-1)
+        return (clean_log.exp() * (clean_log - logits.float().log_softmax(-1))).sum(-1)
+
+    return Metric("KL(clean || run)", (), kl)

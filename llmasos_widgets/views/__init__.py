@@ -1,0 +1,4 @@
+"""Views: anywidget widgets over the analyses' results.
+
+The protocol every view shares, the wire format, offline export, one module per view, and the Explorer.
+"""

@@ -1,0 +1,264 @@
+"""Explorer: every view of one text in one widget, linked on one token, layer and head selection.
+
+Each panel is the view itself (TokensView, AttentionView, FeatureView, ...) built with no comm of its own: its
+messages travel through the Explorer's, tagged with the panel's name, and its own synced traits are
+mirrored in ``panel_states``. The selection (``selected_token``, ``selected_layer``, ``selected_head``)
+is the Explorer's: in the page every panel reads it from the Explorer's model, so a click redraws all
+panels without a round trip to the kernel; each panel still asks the kernel for its own data.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import traitlets
+
+from ..core.models import LanguageModel
+from ..core.trace import Trace
+from .base import TEXT_TRAITS, ViewBase
+from .panels import SELECTION, registered_panels
+
+_WIDGET_OWN = ("layout", "tabbable", "tooltip")
+
+
+class Explorer(ViewBase):
+    """A token strip and the attention, saliency, neuron, lens, concept and SAE feature panels of one text, linked.
+
+    Parameters
+    ----------
+    source : LanguageModel or Trace
+        A model (then give ``text``) or a trace (a text, or a prompt and its generation).
+    text : str, optional
+        The text, when ``source`` is a model.
+    panels : list of str, optional
+        Which panels, in order (default: every registered panel that applies to the model, see
+        :func:`~llmasos_widgets.views.panels.registered_panels`). A panel that does not apply says why in
+        ``panel_notes`` and in the page.
+    collapsed : list of str
+        Panels shown folded; a folded panel fetches nothing until it is opened.
+    layer : int, optional
+        The layer selected at first (default: the middle one).
+    attribution : Attribution, optional
+        What the saliency panel shows (default: input × gradient of the model's next token, or of each
+        generated token, computed when the panel is first drawn).
+    concepts : TCAVResult, optional
+        What the concept panel shows (from :func:`~llmasos_widgets.tcav`); without it, that panel says
+        how to make one.
+    neuron_index : NeuronIndex, optional
+        Top corpus examples for the neuron panel.
+    sae : SAE, optional
+        What the feature panel reads (from :func:`~llmasos_widgets.load_sae` or
+        :func:`~llmasos_widgets.train_sae`); the panel keeps the SAE's layer and follows the token.
+        Without it, or with an SAE that does not fit the model, that panel says why.
+    feature_index : FeatureIndex, optional
+        Corpus examples and density for the feature panel's dashboards (built with the same SAE).
+    **kwargs
+        The inputs above are the panels' own (each view's registration names those it reads); anything
+        else is a synced trait, as for every view.
+
+    Examples
+    --------
+    >>> import llmasos_widgets as lw
+    >>> ex = lw.Explorer(lw.load_model("tiny-llama"), "The capital of France is")
+    >>> ex.panels, ex.panel_notes["concepts"][:33]
+    (['tokens', 'attention', 'saliency', 'neurons', 'lens'], 'no concepts: pass concepts=lw.tca')
+    >>> ex.selected_token = 3
+    >>> ex.panel("neurons").selected_token, ex.panel("lens").selected_token
+    (3, 3)
+    >>> ex = lw.Explorer(ex.trace, panels=["lens", "features"], sae=lw.SAE.random(64, 128, 8, layer=1))
+    >>> ex.selected_token = 2
+    >>> ex.panel("features").selected_token, ex.panel("features").layer
+    (2, 1)
+
+    """
+
+    front_end = "explorer"
+    panels = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    collapsed = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    panel_states = traitlets.Dict().tag(sync=True)  # panel -> its own synced traits
+    panel_links = traitlets.Dict().tag(sync=True)  # panel -> the selection traits it follows
+    panel_notes = traitlets.Dict().tag(sync=True)  # panel left out -> why
+    panel_titles = traitlets.Dict().tag(sync=True)  # panel -> its title (its registration's)
+
+    def __init__(
+        self,
+        source: LanguageModel | Trace,
+        text: str | None = None,
+        *,
+        panels: list[str] | tuple[str, ...] | None = None,
+        collapsed: list[str] | tuple[str, ...] = (),
+        layer: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        registry = registered_panels()
+        known_inputs = {i for p in registry.values() for i in p.inputs}
+        inputs = {k: kwargs.pop(k) for k in list(kwargs) if k in known_inputs}
+        unknown = sorted(set(kwargs) - set(self.trait_names()))
+        if unknown:
+            raise TypeError(
+                f"Explorer() got unexpected keyword argument(s): {', '.join(unknown)}; the panels take "
+                f"{', '.join(sorted(known_inputs))}"
+            )
+        trace = _trace_of(source, text)
+        wanted = list(registry if panels is None else panels)
+        bad = [p for p in [*wanted, *collapsed] if p not in registry]
+        if bad or not wanted or len(set(wanted)) != len(wanted):
+            raise ValueError(f"panels must be distinct names from {', '.join(registry)}; got {list(panels or [])}")
+        self._views: dict[str, ViewBase] = {}
+        self._links: dict[str, tuple[str, ...]] = {}
+        notes: dict[str, str] = {}
+        for name in wanted:
+            entry = registry[name]
+            try:
+                given = {k: inputs[k] for k in entry.inputs if k in inputs}
+                self._views[name] = entry.view.for_explorer(self, name, trace, **given)
+                self._links[name] = entry.follows
+            except ValueError as e:
+                notes[name] = str(e)
+        if not self._views:
+            raise ValueError(
+                f"no panel applies to {trace.model.name}: " + "; ".join(f"{k}: {v}" for k, v in notes.items())
+            )
+        super().__init__(
+            trace,
+            panels=[p for p in wanted if p in self._views],
+            collapsed=[p for p in collapsed if p in self._views],
+            panel_links={name: list(self._links[name]) for name in self._views},
+            panel_titles={name: registry[name].title for name in wanted},
+            panel_notes=notes,
+            panel_states={name: self._own_state(name) for name in self._views},
+            selected_layer=trace.check_layer(trace.n_layers // 2 if layer is None else layer),
+            **kwargs,
+        )
+        for name, view in self._views.items():
+            view.observe(lambda change, name=name: self._panel_changed(name, change), names=self._own_keys(name))
+            view.observe(self._follow, names=list(self._links[name]))
+            self._push(name, {key: getattr(self, key) for key in self._links[name]})
+        self.observe(self._lead, names=list(SELECTION))
+
+    def panel(self, name: str) -> ViewBase:
+        """The view behind a panel (e.g. ``ex.panel("attention").heads = [0, 3]``)."""
+        if name not in self._views:
+            why = self.panel_notes.get(name, f"it is not one of {', '.join(self._views)}")
+            raise ValueError(f"the Explorer has no {name!r} panel: {why}")
+        return self._views[name]
+
+    def _own_keys(self, name: str) -> list[str]:
+        """A panel's synced traits that are its own (not the text, nor the selection it follows)."""
+        shared = set(TEXT_TRAITS) | set(self._links[name]) | set(_WIDGET_OWN)
+        return [k for k in self._views[name].keys if not k.startswith("_") and k not in shared]
+
+    def _own_state(self, name: str) -> dict[str, Any]:
+        return self._views[name].get_state(self._own_keys(name))
+
+    # -- keeping the selection and the panels' state in step -------------------------------------
+    def _panel_changed(self, name: str, _change: Any) -> None:
+        self.panel_states = {**self.panel_states, name: self._own_state(name)}
+
+    def _push(self, name: str, values: dict[str, Any]) -> None:
+        """Give a panel the shared selection; a value it cannot take (its validator says no) is skipped."""
+        for key, value in values.items():
+            try:
+                setattr(self._views[name], key, value)
+            except (ValueError, traitlets.TraitError):
+                pass
+
+    def _lead(self, change: Any) -> None:
+        for name in self._views:
+            if change.name in self._links[name]:
+                self._push(name, {change.name: change.new})
+
+    def _follow(self, change: Any) -> None:
+        try:
+            setattr(self, change.name, change.new)  # a panel moved the selection from Python
+        except (ValueError, traitlets.TraitError):
+            pass
+
+    # -- messages --------------------------------------------------------------------------------
+    def _on_custom_msg(self, widget: Any, content: Any, buffers: Any) -> None:
+        if not isinstance(content, dict) or "panel" not in content:
+            super()._on_custom_msg(widget, content, buffers)
+            return
+        name = content["panel"]
+        view = self._views.get(name)
+        if view is None:
+            self.send({"type": "error", "id": content.get("id"), "panel": name, "message": f"no panel {name!r}"})
+        elif content.get("type") == "set":
+            self._set_from_page(name, content.get("changes") or {})
+        else:
+            view._on_custom_msg(view, {k: v for k, v in content.items() if k != "panel"}, buffers)
+
+    def _set_from_page(self, name: str, changes: dict[str, Any]) -> None:
+        """A panel's own traits set in the page; a refused value sends the panel back its state."""
+        view, allowed = self._views[name], set(self._own_keys(name))
+        for key, value in changes.items():
+            try:
+                if key not in allowed:
+                    raise ValueError(f"{key!r} is not a setting of the {name} panel")
+                setattr(view, key, value)
+            except (ValueError, traitlets.TraitError) as e:
+                self.send({"type": "panel_state", "panel": name, "state": self._own_state(name), "message": str(e)})
+
+    def _handler(self, what: str) -> Any:
+        """Recorded answers (save_html): each request names its panel."""
+
+        def route(reply: Any, panel: str = "", **params: Any) -> None:
+            handler = self.panel(panel)._handler(what)
+            if handler is None:
+                raise ValueError(f"the {panel} panel cannot answer {what!r}")
+            handler(reply, **params)
+
+        return route
+
+    def _export_requests(self) -> tuple[list[dict[str, Any]], str]:
+        requests, notes = [], []
+        for name in self.panels:
+            if name in self.collapsed:
+                notes.append(f"{name}: folded, not recorded")
+                continue
+            panel_requests, note = self._views[name]._export_requests()
+            requests += [{**r, "panel": name} for r in panel_requests]
+            notes.append(f"{name}: {note}")
+        return requests, "; ".join(notes)
+
+
+def _trace_of(source: Any, text: str | None) -> Trace:
+    if isinstance(source, Trace):
+        if text is not None:
+            raise ValueError("give a Trace alone, or a model and a text: Explorer(trace) or Explorer(model, text)")
+        return source
+    if isinstance(source, LanguageModel):
+        if not isinstance(text, str):
+            raise ValueError(f"Explorer(model, text) needs the text as a str, not {type(text).__name__}")
+        return source.trace(text)
+    raise ValueError(f"Explorer needs a model and a text, or a Trace; not {type(source).__name__}")
+
+
+def link(*views: ViewBase, names: tuple[str, ...] = ("selected_token",)) -> list[Any]:
+    """Link the selection of separate views in the page (no kernel round trip), as inside an Explorer.
+
+    Every view has the same selection traits (``selected_token``, ``selected_layer``,
+    ``selected_head``); this links the ``names`` of the first view to each other view with
+    ``ipywidgets.jslink``, which runs in the notebook front-end (JupyterLab, Notebook 7, VS Code, Colab).
+    marimo has no front-end links: there, link in Python with ``traitlets.link``. Returns the links
+    (``.unlink()`` undoes one).
+
+    Examples
+    --------
+    >>> import llmasos_widgets as lw
+    >>> trace = lw.load_model("tiny-llama").trace("The capital of France is")
+    >>> attention, lens = lw.AttentionView(trace), lw.LensView(trace)
+    >>> links = lw.link(attention, lens, names=("selected_token", "selected_layer"))
+    >>> len(links)
+    2
+
+    """
+    import ipywidgets
+
+    if len(views) < 2 or not all(isinstance(v, ViewBase) for v in views):
+        raise ValueError("link needs two or more views, e.g. lw.link(lw.AttentionView(trace), lw.LensView(trace))")
+    bad = [n for n in names if n not in SELECTION]
+    if bad or not names:
+        raise ValueError(f"link shares selection traits: {', '.join(SELECTION)}; got {list(names)}")
+    first, *others = views
+    return [ipywidgets.jslink((first, name), (other, name)) for other in others for name in names]

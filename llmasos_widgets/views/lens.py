@@ -1,0 +1,133 @@
+"""LensView: the logit lens, the model's best guess at every position after every layer.
+
+Each layer's residual output goes through the final norm and the unembedding; the view gets, layer
+by layer, the top token and its probability at the positions it shows (blocks of ``BLOCK`` positions:
+a full lens at 2,048 tokens would be 3.5 TFLOP of unembedding, a block 0.03), and asks for a cell's
+top-k when it is clicked. See DESIGN.md, "LensView".
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import traitlets
+
+from ..analyses.lens import logit_lens, logit_lens_block
+from ..core import checks
+from ..core.trace import Trace
+from . import wire
+from .base import ViewBase
+from .panels import panel
+from .protocol import Reply, request
+from .wire import Arrays
+
+# Positions per lens request: the grid shows 48 columns, 6 or 7 blocks, asked nearest the selected
+# token first (a block of SmolLM2 is 30 x 8 unembeddings, about 0.1 s on 2 cores, so a click does
+# not wait long behind the block before it).
+BLOCK = 8
+EXPORT_ALL_BLOCKS = 512  # up to this many tokens an exported file holds the whole lens
+
+
+@panel("lens", title="Logit lens", follows=("selected_token", "selected_layer"), order=50)
+class LensView(ViewBase):
+    """The logit lens over a trace, linked to the token selection.
+
+    Parameters
+    ----------
+    trace : Trace
+        From ``model.trace(text)`` (a model with a language-model head).
+    k : int
+        Tokens listed for a clicked cell (1 to 50).
+    layer, token : int, optional
+        Initial selection.
+
+    Examples
+    --------
+    >>> import llmasos_widgets as lw
+    >>> view = lw.LensView(lw.load_model("tiny-llama").trace("The cat sat on the mat"), layer=1, token=2)
+    >>> view.n_layers, view.selected_layer, view.selected_token
+    (2, 1, 2)
+
+    """
+
+    front_end = "lens"
+    n_layers = traitlets.Int().tag(sync=True)
+    k = traitlets.Int(10).tag(sync=True)
+    block = traitlets.Int(BLOCK, read_only=True).tag(sync=True)  # positions per `lens` request
+
+    def __init__(
+        self, trace: Trace, *, k: int = 10, layer: int | None = None, token: int | None = None, **kwargs: Any
+    ) -> None:
+        self._check_trace(trace)
+        if trace.model.adapter.unembed() is None:
+            raise ValueError(f"{trace.model.name} has no language-model head: the logit lens needs one")
+        super().__init__(trace, n_layers=trace.n_layers, k=k, **kwargs)
+        if layer is not None:
+            self.selected_layer = self.trace.check_layer(layer)
+        if token is not None:
+            self.selected_token = token
+
+    @traitlets.validate("k")
+    def _check_k(self, proposal: Any) -> int:
+        return checks.int_in("k", proposal["value"], 1, 50)
+
+    def _export_requests(self) -> tuple[list[dict[str, Any]], str]:
+        n_layers, T = self.trace.n_layers, len(self.trace)
+        n_blocks = math.ceil(T / BLOCK)
+        if T <= EXPORT_ALL_BLOCKS:
+            blocks, lens = range(n_blocks), "the lens"
+        else:  # the first positions and the selected token's
+            blocks = sorted({0, max(self.selected_token, 0) // BLOCK})
+            lens = f"the lens at positions {', '.join(f'{b * BLOCK}..{min(T, (b + 1) * BLOCK) - 1}' for b in blocks)}"
+        requests: list[dict[str, Any]] = [{"what": "lens", "block": b} for b in blocks]
+        if n_layers * T <= 4096:  # a cell's top-k is small; thousands of them are not
+            cells = [
+                {"what": "cell", "layer": layer, "position": p, "k": self.k}
+                for layer in range(n_layers)
+                for p in range(T)
+            ]
+            return requests + cells, f"{lens} and every cell's top-{self.k} are recorded"
+        return requests, f"{lens} is recorded; a cell's top-k needs the kernel (too many cells to record them all)"
+
+    @request("lens", stream=True)
+    def _stream_lens(self, reply: Reply, block: int = 0) -> None:
+        """The top token and its probability after every layer, at the block's positions (one answer)."""
+        T = len(self.trace)
+        n_blocks = math.ceil(T / BLOCK)
+        if not isinstance(block, int) or isinstance(block, bool) or not 0 <= block < n_blocks:
+            raise ValueError(f"block {block!r} is out of range: {T} tokens make lens blocks 0..{n_blocks - 1}")
+        positions = slice(block * BLOCK, min(T, (block + 1) * BLOCK))
+        parts = []
+        for first in range(0, self.trace.n_layers, 8):  # a newer lens request stops this within 8 layers
+            if reply.cancelled:
+                return
+            parts.append(logit_lens_block(self.trace, positions, range(first, min(first + 8, self.trace.n_layers))))
+        ids, probs = torch.cat([i for i, _ in parts]), torch.cat([p for _, p in parts])  # [layer, position]
+        vocab = {str(i): self.trace.model.decode_token(i) for i in sorted(set(ids.flatten().tolist()))}
+        arrays = [wire.encode("ids", ids, "int32"), wire.encode("probs", probs, "float16")]
+        reply.done({"block": block, "start": positions.start, "vocab": vocab}, arrays)
+
+    @request("column")
+    def _serve_column(self, position: int) -> tuple[dict[str, Any], Arrays]:
+        """The top token after every layer at one position: what a click needs first (30 unembeddings)."""
+        position = self.trace.check_position(position)
+        ids, probs = logit_lens_block(self.trace, slice(position, position + 1))
+        vocab = {str(i): self.trace.model.decode_token(i) for i in sorted(set(ids.flatten().tolist()))}
+        fields = {"position": position, "vocab": vocab}
+        return fields, [wire.encode("ids", ids[:, 0], "int32"), wire.encode("probs", probs[:, 0], "float16")]
+
+    @request("cell")
+    def _serve_cell(self, layer: int, position: int, k: int = 10) -> tuple[dict[str, Any], Arrays]:
+        """The top-``k`` tokens at one layer and position."""
+        checks.int_in("k", k, 1, 50)
+        position = self.trace.check_position(position)
+        lens = logit_lens(self.trace, layer, k=k, positions=slice(position, position + 1))
+        ids = lens.ids[0]
+        fields = {
+            "layer": lens.layer,
+            "position": position,
+            "tokens": [self.trace.model.decode_token(i) for i in ids.tolist()],
+        }
+        return fields, [wire.encode("ids", ids, "int32"), wire.encode("probs", lens.probs[0], "float32")]
