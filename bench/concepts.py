@@ -81,7 +81,7 @@ def main() -> None:
     import torch
 
     import llmasos_widgets as lw
-    from llmasos_widgets.analyses import concepts
+    from llmasos_widgets.analyses import concepts, concepts_captum
 
     torch.manual_seed(0)
     model = lw.load_model(args.model)
@@ -101,7 +101,7 @@ def main() -> None:
     save = tempfile.mkdtemp(prefix="lw-captum-")
     try:
         start = time.perf_counter()
-        scores, random_scores = concepts.captum_tcav(model, res, [geo], save)
+        scores, random_scores = concepts_captum.captum_tcav(model, res, [geo], save)
         theirs = time.perf_counter() - start
     finally:
         shutil.rmtree(save, ignore_errors=True)

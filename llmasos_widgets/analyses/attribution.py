@@ -214,8 +214,7 @@ class Attribution:
 
         n_layers = self.model.n_layers
         layers = max(1, n_layers // 2) if layers is None else layers
-        if not isinstance(layers, int) or not 1 <= layers <= n_layers:
-            raise ValueError(f"layers must be an int from 1 to {n_layers} (blocks to re-initialise), got {layers!r}")
+        layers = checks.int_in("layers (blocks to re-initialise)", layers, 1, n_layers)
         with self.model.lock:  # a copy made while another run's hooks are on would keep them
             hf = copy.deepcopy(self.model.model)
         chosen = list(range(n_layers - layers, n_layers))
@@ -341,25 +340,22 @@ def attribute(
         raise ValueError(f"model must be a LanguageModel (from load_model), not {type(model).__name__}")
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
-    if n_steps is not None and (not isinstance(n_steps, int) or isinstance(n_steps, bool) or n_steps < 1):
-        raise ValueError(f"n_steps must be an int >= 1, or None for adaptive steps; got {n_steps!r}")
+    if n_steps is not None:
+        checks.int_in("n_steps (or None for adaptive steps)", n_steps, 1, 10**6)
     if n_steps is None and ig_rule is not None:
         raise ValueError(
             f"ig_rule={ig_rule!r} needs a fixed n_steps: the adaptive default (n_steps=None) refines its own "
             "trapezoid grid"
         )
-    if not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < IG_START_STEPS:
-        raise ValueError(f"max_steps must be an int >= {IG_START_STEPS} (the adaptive first grid), got {max_steps!r}")
+    checks.int_in("max_steps", max_steps, IG_START_STEPS, 10**6)  # at least the adaptive rule's first grid
     if n_steps is not None:
         ig_rule = "gausslegendre" if ig_rule is None else ig_rule
         if ig_rule not in IG_RULES:
             raise ValueError(f"ig_rule {ig_rule!r} is not one of {', '.join(IG_RULES)}")
-    if internal_batch_size is not None and (not isinstance(internal_batch_size, int) or internal_batch_size < 1):
-        raise ValueError(f"internal_batch_size must be a positive int or None, got {internal_batch_size!r}")
-    if not isinstance(n_samples, int) or n_samples < 1:
-        raise ValueError(f"n_samples must be an int >= 1, got {n_samples!r}")
-    if not isinstance(perturbations_per_eval, int) or perturbations_per_eval < 1:
-        raise ValueError(f"perturbations_per_eval must be an int >= 1, got {perturbations_per_eval!r}")
+    if internal_batch_size is not None:
+        checks.int_in("internal_batch_size (or None)", internal_batch_size, 1, 10**6)
+    checks.int_in("n_samples", n_samples, 1, 10**6)
+    checks.int_in("perturbations_per_eval", perturbations_per_eval, 1, 10**6)
     if method == "layer_integrated_gradients":
         layer = model.n_layers // 2 if layer is None else layer
         layer = checks.layer(layer, model.n_layers, model.name)
@@ -481,18 +477,15 @@ class _Problem:
     tokens: list[str]  # [n_interp] what each attributed input token stands for in the text
 
 
-def _single_token(model: LanguageModel, text: str, what: str, required: bool) -> list[int]:
+def _target_ids(model: LanguageModel, text: str, what: str, one: bool) -> list[int]:
+    """The token ids of a target (several, teacher-forced, unless ``one``: a contrast needs one token each)."""
+    if one:
+        return [checks.one_token(model, text, what)]
     if not isinstance(text, str) or text == "":
         raise ValueError(f"{what} is empty: give the text of a token, e.g. ' Paris'")
     ids = list(model.tokenizer.encode(text, add_special_tokens=False))
     if not ids:
         raise ValueError(f"{what} {text!r} encodes to no token")
-    if required and len(ids) != 1:
-        pieces = [model.decode_token(i) for i in ids]
-        raise ValueError(
-            f"{what} {text!r} is {len(ids)} tokens ({pieces}); a contrast needs a single-token target and "
-            "contrast: pick one token (mind the leading space, e.g. ' he')"
-        )
     return ids
 
 
@@ -554,10 +547,10 @@ def _plan(
             logits = model.model.get_output_embeddings()(out.last_hidden_state[0, -1])
         targets = [int(logits.argmax())]
     else:
-        targets = _single_token(model, target, "target", required=contrast is not None)
+        targets = _target_ids(model, target, "target", one=contrast is not None)
     contrasts: list[int] = []
     if contrast is not None:
-        (c,) = _single_token(model, contrast, "contrast", required=True)
+        c = checks.one_token(model, contrast, "contrast")
         if c == targets[0]:
             raise ValueError(f"contrast {contrast!r} is the target itself: choose a different token")
         contrasts = [c]
@@ -580,9 +573,7 @@ def _baseline(model: LanguageModel, baseline: str | int, x: Tensor, n: int) -> T
     if baseline == "pad":
         token_id = model.pad_token_id
     elif isinstance(baseline, int):
-        if not 0 <= baseline < embed.num_embeddings:
-            raise ValueError(f"baseline token id {baseline} is out of range 0..{embed.num_embeddings - 1}")
-        token_id = baseline
+        token_id = checks.one_token(model, baseline, "baseline token")
     else:
         raise ValueError(f"baseline {baseline!r} is not one of {', '.join(BASELINES)} or a token id")
     with model.lock, torch.no_grad():

@@ -30,7 +30,7 @@ from weakref import WeakKeyDictionary
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..core import checks
@@ -115,7 +115,7 @@ def _random_pool(exclude: Iterable[str]) -> list[str]:
 _CACHE: WeakKeyDictionary[Any, dict[tuple[str, int, str], Tensor]] = WeakKeyDictionary()
 
 
-def _check_layers(model: LanguageModel, layers: Any) -> list[int]:
+def check_layers(model: LanguageModel, layers: Any) -> list[int]:
     single = isinstance(layers, int) and not isinstance(layers, bool)
     items = [layers] if single else list(layers) if isinstance(layers, Iterable) else [layers]
     out = [checks.layer(layer, model.n_layers, model.name) for layer in items]
@@ -132,7 +132,7 @@ def _check_pooling(pooling: str) -> str:
     return pooling
 
 
-def _encode(model: LanguageModel, text: str) -> tuple[list[int], list[int]]:
+def encode_for_pooling(model: LanguageModel, text: str) -> tuple[list[int], list[int]]:
     """Token ids of a text and the positions its pooling may use (non-special tokens, if any)."""
     enc = model.tokenizer(text, add_special_tokens=True, return_special_tokens_mask=True)
     ids = list(enc["input_ids"])[: model.context_length]
@@ -150,7 +150,7 @@ def _pool_weights(keep: list[int], length: int, pooling: str) -> Tensor:  # [pos
     return w
 
 
-def _pad(
+def pad_pooled(
     model: LanguageModel, encoded: list[tuple[list[int], list[int]]], pooling: str
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Right-padded ``input_ids``, ``attention_mask`` and pooling weights [batch, pos] of encoded texts."""
@@ -207,18 +207,18 @@ def activations(
     (2, 2, 64)
 
     """
-    layers = _check_layers(model, layers)
+    layers = check_layers(model, layers)
     pooling = _check_pooling(pooling)  # type: ignore[assignment]
     texts = _check_texts(texts, "the activation request")
     cache = _CACHE.setdefault(model, {})
     missing = sorted({t for t in texts for layer in layers if (pooling, layer, t) not in cache})
     if missing:
-        encoded = {t: _encode(model, t) for t in missing}
+        encoded = {t: encode_for_pooling(model, t) for t in missing}
         order = sorted(missing, key=lambda t: len(encoded[t][0]))
         blocks = model.adapter.blocks()
         batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
         for batch in tqdm(batches, desc="Concept activations", unit="batch", disable=not progress):
-            ids, mask, weights = _pad(model, [encoded[t] for t in batch], pooling)
+            ids, mask, weights = pad_pooled(model, [encoded[t] for t in batch], pooling)
             pooled: dict[int, Tensor] = {}
             hooks = [post(blocks[layer], _keeper(pooled, layer, weights)) for layer in layers]
             with torch.no_grad():  # nothing after the deepest layer asked for is needed: the pass stops there
@@ -311,7 +311,7 @@ def _fit(x: np.ndarray, y: np.ndarray, method: str, seed: int) -> tuple[np.ndarr
     return w / norm, float(-clf.intercept_[0] * scale / norm)
 
 
-def _train(
+def train_direction(
     pos: np.ndarray, neg: np.ndarray, method: str, seed: int, test_size: float, n_splits: int
 ) -> tuple[np.ndarray, float, float, int, int]:
     """Train on one seeded split; accuracy held out; stability over ``n_splits`` further splits."""
@@ -380,7 +380,7 @@ def train_cav(
     """
     if not isinstance(concept, Concept):
         raise ValueError(f"concept must be a Concept, not {type(concept).__name__}")
-    (layer,) = _check_layers(model, layer)
+    (layer,) = check_layers(model, layer)
     if not 0.0 < test_size < 1.0:
         raise ValueError(f"test_size must be between 0 and 1 (exclusive), got {test_size!r}")
     if isinstance(against, Concept):
@@ -398,7 +398,7 @@ def train_cav(
     if len(negatives) < MIN_EXAMPLES:
         raise ValueError(f"{len(negatives)} counterexamples are too few: at least {MIN_EXAMPLES} are needed")
     acts = activations(model, [*concept.examples, *negatives], [layer], pooling=pooling)[:, 0].numpy()
-    direction, accuracy, stability, n_train, n_test = _train(
+    direction, accuracy, stability, n_train, n_test = train_direction(
         acts[: len(concept.examples)], acts[len(concept.examples) :], method, seed, test_size, n_splits
     )
     cav = CAV(
@@ -423,34 +423,6 @@ def train_cav(
 
 
 # -- directional derivatives -----------------------------------------------------------------------
-def target_id(model: LanguageModel, target: str | int) -> int:
-    """The token id of a target given as text (it must be exactly one token) or as an id.
-
-    Examples
-    --------
-    >>> from llmasos_widgets import load_model
-    >>> model = load_model("tiny-llama")
-    >>> target_id(model, 7) == 7
-    True
-
-    """
-    vocab = int(model.model.get_input_embeddings().num_embeddings)
-    if isinstance(target, int) and not isinstance(target, bool):
-        if not 0 <= target < vocab:
-            raise ValueError(f"target id {target} is out of range: the vocabulary has ids 0..{vocab - 1}")
-        return target
-    if not isinstance(target, str) or not target:
-        raise ValueError(f"target must be a token's text (e.g. ' Paris') or its id, not {target!r}")
-    ids = model.tokenizer(target, add_special_tokens=False)["input_ids"]
-    if len(ids) != 1:
-        pieces = [model.decode_token(i) for i in ids]
-        raise ValueError(
-            f"target {target!r} is {len(ids)} tokens {pieces}, not one: give a single token (mind the leading "
-            "space, e.g. ' Paris') or its id"
-        )
-    return int(ids[0])
-
-
 def gradients(
     model: LanguageModel,
     inputs: Sequence[str],
@@ -477,21 +449,21 @@ def gradients(
     (1, 2, 64)
 
     """
-    layers = _check_layers(model, layers)
+    layers = check_layers(model, layers)
     pooling = _check_pooling(pooling)  # type: ignore[assignment]
-    tid = target_id(model, target)
-    cid = None if contrast is None else target_id(model, contrast)
+    tid = checks.one_token(model, target, "target")
+    cid = None if contrast is None else checks.one_token(model, contrast, "contrast")
     inputs = _check_texts(inputs, "the inputs")
     if not model.is_causal:
         raise ValueError(f"{model.name} is an encoder: TCAV here needs a causal LM to score a next token")
     blocks = model.adapter.blocks()
     out = torch.zeros(len(inputs), len(layers), model.d_model)
-    encoded = [_encode(model, t) for t in inputs]
+    encoded = [encode_for_pooling(model, t) for t in inputs]
     order = sorted(range(len(inputs)), key=lambda i: len(encoded[i][0]))  # similar lengths pad less
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     bar = tqdm(total=len(inputs), desc="TCAV gradients", unit="input", disable=not progress)
     for batch in batches:
-        ids, mask, weights = _pad(model, [encoded[i] for i in batch], pooling)
+        ids, mask, weights = pad_pooled(model, [encoded[i] for i in batch], pooling)
         # The nudge goes in at full strength at every pooled position: the derivative of f when the
         # pooled activation (and so each pooled token) moves by ε·v. Rows are independent, so the
         # gradient of the batch's summed objective with respect to row b's nudge is row b's own.
@@ -579,8 +551,8 @@ class TCAVResult:
 
     def concept_index(self, concept: str | int) -> int:
         """Index of a concept by name or index, or a ValueError listing the concepts."""
-        if isinstance(concept, int) and not isinstance(concept, bool) and 0 <= concept < len(self.concepts):
-            return concept
+        if isinstance(concept, int) and not isinstance(concept, bool):
+            return checks.index(concept, len(self.concepts), "concept", f"this result's concepts {self.concepts} are")
         if concept in self.concepts:
             return self.concepts.index(concept)  # type: ignore[arg-type]
         raise ValueError(f"unknown concept {concept!r}: this result has {self.concepts}")
@@ -772,15 +744,14 @@ def tcav(
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ValueError(f"concept names must be unique; repeated: {dupes}")
-    layers = _check_layers(model, layers)
-    if not isinstance(n_random, int) or n_random < 2:
-        raise ValueError(f"n_random must be an int of at least 2 (10 or more for a meaningful test), got {n_random!r}")
+    layers = check_layers(model, layers)
+    checks.int_in("n_random (10 or more for a meaningful test)", n_random, 2, 10_000)
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha must be between 0 and 1, got {alpha!r}")
     if not 0.0 < test_size < 1.0:
         raise ValueError(f"test_size must be between 0 and 1 (exclusive), got {test_size!r}")
-    tid = target_id(model, target)
-    if contrast is not None and target_id(model, contrast) == tid:
+    tid = checks.one_token(model, target, "target")
+    if contrast is not None and checks.one_token(model, contrast, "contrast") == tid:
         raise ValueError("contrast must be a different token from target")
     inputs = _check_texts(inputs, "the inputs")
     if not inputs:
@@ -806,7 +777,7 @@ def tcav(
     for k, j, r in tqdm(jobs, desc="Training CAVs", unit="CAV", disable=not progress):
         pos = acts[[row[t] for t in positives[k]], j]
         neg = acts[[row[t] for t in random_sets[r + 1]], j]
-        direction, acc, _, _, _ = _train(pos, neg, method, seed + r, test_size, n_splits=0)
+        direction, acc, _, _, _ = train_direction(pos, neg, method, seed + r, test_size, n_splits=0)
         d = torch.from_numpy(direction).float()
         score = float((grads[:, j] @ d > 0).float().mean())
         if k < n_c:
@@ -837,7 +808,7 @@ def tcav(
         concepts=names,
         layers=layers,
         target=model.decode_token(tid),
-        contrast=None if contrast is None else model.decode_token(target_id(model, contrast)),
+        contrast=None if contrast is None else model.decode_token(checks.one_token(model, contrast, "contrast")),
         pooling=pooling,
         method=method,
         inputs=inputs,
@@ -893,164 +864,3 @@ def projection(
     layer = trace.check_layer(layer)
     resid = trace.resid_pre(layer + 1).float().cpu()  # after block `layer`: [pos, d_model]
     return torch.nn.functional.cosine_similarity(resid, direction[None, :], dim=-1)
-
-
-# -- captum ----------------------------------------------------------------------------------------
-class _Pooled(nn.Module):
-    """Identity that returns a new tensor, so captum's hook sees (and differentiates) the pooled vector."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x * 1.0
-
-
-class CaptumWrapper(nn.Module):
-    """The model as ``captum.concept.TCAV`` needs it for text: pooled layers it can hook, by name.
-
-    ``forward(input_ids, attention_mask, pool_weights)`` (right-padded batches) returns the
-    log-probabilities of the next token after each row's last real token, [batch, vocab]. The
-    sub-module ``pooled.{layer}`` outputs the pooled activation [batch, d_model]; it is fed back at
-    each pooled position (``h + m ⊙ (pooled - pooled.detach())``, m = 1 there, pooled from a detached
-    ``h``), so
-    captum's gradient with respect
-    to it is the module docstring's directional-derivative gradient.
-
-    Examples
-    --------
-    >>> from llmasos_widgets import load_model
-    >>> wrapper = CaptumWrapper(load_model("tiny-llama"), [1])
-    >>> ids, mask, w = wrapper.encode(["Hi there", "Hello"], "mean")
-    >>> wrapper(ids, mask, w).shape[0]
-    2
-
-    """
-
-    def __init__(self, model: LanguageModel, layers: Sequence[int]) -> None:
-        super().__init__()
-        self.lm = model
-        self.layers = _check_layers(model, layers)
-        self.pooled = nn.ModuleDict({str(layer): _Pooled() for layer in self.layers})
-
-    def encode(self, texts: Sequence[str], pooling: str) -> tuple[Tensor, Tensor, Tensor]:
-        """Right-padded ``(input_ids, attention_mask, pool_weights)`` of texts, as ``forward`` takes them."""
-        return _pad(self.lm, [_encode(self.lm, t) for t in texts], pooling)
-
-    def forward(self, input_ids: Tensor, attention_mask: Tensor, pool_weights: Tensor) -> Tensor:
-        blocks = self.lm.adapter.blocks()
-        w = pool_weights.to(self.lm.device)
-
-        def feed_back(layer: int):  # type: ignore[no-untyped-def]
-            def hook(module, args, output):  # type: ignore[no-untyped-def]
-                h = block_output(output)
-                # Pooled from a detached h: otherwise a later layer's feed-back term would add a path
-                # from this layer's pooled vector, and its gradient would no longer be Σ_t w_t ∂f/∂h_t.
-                p = torch.einsum("bp,bpd->bd", w.to(h), h.detach())
-                q = self.pooled[str(layer)](p)
-                where = (w > 0).to(h)[:, :, None]  # fed back in full at each pooled position
-                return replace_output(output, h + where * (q - q.detach())[:, None, :])
-
-            return hook
-
-        with hooked(self.lm, [post(blocks[layer], feed_back(layer)) for layer in self.layers]):
-            logits = self.lm.model(input_ids=input_ids, attention_mask=attention_mask).logits
-        last = attention_mask.sum(1) - 1
-        return torch.log_softmax(logits[torch.arange(len(last)), last].float(), -1)
-
-
-class _CaptumClassifier:
-    """captum ``Classifier`` giving the CAVs of a :func:`tcav` result, or training them as :func:`tcav` does.
-
-    Concept ids say which CAV an experimental set is: concept k has id k (the random concept
-    ``RANDOM_ID - 1``) and random set r + 1 has id ``RANDOM_ID + r``. With ``result`` given, it hands
-    captum that result's directions (the same CAVs); without, it fits captum's activations with
-    :func:`tcav`'s fit and seed.
-    """
-
-    RANDOM_ID = 1000
-
-    def __init__(self, method: str, seed: int, test_size: float, result: TCAVResult | None = None) -> None:
-        self.method, self.seed, self.test_size, self.result = method, seed, test_size, result
-        self.calls = 0
-
-    def train_and_eval(self, dataloader: Any, **kwargs: Any) -> dict[str, Any]:
-        batches = list(dataloader)
-        x = torch.cat([b[0] for b in batches]).double().numpy()
-        y = torch.cat([b[1] for b in batches]).numpy()
-        self._classes = [int(y[0]), int(y[-1])]  # [concept, random set]: captum loads them in that order
-        run = self._classes[1] - self.RANDOM_ID
-        if self.result is not None:
-            # captum trains each experimental set's layers in the order given, one call each.
-            res, k, j = self.result, self._classes[0], self.calls % len(self.result.layers)
-            self.calls += 1
-            assert res.random_directions is not None
-            self._weights = (
-                res.directions[k, j, run] if k < len(res.concepts) else res.random_directions[j, run]
-            ).float()
-            return {}
-        pos, neg = x[y == self._classes[0]], x[y == self._classes[1]]
-        direction, acc, _, _, _ = _train(pos, neg, self.method, self.seed + run, self.test_size, n_splits=0)
-        self._weights = torch.from_numpy(direction).float()
-        return {"accs": torch.tensor(acc)}
-
-    def weights(self) -> Tensor:
-        return torch.stack([self._weights, -self._weights])
-
-    def classes(self) -> list[int]:
-        return self._classes
-
-
-def captum_tcav(
-    model: LanguageModel,
-    result: TCAVResult,
-    concepts: Sequence[Concept],
-    save_path: str,
-    *,
-    same_cavs: bool = True,
-) -> tuple[Tensor, Tensor]:
-    """Recompute a :func:`tcav` result's scores with ``captum.concept.TCAV`` configured the same.
-
-    Same inputs, target, layers, pooling (through :class:`CaptumWrapper`) and random sets; captum
-    computes the activations and the layer gradients itself. With ``same_cavs`` its classifier hands
-    it the result's CAVs, so any difference is in the gradients and scoring; without, it trains them
-    from its own activations with :func:`tcav`'s fit and seeds (the whole pipeline, as a user would
-    configure it). Returns captum's ``sign_count`` as ``(scores [concept, layer, run],
-    random_scores [layer, run])``, comparable with the result's. A contrast target is not supported
-    (captum scores one output index).
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> from llmasos_widgets import load_model
-    >>> model = load_model("tiny-llama")
-    >>> shout = Concept("shout", [f"STOP {w.upper()} NOW!!!" for w in "abcdefghijkl"])
-    >>> res = tcav(model, ["The capital of France is", "Hi"], 5, [shout], [1], n_random=2, progress=False)
-    >>> scores, _ = captum_tcav(model, res, [shout], tempfile.mkdtemp())
-    >>> bool(torch.equal(scores, res.scores))
-    True
-
-    """
-    from captum.concept import TCAV
-    from captum.concept import Concept as CaptumConcept
-
-    if result.contrast is not None:
-        raise ValueError("captum_tcav scores a single target token; this result uses a contrast")
-    if [c.name for c in concepts] != result.concepts:
-        raise ValueError(f"give the result's concepts in its order: {result.concepts}")
-    wrapper = CaptumWrapper(model, result.layers)
-
-    def make(cid: int, name: str, texts: Sequence[str]) -> Any:
-        # One batch per concept: captum reloads saved batches in file-name order ("10" before "2").
-        return CaptumConcept(cid, name, [wrapper.encode(texts, result.pooling)])
-
-    n_random = result.scores.shape[-1]
-    randoms = [make(_CaptumClassifier.RANDOM_ID + r, f"random{r}", result.random_sets[r + 1]) for r in range(n_random)]
-    positives = [make(i, c.name, c.examples) for i, c in enumerate(concepts)]
-    positives.append(make(_CaptumClassifier.RANDOM_ID - 1, "random_concept", result.random_sets[0]))
-    sets = [[p, r] for p in positives for r in randoms]
-    names = [f"pooled.{layer}" for layer in result.layers]
-    classifier = _CaptumClassifier(result.method, result.seed, result.test_size, result if same_cavs else None)
-    interpreter = TCAV(wrapper, names, model_id="lw", classifier=classifier, save_path=save_path)  # type: ignore[arg-type]
-    inputs = wrapper.encode(result.inputs, result.pooling)
-    out = interpreter.interpret(inputs, sets, target=target_id(model, result.target))
-    per_set = torch.tensor([[float(out[f"{p.id}-{r.id}"][n]["sign_count"][0]) for n in names] for p, r in sets])
-    per_set = per_set.reshape(len(positives), n_random, len(names)).permute(0, 2, 1)  # [positive, layer, run]
-    return per_set[:-1].contiguous(), per_set[-1].contiguous()

@@ -101,15 +101,13 @@ class NeuronIndex(CorpusIndex):
 
     # -- queries -------------------------------------------------------------------------------
     def _slot(self, layer: int) -> int:
+        layer = checks.layer(layer, int(self.meta["fingerprint"]["n_layers"]), self.model_name)
         if layer not in self.layers:
             raise ValueError(f"layer {layer!r} is not in this index: it holds layers {self.layers}")
         return self.layers.index(layer)
 
     def _check_neuron(self, neuron: int) -> int:
-        n = int(self.meta["d_mlp"])
-        if not isinstance(neuron, int) or isinstance(neuron, bool) or not 0 <= neuron < n:
-            raise ValueError(f"neuron {neuron!r} is out of range: {self.model_name} has neurons 0..{n - 1} per layer")
-        return neuron
+        return checks.index(neuron, int(self.meta["d_mlp"]), "neuron", f"{self.model_name} has neurons")
 
     def top_examples(self, layer: int, neuron: int) -> list[Example]:
         """The neuron's top contexts in the corpus, largest activation first.

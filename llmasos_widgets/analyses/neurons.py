@@ -46,10 +46,7 @@ def check_neuron(model: LanguageModel, neuron: int) -> int:
     3
 
     """
-    n = d_mlp(model)
-    if not isinstance(neuron, int) or isinstance(neuron, bool) or not 0 <= neuron < n:
-        raise ValueError(f"neuron {neuron!r} is out of range: {model.name} has neurons 0..{n - 1} per layer")
-    return neuron
+    return checks.index(neuron, d_mlp(model), "neuron", f"{model.name} has neurons")
 
 
 def neuron_output_weights(model: LanguageModel, layer: int) -> Tensor:  # [neuron, d_model]
@@ -153,9 +150,7 @@ def neuron_contributions(
         raise ValueError(f"{model.name} has no language-model head: there is no logit to explain")
     if target is None:
         target = int(trace.logits_at(pos).argmax())
-    n_vocab = int(trace.logits_at(pos).shape[0])
-    if not isinstance(target, int) or isinstance(target, bool) or not 0 <= target < n_vocab:
-        raise ValueError(f"target token id {target!r} is out of range: the vocabulary has ids 0..{n_vocab - 1}")
+    target = checks.one_token(model, target, "target token")
     grad = _grad_of_logit(trace, layer, pos, target)  # [d_mlp]
     acts = trace.mlp_post(layer)[pos].float().cpu()
     contrib = acts * grad
@@ -250,6 +245,7 @@ def vocab_projection(model: LanguageModel, layer: int, neuron: int, k: int = 10)
     (3, True)
 
     """
+    layer, neuron = checks.layer(layer, model.n_layers, model.name), check_neuron(model, neuron)
     logits = vocab_logits(model, layer, neuron)
     k = _check_k(k, logits.shape[0])
     up, down = torch.topk(logits, k), torch.topk(-logits, k)

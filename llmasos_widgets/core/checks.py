@@ -69,3 +69,43 @@ def int_in(name: str, value: Any, low: int, high: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
         raise ValueError(f"{name} must be an int from {low} to {high}, got {value!r}")
     return int(value)
+
+
+def one_token(model: Any, token: Any, what: str = "token") -> int:
+    """``token`` as the id of exactly one token of ``model``: its text (``" Paris"``) or an id in the vocabulary.
+
+    The one rule wherever a metric, a target or a contrast must be one token. A text of several tokens is
+    a ValueError that shows its tokens and, where adding or removing the leading space makes one token,
+    says so.
+
+    Examples
+    --------
+    >>> import llmasos_widgets as lw
+    >>> model = lw.load_model("tiny-gpt2")
+    >>> one_token(model, " the") == model.tokenizer.encode(" the")[0], one_token(model, 7)
+    (True, 7)
+    >>> one_token(model, " the cat", "target")
+    Traceback (most recent call last):
+    ...
+    ValueError: target ' the cat' is 2 tokens for tiny-gpt2 (' the', ' cat'), not one
+
+    """
+    vocab = len(model.tokenizer)
+    if isinstance(token, int) and not isinstance(token, bool):
+        if not 0 <= token < vocab:
+            raise ValueError(f"{what} id {token} is out of range: {model.name}'s vocabulary has ids 0..{vocab - 1}")
+        return token
+    if not isinstance(token, str) or not token:
+        raise ValueError(
+            f"{what} must be one token's text (e.g. ' Paris', mind the leading space) or its id; got {token!r}"
+        )
+    ids = model.tokenizer.encode(token, add_special_tokens=False)
+    if len(ids) == 1:
+        return int(ids[0])
+    pieces = ", ".join(repr(model.decode_token(i)) for i in ids)
+    hint = ""
+    for other in (" " + token, token.lstrip()):
+        if other != token and other and len(model.tokenizer.encode(other, add_special_tokens=False)) == 1:
+            hint = f"; {other!r} is one token"
+            break
+    raise ValueError(f"{what} {token!r} is {len(ids)} tokens for {model.name} ({pieces}), not one{hint}")

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from . import checks
+
 if TYPE_CHECKING:
     from .models import LanguageModel
 
@@ -130,12 +132,11 @@ def text_corpus(
 ) -> tuple[list[tuple[int, list[int]]], dict[str, int], int]:
     """Checked corpus arguments and the corpus as pieces of token ids: ``(pieces, counts, max_tokens)``."""
     check_texts(texts)
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    checks.int_in("batch_size", batch_size, 1, 100_000)
     limit = model.context_length
-    max_tokens = limit if max_tokens is None else max_tokens
-    if not isinstance(max_tokens, int) or not 1 <= max_tokens <= limit:
-        raise ValueError(f"max_tokens must be an int from 1 to {model.name}'s context of {limit}, got {max_tokens!r}")
+    max_tokens = checks.int_in(
+        f"max_tokens (up to {model.name}'s context)", limit if max_tokens is None else max_tokens, 1, limit
+    )
     pieces, counts = text_pieces(model, texts, max_tokens)
     if not pieces:
         raise ValueError(f"the corpus has no text to {verb}: all {len(texts)} texts are empty")

@@ -283,8 +283,7 @@ class LanguageModel:
         """
         if not self.is_causal:
             raise ValueError(f"{self.name} is an encoder ({self.adapter.family}); generation needs a causal LM")
-        if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
+        checks.int_in("max_new_tokens", max_new_tokens, 1, self.context_length)
         ids, offsets = self._encode(prompt, truncate=False)
         room = self.context_length - len(ids)
         if max_new_tokens > room:

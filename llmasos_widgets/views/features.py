@@ -160,9 +160,7 @@ class FeatureView(ViewBase):
         return checks.int_in("steer_tokens", proposal["value"], 1, 200)
 
     def _feature(self, feature: Any) -> int:
-        if not isinstance(feature, int) or isinstance(feature, bool) or not 0 <= feature < self.sae.n_latents:
-            raise ValueError(f"feature {feature!r} is out of range: this SAE has features 0..{self.sae.n_latents - 1}")
-        return int(feature)
+        return checks.index(feature, self.sae.n_latents, "feature", "this SAE has features")
 
     # -- the numbers ---------------------------------------------------------------------------
     def token_features(self, position: int, k: int | None = None) -> list[tuple[int, float]]:
@@ -317,7 +315,7 @@ class FeatureView(ViewBase):
     def _stream_steer(self, reply: Reply, feature: int, step: int) -> None:
         """Baseline and steered generations of the trace's text with the feature's decoder row at scale ``step``."""
         f = self._feature(feature)
-        step = checks.int_in("step", step, 0, len(self.steer_scales) - 1)
+        step = checks.index(step, len(self.steer_scales), "step", "the steering scale has steps")
         direction = self.sae.direction(f)
         with self._lock:  # one generation at a time; a newer click made this one stale while it waited
             if reply.cancelled:

@@ -96,8 +96,7 @@ class LensView(ViewBase):
         """The top token and its probability after every layer, at the block's positions (one answer)."""
         T = len(self.trace)
         n_blocks = math.ceil(T / BLOCK)
-        if not isinstance(block, int) or isinstance(block, bool) or not 0 <= block < n_blocks:
-            raise ValueError(f"block {block!r} is out of range: {T} tokens make lens blocks 0..{n_blocks - 1}")
+        block = checks.index(block, n_blocks, "block", f"{T} tokens make lens blocks")
         positions = slice(block * BLOCK, min(T, (block + 1) * BLOCK))
         parts = []
         for first in range(0, self.trace.n_layers, 8):  # a newer lens request stops this within 8 layers

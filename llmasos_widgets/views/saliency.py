@@ -15,6 +15,7 @@ import torch
 import traitlets
 
 from ..analyses.attribution import METHODS, SIGNED, Attribution, attribute, ig_shortfall
+from ..core import checks
 from ..core.trace import Trace
 from . import wire
 from .base import ViewBase
@@ -139,9 +140,7 @@ class SaliencyView(ViewBase):
     @traitlets.validate("selected_row")
     def _check_row(self, proposal: Any) -> int:
         value, n = proposal["value"], 1 if self.result is None else len(self.result.target_tokens)
-        if not isinstance(value, int) or not 0 <= value < n:
-            raise ValueError(f"row {value!r} is out of range: this attribution has target rows 0..{n - 1}")
-        return value
+        return checks.index(value, n, "row", "this attribution has target rows")
 
     def _show(self, result: Attribution) -> None:
         """Make ``result`` the one shown (traits first, then ``version`` tells the view to fetch it)."""

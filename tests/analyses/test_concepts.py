@@ -8,6 +8,8 @@ from scipy import stats
 
 import llmasos_widgets as lw
 from llmasos_widgets.analyses import concepts as C
+from llmasos_widgets.analyses import concepts_captum
+from llmasos_widgets.core import checks
 
 SHOUT = [
     f"STOP {w.upper()} NOW!!! GET OUT!!!"
@@ -53,7 +55,7 @@ def test_bad_tcav_arguments_name_what_is_wrong(llama, shout):
         lw.tcav(llama, INPUTS, " Parisians forever", [shout], [0], progress=False)
     with pytest.raises(ValueError, match="target id 100000 is out of range"):
         lw.tcav(llama, INPUTS, 100000, [shout], [0], progress=False)
-    with pytest.raises(ValueError, match="n_random must be an int of at least 2"):
+    with pytest.raises(ValueError, match=r"n_random \(10 or more for a meaningful test\) must be an int from 2 to"):
         lw.tcav(llama, INPUTS, 5, [shout], [0], n_random=1, progress=False)
     with pytest.raises(ValueError, match="unknown pooling 'max'"):
         lw.tcav(llama, INPUTS, 5, [shout], [0], pooling="max", progress=False)
@@ -183,7 +185,7 @@ def test_gradients_are_directional_derivatives_by_finite_differences(llama, pool
 def test_captum_layer_gradients_on_the_wrapper_equal_ours(llama):
     from captum.attr import LayerGradientXActivation
 
-    wrapper = C.CaptumWrapper(llama, [0, 1])
+    wrapper = concepts_captum.CaptumWrapper(llama, [0, 1])
     inputs = wrapper.encode(INPUTS, "mean")
     lg = LayerGradientXActivation(wrapper, [wrapper.pooled["0"], wrapper.pooled["1"]], multiply_by_inputs=False)
     theirs = lg.attribute(inputs, target=5)
@@ -200,7 +202,9 @@ def assert_same_sign_counts(model, result, scores, random_scores):
     of 0 may be counted positive by one and not the other, so each run may differ by that many inputs out
     of n. As a rule there is none, and the shares are equal.
     """
-    grads = C.gradients(model, result.inputs, result.layers, C.target_id(model, result.target))  # [input, layer, d]
+    grads = C.gradients(
+        model, result.inputs, result.layers, checks.one_token(model, result.target)
+    )  # [input, layer, d]
     tol = 1e-4 * float(grads.norm(dim=-1).max())  # |v| = 1: a derivative's rounding is far below this
     near = (torch.einsum("ijd,cjrd->cjri", grads, result.directions).abs() <= tol).sum(-1)
     near_random = (torch.einsum("ijd,jrd->jri", grads, result.random_directions).abs() <= tol).sum(-1)
@@ -218,7 +222,7 @@ def result(llama, shout):
 
 @pytest.mark.parametrize("same_cavs", [True, False])
 def test_tcav_scores_equal_captums_sign_count(llama, shout, result, tmp_path, same_cavs):
-    scores, random_scores = C.captum_tcav(llama, result, [shout], str(tmp_path), same_cavs=same_cavs)
+    scores, random_scores = concepts_captum.captum_tcav(llama, result, [shout], str(tmp_path), same_cavs=same_cavs)
     assert scores.shape == result.scores.shape == (1, 2, 4)
     assert_same_sign_counts(llama, result, scores, random_scores)
 
@@ -344,5 +348,5 @@ def test_smollm2_geography_cav_and_captum_agree(smollm2, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = lw.tcav(smollm2, prompts, " Paris", [geo], [6, 12], n_random=2, progress=False)
-    scores, random_scores = C.captum_tcav(smollm2, res, [geo], str(tmp_path), same_cavs=False)
+    scores, random_scores = concepts_captum.captum_tcav(smollm2, res, [geo], str(tmp_path), same_cavs=False)
     assert_same_sign_counts(smollm2, res, scores, random_scores)

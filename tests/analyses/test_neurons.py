@@ -220,8 +220,9 @@ def test_bad_input_is_a_clear_error(tmp_path, llama, gpt2):
     trace = llama.trace(TEXT)
     with pytest.raises(ValueError, match="layer 5 is out of range"):
         nn_.top_neurons(trace, 5, 0)
-    with pytest.raises(ValueError, match=r"neuron -1 is out of range"):
-        nn_.vocab_projection(llama, 0, -1)
+    with pytest.raises(ValueError, match=r"neuron -129 is out of range: tiny-llama has neurons 0\.\.127 \(or -128"):
+        nn_.vocab_projection(llama, 0, -129)
+    assert nn_.vocab_projection(llama, 0, -1).neuron == 127  # from the end, as everywhere
     with pytest.raises(ValueError, match=r"target token id 99999 is out of range"):
         nn_.neuron_contributions(trace, 0, 0, target=99999)
 

@@ -158,7 +158,7 @@ def test_bad_input_is_a_clear_error_and_the_view_stays_usable(model, sae, index)
     view = capture(lw.FeatureView(trace, sae, index))
     cases = [
         ({"what": "feature", "feature": 128}, "feature 128 is out of range: this SAE has features 0..127"),
-        ({"what": "feature", "feature": -1}, "feature -1 is out of range"),
+        ({"what": "feature", "feature": -129}, "feature -129 is out of range: this SAE has features 0..127 (or -128"),
         ({"what": "token", "position": 999}, "position 999 is out of range"),
         ({"what": "token", "position": 1, "k": 0}, "k must be an int from 1 to 100"),
         ({"what": "feature", "feature": 1, "bins": 0}, "bins must be an int from 1 to 200"),

@@ -21,7 +21,7 @@ the two prompts differ are the base run itself (nothing to patch there). ``_Engi
 """
 
 from .engine import SITES, Cell, Edit, Engine, Run
-from .metrics import Metric, kl_to_clean, logit_diff, one_token, prob
+from .metrics import Metric, kl_to_clean, logit_diff, prob
 from .patching import DIRECTIONS, METHODS, Patching, PatchResult, patch
 from .steering import STEER_POSITIONS, Direction, Steering, SteerResult, as_direction, steer, stream_norm
 from .tracing import CausalTrace, causal_trace
@@ -46,7 +46,6 @@ __all__ = [
     "causal_trace",
     "kl_to_clean",
     "logit_diff",
-    "one_token",
     "patch",
     "prob",
     "steer",

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
 
+from ...core import checks
+
 if TYPE_CHECKING:
     from ...core.models import LanguageModel
 
@@ -56,7 +58,7 @@ class Metric:
         return cls(name or getattr(fn, "__name__", "metric"), (), lambda lg, _: fn(lg))
 
     def bind(self, model: LanguageModel) -> Callable[[Tensor, Tensor], Tensor]:
-        ids = [one_token(model, token) for token in self.tokens]
+        ids = [checks.one_token(model, token, "a metric token") for token in self.tokens]
 
         def bound(logits: Tensor, clean: Tensor) -> Tensor:
             out = self._fn(logits, clean, *ids)
@@ -69,31 +71,6 @@ class Metric:
             return out.float()
 
         return bound
-
-
-def one_token(model: LanguageModel, text: str) -> int:
-    """The id of ``text`` as exactly one token of ``model``, or a ValueError showing its tokens.
-
-    Examples
-    --------
-    >>> import llmasos_widgets as lw
-    >>> model = lw.load_model("tiny-gpt2")
-    >>> one_token(model, " the") == model.tokenizer.encode(" the")[0]
-    True
-
-    """
-    if not isinstance(text, str) or not text:
-        raise ValueError(f"a metric token must be a non-empty str, got {text!r}")
-    ids = model.tokenizer.encode(text, add_special_tokens=False)
-    if len(ids) != 1:
-        pieces = [model.decode_token(i) for i in ids]
-        hint = ""
-        for other in (" " + text, text.lstrip()):
-            if other != text and len(model.tokenizer.encode(other, add_special_tokens=False)) == 1:
-                hint = f"; {other!r} is one token"
-                break
-        raise ValueError(f"{text!r} is {len(ids)} tokens for {model.name} ({pieces}), not one{hint}")
-    return int(ids[0])
 
 
 def logit_diff(correct: str, wrong: str) -> Metric:

@@ -18,7 +18,6 @@ if TYPE_CHECKING:
     from ...core.models import LanguageModel
 
 from .engine import Cell, Edit, Engine
-from .metrics import one_token
 
 
 # -- causal tracing --------------------------------------------------------------------------
@@ -102,7 +101,7 @@ def causal_trace(
         target_id = int(clean.logits[0].argmax())
         target = model.decode_token(target_id)
     else:
-        target_id = one_token(model, target)
+        target_id = checks.one_token(model, target, "target")
     if noise is None:
         noise = 3 * float(model.model.get_input_embeddings().weight.detach().float().std())
     elif not (isinstance(noise, (int, float)) and math.isfinite(noise) and noise > 0):

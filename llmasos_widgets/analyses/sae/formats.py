@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from ...core import files
+from ...core import checks, files
 from .model import SAE, SAE_FORMAT
 
 if TYPE_CHECKING:
@@ -132,15 +132,23 @@ def _bundled_names() -> tuple[str, ...]:
 
 def _load_shipped(name: str, layer: int | None) -> SAE:
     available = shipped_saes().get(name, [])
+    if available and isinstance(layer, int) and not isinstance(layer, bool) and layer < 0:
+        # Negative counts from the end of the model's layers, as everywhere: the files say how many it has.
+        meta = json.loads((files.header(_shipped_file(name, available[0])) or {})["meta"])
+        layer = checks.layer(layer, int(meta["meta"]["fingerprint"]["n_layers"]), name)
     if layer is None or layer not in available:
         have = f"layers {available}" if available else "none yet"
         raise ValueError(
             f"no shipped SAE for {name!r} at layer {layer!r} (shipped: {have}); train one with "
             f"lw.train_sae(model, texts, layer=...) or load a sparsify or SAELens folder"
         )
+    return SAE.load(_shipped_file(name, layer))
+
+
+def _shipped_file(name: str, layer: int) -> Path:
     entry = resources.files("llmasos_widgets").joinpath(f"data/saes/{name}-layer{layer}.safetensors")
-    with resources.as_file(entry) as file:
-        return SAE.load(file)
+    with resources.as_file(entry) as file:  # the package is installed as files: this is the file itself
+        return Path(file)
 
 
 def _download(repo_id: str, layer: int | None, hookpoint: str | None, revision: str | None) -> Path:
