@@ -1,8 +1,9 @@
 """What NeuronIndex and FeatureIndex share: per unit (a neuron, a feature), its top contexts over a corpus.
 
-:class:`TopContexts` keeps, per unit, a running top-k of contexts (one per text: the text's peak and a
-window around it) in memory bounded by units × k × window, whatever the corpus size; ranked by a random
-key instead of the activation, the same top-k keeps a uniform sample of the texts where the unit fires.
+:class:`TopContexts` keeps, per unit, a running top-k of contexts (one per piece of text: the piece's best
+position and a window around it) in memory bounded by units × k × window, whatever the corpus size; ranked
+by a random key per token instead of the activation, the same top-k keeps a random sample of the tokens
+where the unit fires, at most one per piece (a piece with more of them is more likely to be drawn).
 :class:`CorpusIndex` is the base of both indexes: their metadata, the examples of a unit, the tokens a
 unit peaks on, and one safetensors file tied to the model by its fingerprint.
 """
@@ -40,12 +41,13 @@ class Example:
 
 
 class TopContexts:
-    """Per unit (a neuron, a feature): a running top-k of contexts over a corpus, one per text.
+    """Per unit (a neuron, a feature): a running top-k of contexts over a corpus, one per piece of text.
 
-    Each kept context is the text's best position for that unit (by ``scores``) and a window of
-    ``window`` tokens on each side, with the unit's activation on every token of the window. Memory is
-    units × top_k × window, whatever the corpus size. Ranking by a random score instead of the
-    activation keeps a uniform sample of the texts where the unit fires.
+    Each kept context is the piece's best position for that unit (by ``scores``) and a window of
+    ``window`` tokens on each side, with the unit's activation on every token of the window. A text longer
+    than the index's ``max_tokens`` is split into pieces, and each piece counts as one. Memory is
+    units × top_k × window, whatever the corpus size. Ranking by a random key per token instead of the
+    activation keeps a random sample of the tokens where the unit fires, at most one per piece.
     """
 
     def __init__(self, n_units: int, top_k: int, window: int) -> None:

@@ -1,9 +1,9 @@
 """A corpus index of an SAE's features: top contexts, a sample of contexts, and activation statistics.
 
 :class:`FeatureIndex` runs the model over a corpus once and keeps, per feature, what a feature
-dashboard shows (sae_vis, Neuronpedia): its top-k activating contexts (one per text, like
-:class:`~llmasos_widgets.NeuronIndex`, with the same running top-k), a uniform sample of
-contexts where it fires (for examples across activation quantiles), how often it fires (density)
+dashboard shows (sae_vis, Neuronpedia): its top-k activating contexts (one per piece of text, like
+:class:`~llmasos_widgets.NeuronIndex`, with the same running top-k), a random sample of the tokens where it
+fires, at most one per piece (for examples across activation quantiles), how often it fires (density)
 and a histogram of its non-zero activations. Memory is features × (top_k + samples) × window plus
 features × bins, whatever the corpus size.
 """
@@ -117,9 +117,9 @@ class FeatureIndex(CorpusIndex):
         texts : sequence of str
             The corpus; empty texts are skipped and long ones split into pieces of ``max_tokens``.
         top_k : int
-            Top contexts kept per feature (1 to 1000), each from a different text.
+            Top contexts kept per feature (1 to 1000), each from a different piece of text.
         samples : int
-            Contexts kept per feature at random among the texts where it fires (0 to 1000), seeded:
+            Contexts kept per feature at random among the tokens where it fires, one per piece (0 to 1000), seeded:
             sorted by activation they give examples across its quantiles.
         window : int
             Tokens kept on each side of a context's peak.
@@ -239,11 +239,14 @@ class FeatureIndex(CorpusIndex):
         return self._examples({name: self.tensors[name][f] for name in CONTEXT_TENSORS})
 
     def sample_examples(self, feature: int) -> list[Example]:
-        """A uniform sample of the texts where the feature fires, each at its peak, largest first.
+        """A random sample of the tokens where the feature fires, at most one per piece of text, largest first.
 
-        Their activations spread over the feature's range: split the list in quantiles to show
-        examples of weak, middling and strong activation. An ``Example.activation`` here is the
-        activation at the peak (float16-rounded), not the random key it was drawn by.
+        Every firing token draws a random key; each piece keeps its token with the largest key and the
+        pieces with the largest keys are kept, so a piece with more firing tokens is more likely to be
+        drawn (the sample follows the tokens, not the texts) and each example is shown at its drawn token,
+        not at the piece's peak. Their activations spread over the feature's range: split the list in
+        quantiles to show examples of weak, middling and strong activation. An ``Example.activation`` here
+        is the activation at the drawn token (float16-rounded), not the random key it was drawn by.
 
         Examples
         --------

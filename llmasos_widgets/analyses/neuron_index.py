@@ -29,8 +29,8 @@ class NeuronIndex(CorpusIndex):
     """Per neuron of some layers: its top-k activating contexts over a corpus, and summary statistics.
 
     Build it with :meth:`NeuronIndex.build`; save and load it with :meth:`save` and :meth:`load`.
-    Each text contributes at most one example per neuron (its peak), so the examples are k different
-    texts.
+    Each piece of text contributes at most one example per neuron (its peak), so the examples are k
+    different pieces (a text longer than ``max_tokens`` is split into pieces, each counted).
 
     Examples
     --------

@@ -29,7 +29,7 @@ from . import wire
 from .base import ViewBase
 from .panels import panel
 from .protocol import Reply, request
-from .steering import RANGE, SteeringView, _payload, alpha_grid
+from .steering import RANGE, SteeringView, alpha_grid
 from .wire import Arrays
 
 # The steering control's coefficients, in units of the stream's median norm at the layer over the decoder
@@ -327,7 +327,7 @@ class FeatureView(ViewBase):
             res = self._steering.run(direction, alpha)
         if reply.cancelled:
             return
-        payload = _payload(res, step)
+        payload = {**res.summary(), "step": step}
         payload.update(feature=f, scale=self.steer_scales[step], direction=res.direction)
         reply.done(payload, [])
 

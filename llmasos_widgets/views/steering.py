@@ -199,7 +199,7 @@ class SteeringView(ViewBase):
             res = self._steer(alpha, positions)  # the page set `alpha` and `positions` itself: no trait changes here
         if reply.cancelled:
             return
-        reply.done(_payload(res, step), [])
+        reply.done({**res.summary(), "step": step}, [])
 
     def _export_requests(self) -> tuple[list[dict[str, Any]], str]:
         requests = [{"what": "steer", "step": i, "positions": self.positions} for i in range(len(self.alpha_values))]
@@ -207,25 +207,3 @@ class SteeringView(ViewBase):
             f"the {len(self.alpha_values)} slider steps with positions={self.positions!r} are recorded; "
             "other positions need the kernel"
         )
-
-
-def _payload(res: SteerResult, step: int) -> dict[str, Any]:
-    return {
-        "step": step,
-        "alpha": res.alpha,
-        "layer": res.layer,
-        "baseline": res.baseline,
-        "steered": res.steered,
-        "baseline_ids": res.baseline_ids,
-        "steered_ids": res.steered_ids,
-        "changed": res.changed,
-        "kl_next": _finite(res.kl_next),
-        "kl_mean": _finite(res.kl_mean),
-        "metric": res.metric,
-        "metric_change": _finite(res.metric_change),
-        "no_effect": res.no_effect,
-    }
-
-
-def _finite(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None  # JSON has no NaN

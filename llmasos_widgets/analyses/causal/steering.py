@@ -194,6 +194,38 @@ class SteerResult:
         """True when no generated token changed and the mean KL is below 0.001 nats."""
         return not any(self.changed) and self.kl_mean < 1e-3
 
+    def summary(self) -> dict[str, Any]:
+        """The result as JSON-ready fields (what a view sends its page); a non-finite number is None.
+
+        Examples
+        --------
+        >>> import torch, llmasos_widgets as lw
+        >>> res = lw.steer(lw.load_model("tiny-llama"), "The cat", torch.ones(64), 0.0, layer=1, max_new_tokens=2)
+        >>> fields = res.summary()
+        >>> fields["no_effect"], fields["alpha"], len(fields["steered_ids"])
+        (True, 0.0, 2)
+
+        """
+
+        def finite(value: float | None) -> float | None:
+            return value if value is not None and math.isfinite(value) else None  # JSON has no NaN
+
+        return {
+            "alpha": self.alpha,
+            "layer": self.layer,
+            "direction": self.direction,
+            "baseline": self.baseline,
+            "steered": self.steered,
+            "baseline_ids": self.baseline_ids,
+            "steered_ids": self.steered_ids,
+            "changed": self.changed,
+            "kl_next": finite(self.kl_next),
+            "kl_mean": finite(self.kl_mean),
+            "metric": self.metric,
+            "metric_change": finite(self.metric_change),
+            "no_effect": self.no_effect,
+        }
+
 
 class _Steering:
     """A pre-hook adding ``alpha * vector`` to the stream entering ``layer`` at chosen absolute positions.
