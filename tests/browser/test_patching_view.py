@@ -312,12 +312,16 @@ def test_views_of_one_model_at_once_give_the_numbers_each_gives_alone(notebook):
     page.locator('.lw-steering [data-testid="alpha-slider"]').fill("20")
     expect(effect).to_have_attribute("data-state", "loading", timeout=10_000)
     page.wait_for_timeout(500)
+    # Trace until the steered generation has finished, and once more (at most 120 s on a loaded machine).
     traced = (
-        "import json, time\nbefore, worst, n, end = sv.result.alpha, 0.0, 0, time.time() + 8\n"
-        "while time.time() < end:\n"
+        "import json, time\nbefore, worst, n, end = sv.result.alpha, 0.0, 0, time.time() + 120\n"
+        "done_at = None\n"
+        "while time.time() < end and (done_at is None or n <= done_at):\n"
         "    t = model.trace(clean)\n"
         "    worst = max(worst, float((t.residual - reference.residual).abs().max()))\n"
         "    n += 1\n"
+        "    if done_at is None and sv.result.alpha != before:\n"
+        "        done_at = n\n"
         "print(json.dumps([worst, n, before, sv.result.alpha]))"
     )
     worst, n, before, after = json.loads(nb.kernel_exec(traced))
