@@ -4,6 +4,7 @@
 // "steer with this feature": baseline and steered generations, drawn with SteeringView's own columns.
 
 import { formatValue, activationColor, maxAbs, splitByLengths } from "../neurons/format";
+import { fillOptions, panelState, tagged } from "../shared/dom";
 import { el, quotedToken, rankRow, renderTokenStrip, setSelected, setText, textStripOptions, appendVisibleToken } from "../shared/tokens";
 import { defineView, errorBox, type View } from "../shared/view";
 import { floats, ints } from "../shared/wire";
@@ -29,17 +30,6 @@ interface Band {
   stop: number;
   lo: number;
   hi: number;
-}
-
-function tagged<T extends HTMLElement>(node: T, testid: string, data: Record<string, unknown> = {}): T {
-  node.dataset.testid = testid;
-  for (const [key, value] of Object.entries(data)) node.dataset[key] = String(value);
-  return node;
-}
-
-function panelState(panel: HTMLElement, state: string, ...children: (Node | string)[]): void {
-  panel.dataset.state = state;
-  panel.replaceChildren(...children);
 }
 
 function mount(view: View): void {
@@ -294,7 +284,7 @@ function mount(view: View): void {
     }
     const scales = view.list<number>("steer_scales");
     const select = tagged(el("select"), "steer-scale");
-    select.replaceChildren(...scales.map((s, i) => Object.assign(el("option", "", scaleLabel(s)), { value: String(i) })));
+    fillOptions(select, scales.map((s, i) => [String(i), scaleLabel(s)] as const));
     select.value = String(nearestScale(scales, 1));
     const button = tagged(el("button", "", "steer with this feature"), "steer-button");
     const result = tagged(el("div", "lw-steer-result"), "steer-result");

@@ -3,6 +3,7 @@
 // promotes and suppresses, and (with a corpus index) its top examples. The kernel sends one layer's
 // summary at a time ([pos, k] top neurons), cached here, so clicking tokens needs no round trip.
 
+import { fillOptions, panelState, tagged } from "../shared/dom";
 import { appendVisibleToken, el, quotedToken, rankRow, renderTokenStrip, setSelected, textStripOptions } from "../shared/tokens";
 import { defineView, errorBox, type View } from "../shared/view";
 import { floats, ints } from "../shared/wire";
@@ -20,18 +21,6 @@ interface Example {
   activation: number;
   tokens: string[];
   peak: number;
-}
-
-function tagged<T extends HTMLElement>(node: T, testid: string, data: Record<string, unknown> = {}): T {
-  node.dataset.testid = testid;
-  for (const [key, value] of Object.entries(data)) node.dataset[key] = String(value);
-  return node;
-}
-
-function fill(select: HTMLSelectElement, choices: readonly (readonly [string, string])[]): void {
-  select.replaceChildren(
-    ...choices.map(([value, label]) => Object.assign(el("option", "", label), { value })),
-  );
 }
 
 function mount(view: View): void {
@@ -80,9 +69,9 @@ function mount(view: View): void {
 
   function renderControls(): void {
     const n = nLayers();
-    if (layerSelect.options.length !== n) fill(layerSelect, Array.from({ length: n }, (_, l) => [String(l), String(l)] as const));
+    if (layerSelect.options.length !== n) fillOptions(layerSelect, Array.from({ length: n }, (_, l) => [String(l), String(l)] as const));
     const choices = view.list<[string, string]>("rank_by_choices");
-    if (rankSelect.options.length !== choices.length) fill(rankSelect, choices);
+    if (rankSelect.options.length !== choices.length) fillOptions(rankSelect, choices);
     layerSelect.value = String(layer());
     rankSelect.value = String(view.get("rank_by"));
     prev.disabled = layer() <= 0;
@@ -99,11 +88,6 @@ function mount(view: View): void {
       void updateTokenPanel();
       void updateNeuronPanel();
     });
-  }
-
-  function panelState(panel: HTMLElement, state: string, ...children: (Node | string)[]): void {
-    panel.dataset.state = state;
-    panel.replaceChildren(...children);
   }
 
   async function layerData(l: number): Promise<LayerData | null> {

@@ -2,6 +2,7 @@
 // alpha × direction added to the residual stream, and shows both generations side by side, the
 // steered tokens that changed marked, and the effect size (KL, metric change) or a plain "no effect".
 
+import { fillOptions } from "../shared/dom";
 import { el, setText } from "../shared/tokens";
 import { generationColumn } from "./columns";
 import { defineView, errorBox, type View } from "../shared/view";
@@ -45,14 +46,8 @@ function mount(view: View): void {
     slider.max = String(Math.max(0, values.length - 1));
     slider.step = "1";
     slider.value = String(nearestStep(values, Number(view.get("alpha") ?? 0)));
-    positions.replaceChildren(
-      ...view.list<string>("steer_positions").map((p) => {
-        const o = el("option", "", p);
-        o.value = p;
-        o.selected = p === view.get("positions");
-        return o;
-      }),
-    );
+    fillOptions(positions, view.list<string>("steer_positions").map((p) => [p, p] as const));
+    positions.value = String(view.get("positions") ?? "all");
     const norm = Number(view.get("direction_norm"));
     const stream = Number(view.get("stream_norm"));
     view.setHeader(
