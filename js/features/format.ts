@@ -23,13 +23,6 @@ export function scaleLabel(scale: number): string {
   return `${scale > 0 ? "+" : "−"}${formatValue(Math.abs(scale))} × the stream's norm`;
 }
 
-/** The index of the scale nearest `want` (the control's default step). */
-export function nearestScale(scales: readonly number[], want: number): number {
-  let best = 0;
-  for (let i = 1; i < scales.length; i++) if (Math.abs(scales[i]! - want) < Math.abs(scales[best]! - want)) best = i;
-  return best;
-}
-
 /** "[lo, hi)" labels of log-spaced histogram bins from their `bins + 1` edges. */
 export function binLabels(edges: ArrayLike<number>): string[] {
   const out: string[] = [];

@@ -6,12 +6,13 @@
 import { formatValue, activationColor, maxAbs, splitByLengths } from "../neurons/format";
 import { fillOptions, panelState, tagged } from "../shared/dom";
 import { el, quotedToken, rankRow, renderTokenStrip, setSelected, setText, textStripOptions, appendVisibleToken } from "../shared/tokens";
+import { nearestStep } from "../shared/steps";
 import { defineView, errorBox, type View } from "../shared/view";
 import { floats, ints } from "../shared/wire";
 import { generationColumn } from "../steering/columns";
 import { effectLine } from "../steering/effect";
 import "../steering/style.css";
-import { bandTitle, binLabels, densityText, nearestScale, readScale, scaleLabel } from "./format";
+import { bandTitle, binLabels, densityText, readScale, scaleLabel } from "./format";
 import "./style.css";
 
 const VOCAB_K = 10; // the kernel's feature_view.VOCAB_K: an exported file is keyed by these params
@@ -285,7 +286,7 @@ function mount(view: View): void {
     const scales = view.list<number>("steer_scales");
     const select = tagged(el("select"), "steer-scale");
     fillOptions(select, scales.map((s, i) => [String(i), scaleLabel(s)] as const));
-    select.value = String(nearestScale(scales, 1));
+    select.value = String(nearestStep(scales, 1));
     const button = tagged(el("button", "", "steer with this feature"), "steer-button");
     const result = tagged(el("div", "lw-steer-result"), "steer-result");
     result.dataset.state = "idle";

@@ -1,12 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { effectLine, nearestStep } from "./effect";
-
-test("nearestStep finds the slider step of a coefficient", () => {
-  assert.equal(nearestStep([-2, -1, 0, 1, 2], 0.4), 2);
-  assert.equal(nearestStep([-2, -1, 0, 1, 2], 7), 4);
-  assert.equal(nearestStep([], 3), 0);
-});
+import { effectLine } from "./effect";
 
 test("effectLine says plainly when the steering did nothing", () => {
   const base = { klNext: 0, klMean: 0, metric: null, metricChange: null, changed: 0, total: 5, noEffect: true };

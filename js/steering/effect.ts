@@ -1,13 +1,4 @@
-// Plain helpers of SteeringView (no DOM): the slider's step for a coefficient, the effect line's text.
-
-/** The index of the value in `values` nearest `alpha` (0 for an empty list). */
-export function nearestStep(values: readonly number[], alpha: number): number {
-  let best = 0;
-  for (let i = 1; i < values.length; i++) {
-    if (Math.abs(values[i]! - alpha) < Math.abs(values[best]! - alpha)) best = i;
-  }
-  return best;
-}
+// Plain helpers of SteeringView (no DOM): the effect line's text.
 
 export interface Effect {
   klNext: number | null;

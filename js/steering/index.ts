@@ -3,10 +3,11 @@
 // steered tokens that changed marked, and the effect size (KL, metric change) or a plain "no effect".
 
 import { fillOptions } from "../shared/dom";
+import { nearestStep } from "../shared/steps";
 import { el, setText } from "../shared/tokens";
-import { generationColumn } from "./columns";
 import { defineView, errorBox, type View } from "../shared/view";
-import { effectLine, nearestStep } from "./effect";
+import { generationColumn } from "./columns";
+import { effectLine } from "./effect";
 import "./style.css";
 
 const DEBOUNCE_MS = 150; // while the slider is dragged, ask once it rests this long
