@@ -1,17 +1,16 @@
 // FeatureView: the SAE features active on the selected token (from codes the kernel encoded once), and a
 // selected feature's dashboard: its activation over the text, histogram and density, the tokens its decoder
 // row promotes and suppresses, corpus examples by quantile (with a FeatureIndex), a search by token, and
-// "steer with this feature": baseline and steered generations, drawn with SteeringView's own columns.
+// "steer with this feature": baseline and steered generations, in the columns SteeringView draws too
+// (js/shared/generation.ts).
 
 import { formatValue, activationColor, maxAbs, splitByLengths } from "../neurons/format";
 import { fillOptions, panelState, tagged } from "../shared/dom";
-import { el, quotedToken, rankRow, renderTokenStrip, setSelected, setText, textStripOptions, appendVisibleToken } from "../shared/tokens";
+import { effectNode, generationColumns, steerAnswer } from "../shared/generation";
+import { el, quotedToken, rankRow, renderTokenStrip, setSelected, textStripOptions, appendVisibleToken } from "../shared/tokens";
 import { nearestStep } from "../shared/steps";
 import { defineView, errorBox, type View } from "../shared/view";
 import { floats, ints } from "../shared/wire";
-import { generationColumn } from "../steering/columns";
-import { effectLine } from "../steering/effect";
-import "../steering/style.css";
 import { bandTitle, binLabels, densityText, readScale, scaleLabel } from "./format";
 import "./style.css";
 
@@ -277,7 +276,7 @@ function mount(view: View): void {
   }
 
   function steerBox(f: number): HTMLElement {
-    const box = tagged(el("div", "lw-steer lw-steering"), "steer");
+    const box = tagged(el("div", "lw-steer"), "steer");
     box.append(el("h4", "", "Steer with this feature"));
     if (view.get("can_steer") !== true) {
       box.append(el("div", "lw-hint", "This model has no causal language-model head: nothing to generate."));
@@ -307,28 +306,12 @@ function mount(view: View): void {
     try {
       const r = await view.client.request("steer", "steer", { feature: f, step });
       if (r === null) return;
-      const m = r.msg;
-      const changed = (m["changed"] as boolean[]) ?? [];
-      const noEffect = m["no_effect"] === true;
-      const line = tagged(el("div", noEffect ? "lw-no-effect" : "lw-effect-line"), noEffect ? "no-effect" : "effect-line");
-      const effect = effectLine({
-        klNext: m["kl_next"] as number | null,
-        klMean: m["kl_mean"] as number | null,
-        metric: null,
-        metricChange: null,
-        changed: changed.filter(Boolean).length,
-        total: changed.length,
-        noEffect,
-      });
-      setText(line, `α = ${Number(m["alpha"]).toPrecision(3)}: ${effect}`);
-      const base = tagged(el("div", "lw-col"), "baseline");
-      base.append(...generationColumn("baseline (α = 0)", view.tokens(), (m["baseline"] as string[]) ?? [], null, PROMPT_TAIL));
-      const steered = tagged(el("div", "lw-col"), "steered");
-      steered.append(...generationColumn(`steered (${scaleLabel(Number(m["scale"]))})`, view.tokens(), (m["steered"] as string[]) ?? [], changed, PROMPT_TAIL));
-      const cols = el("div", "lw-cols");
-      cols.append(base, steered);
-      result.dataset.changed = String(changed.filter(Boolean).length);
-      panelState(result, noEffect ? "no-effect" : "ready", line, cols);
+      const answer = steerAnswer(r.msg);
+      const columns = generationColumns(PROMPT_TAIL);
+      columns.show(view.tokens(), answer, ["baseline (α = 0)", `steered (${scaleLabel(Number(r.msg["scale"]))})`]);
+      const line = effectNode(answer.effect, `α = ${answer.alpha.toPrecision(3)}: `);
+      result.dataset.changed = String(answer.effect.changed);
+      panelState(result, answer.effect.noEffect ? "no-effect" : "ready", line, columns.el);
     } catch (e) {
       panelState(result, "error", errorBox(e, "steer-error"));
     }
