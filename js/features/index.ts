@@ -7,6 +7,7 @@
 import { formatValue, activationColor, maxAbs, splitByLengths } from "../neurons/format";
 import { fillOptions, panelState, tagged } from "../shared/dom";
 import { effectNode, generationColumns, steerAnswer } from "../shared/generation";
+import { searchBox } from "../shared/search";
 import { el, quotedToken, rankRow, renderTokenStrip, setSelected, textStripOptions, appendVisibleToken } from "../shared/tokens";
 import { nearestStep } from "../shared/steps";
 import { defineView, errorBox, type View } from "../shared/view";
@@ -43,14 +44,21 @@ function mount(view: View): void {
   const body = el("div", "lw-body");
   body.append(tokenPanel, dashboard);
 
-  const searchInput = tagged(el("input"), "search-input");
-  searchInput.placeholder = "token, e.g. ␣Paris (leading space: type it)";
-  const searchButton = tagged(el("button", "", "find features"), "search-button");
-  const searchTitle = el("h4");
-  const searchResults = tagged(el("div"), "search-results");
-  const search = tagged(el("div", "lw-search"), "search");
-  search.append(searchTitle, searchInput, " ", searchButton, searchResults);
-  view.root.append(body, search);
+  type Found = { feature: number; count: number; activation: number };
+  const search = searchBox<Found>(view, {
+    button: "find features",
+    row: (r, answer) => ({
+      text:
+        `feature ${r.feature}: ${r.count} ` +
+        (answer["source"] === "index" ? "of its top examples" : `of the token's ${String(answer["positions"])} place(s) in this text`) +
+        `, up to ${formatValue(r.activation)}`,
+      data: { feature: r.feature },
+    }),
+    none: (answer) =>
+      answer["source"] === "index" ? "No feature's top examples peak on that token." : "That token does not occur in this text, or no feature fires on it.",
+    pick: (data) => view.set({ selected_feature: Number(data.feature) }),
+  });
+  view.root.append(body, search.el);
 
   let textVersion = 0;
   let tokenKey = "";
@@ -63,7 +71,7 @@ function mount(view: View): void {
       `${String(view.get("sae_name") ?? "SAE")} · ${view.tokens().length} tokens · ${view.int("n_features", 0)} features` +
         (note ? " · no corpus index" : " · corpus index"),
     );
-    searchTitle.textContent = note
+    search.title.textContent = note
       ? "Features that fire on a token of this text (no corpus index)"
       : "Features whose top corpus examples peak on a token";
   }
@@ -317,45 +325,8 @@ function mount(view: View): void {
     }
   }
 
-  async function runSearch(): Promise<void> {
-    const token = searchInput.value.replace(/␣/g, " ");
-    if (!token) return;
-    panelState(searchResults, "loading", el("div", "lw-loading", "Searching…"));
-    try {
-      const response = await view.client.request("search", "search", { token, k: 10 });
-      if (response === null) return;
-      type Found = { feature: number; count: number; activation: number };
-      const results = (response.msg["results"] as Found[] | undefined) ?? [];
-      const fromIndex = response.msg["source"] === "index";
-      const rows = results.map((r) =>
-        tagged(
-          el(
-            "div",
-            "lw-search-result",
-            `feature ${r.feature}: ${r.count} ${fromIndex ? "of its top examples" : `of the token's ${String(response.msg["positions"])} place(s) in this text`}, up to ${formatValue(r.activation)}`,
-          ),
-          "search-result",
-          { feature: r.feature },
-        ),
-      );
-      const none = fromIndex ? "No feature's top examples peak on that token." : "That token does not occur in this text, or no feature fires on it.";
-      panelState(searchResults, "ready", ...(rows.length ? rows : [el("div", "lw-hint", none)]));
-    } catch (e) {
-      panelState(searchResults, "error", errorBox(e, "search-error"));
-    }
-  }
-
-  view.listen(searchButton, "click", () => void runSearch());
-  view.listen(searchInput, "keydown", (e) => {
-    e.stopPropagation(); // typing is not navigation
-    if (e.key === "Enter") void runSearch();
-  });
   view.listen(tokenPanel, "click", (e) => {
     const row = (e.target as HTMLElement).closest<HTMLElement>(".lw-feature-row");
-    if (row) view.set({ selected_feature: Number(row.dataset.feature) });
-  });
-  view.listen(searchResults, "click", (e) => {
-    const row = (e.target as HTMLElement).closest<HTMLElement>(".lw-search-result");
     if (row) view.set({ selected_feature: Number(row.dataset.feature) });
   });
 

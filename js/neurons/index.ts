@@ -4,6 +4,7 @@
 // summary at a time ([pos, k] top neurons), cached here, so clicking tokens needs no round trip.
 
 import { fillOptions, panelState, tagged } from "../shared/dom";
+import { searchBox } from "../shared/search";
 import { appendVisibleToken, el, quotedToken, rankRow, renderTokenStrip, setSelected, textStripOptions } from "../shared/tokens";
 import { defineView, errorBox, type View } from "../shared/view";
 import { floats, ints } from "../shared/wire";
@@ -45,12 +46,17 @@ function mount(view: View): void {
   const body = el("div", "lw-body");
   body.append(tokenPanel, neuronPanel);
 
-  const searchInput = tagged(el("input"), "search-input");
-  searchInput.placeholder = "token, e.g. ␣Paris (leading space: type it)";
-  const searchButton = tagged(el("button", "", "find neurons"), "search-button");
-  const searchResults = tagged(el("div"), "search-results");
-  const search = tagged(el("div", "lw-search"), "search");
-  search.append(el("h4", "", "Neurons that peak on a token (corpus index)"), searchInput, " ", searchButton, searchResults);
+  type Found = { layer: number; neuron: number; count: number; activation: number };
+  const search = searchBox<Found>(view, {
+    button: "find neurons",
+    title: "Neurons that peak on a token (corpus index)",
+    row: (r) => ({
+      text: `layer ${r.layer}, neuron ${r.neuron}: ${r.count} of its top examples, up to ${formatValue(r.activation)}`,
+      data: { layer: r.layer, neuron: r.neuron },
+    }),
+    none: () => "No neuron of the index peaks on that token.",
+    pick: (data) => view.set({ selected_layer: Number(data.layer), selected_neuron: Number(data.neuron) }),
+  }).el;
   view.root.append(controls, body, search);
 
   const layers = new Map<number, LayerData>();
@@ -264,28 +270,6 @@ function mount(view: View): void {
     }
   }
 
-  async function runSearch(): Promise<void> {
-    const token = searchInput.value.replace(/␣/g, " ");
-    if (!token) return;
-    panelState(searchResults, "loading", el("div", "lw-loading", "Searching…"));
-    try {
-      const response = await view.client.request("search", "search", { token, k: 10 });
-      if (response === null) return;
-      type Found = { layer: number; neuron: number; count: number; activation: number };
-      const results = (response.msg["results"] as Found[] | undefined) ?? [];
-      const rows = results.map((r) =>
-        tagged(
-          el("div", "lw-search-result", `layer ${r.layer}, neuron ${r.neuron}: ${r.count} of its top examples, up to ${formatValue(r.activation)}`),
-          "search-result",
-          { layer: r.layer, neuron: r.neuron },
-        ),
-      );
-      panelState(searchResults, "ready", ...(rows.length ? rows : [el("div", "lw-hint", "No neuron of the index peaks on that token.")]));
-    } catch (e) {
-      panelState(searchResults, "error", errorBox(e, "search-error"));
-    }
-  }
-
   function stepLayer(delta: number): void {
     const to = Math.min(nLayers() - 1, Math.max(0, layer() + delta));
     if (to !== layer()) view.set({ selected_layer: to });
@@ -295,18 +279,9 @@ function mount(view: View): void {
   view.listen(next, "click", () => stepLayer(1));
   view.listen(layerSelect, "change", () => view.set({ selected_layer: Number(layerSelect.value) }));
   view.listen(rankSelect, "change", () => view.set({ rank_by: rankSelect.value }));
-  view.listen(searchButton, "click", () => void runSearch());
-  view.listen(searchInput, "keydown", (e) => {
-    e.stopPropagation(); // typing is not navigation
-    if (e.key === "Enter") void runSearch();
-  });
   view.listen(tokenPanel, "click", (e) => {
     const row = (e.target as HTMLElement).closest<HTMLElement>(".lw-neuron-row");
     if (row) view.set({ selected_neuron: Number(row.dataset.neuron) });
-  });
-  view.listen(searchResults, "click", (e) => {
-    const row = (e.target as HTMLElement).closest<HTMLElement>(".lw-search-result");
-    if (row) view.set({ selected_layer: Number(row.dataset.layer), selected_neuron: Number(row.dataset.neuron) });
   });
   // ↑ ↓ step through the layers (a select keeps its own arrow keys).
   view.listen(view.root, "keydown", (e) => {
