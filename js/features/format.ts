@@ -1,7 +1,7 @@
 // Plain helpers of FeatureView (no DOM): the dashboard's sentences and the grouping of examples.
 // Tested in format.test.ts.
 
-import { formatValue } from "../neurons/format";
+import { formatValue, scaleFor } from "../shared/activations";
 
 /** "fires on 3 of 31 tokens (9.7%)": a feature's density over the tokens the SAE reads. */
 export function densityText(fires: number, tokens: number): string {
@@ -32,11 +32,5 @@ export function binLabels(edges: ArrayLike<number>): string[] {
 
 /** The largest finite value among the positions the SAE reads (those in `unread` left out); 1 if none. */
 export function readScale(values: ArrayLike<number>, unread: ReadonlySet<number>): number {
-  let m = 0;
-  for (let i = 0; i < values.length; i++) {
-    if (unread.has(i)) continue;
-    const a = Math.abs(values[i]!);
-    if (Number.isFinite(a) && a > m) m = a;
-  }
-  return m > 0 ? m : 1;
+  return scaleFor(Array.from(values).filter((_, i) => !unread.has(i)));
 }

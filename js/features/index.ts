@@ -4,7 +4,7 @@
 // "steer with this feature": baseline and steered generations, in the columns SteeringView draws too
 // (js/shared/generation.ts).
 
-import { formatValue, activationColor, maxAbs, splitByLengths } from "../neurons/format";
+import { activationColor, formatValue, scaleFor, splitByLengths } from "../shared/activations";
 import { fillOptions, panelState, tagged } from "../shared/dom";
 import { effectNode, generationColumns, steerAnswer } from "../shared/generation";
 import { searchBox } from "../shared/search";
@@ -115,7 +115,7 @@ function mount(view: View): void {
       const features = ints(response.arrays, "features");
       const acts = floats(response.arrays, "activations");
       const skipped = response.msg["skipped"] === true;
-      const scale = maxAbs(acts);
+      const scale = scaleFor(acts);
       const rows = Array.from(features, (f, r) => {
         const row = tagged(rankRow(r + 1, `F${f}`, acts[r]! / scale, formatValue(acts[r]!)), "feature-row", { feature: f, value: acts[r] });
         row.classList.add("lw-feature-row");
@@ -227,7 +227,7 @@ function mount(view: View): void {
 
   function vocabList(label: string, testid: string, names: unknown, ids: Int32Array, logits: Float32Array): HTMLElement {
     const box = el("div");
-    const scale = maxAbs(logits);
+    const scale = scaleFor(logits);
     box.append(el("h4", "", `${label} (logit per unit, through the final norm's gain)`));
     (Array.isArray(names) ? names : []).forEach((name, r) => {
       box.append(tagged(rankRow(r + 1, String(name), Math.abs(logits[r] ?? 0) / scale, formatValue(logits[r] ?? NaN)), testid, { tokenId: ids[r] }));
@@ -266,7 +266,7 @@ function mount(view: View): void {
     out.push(...histogram(counts, edges[0] ?? 0, edges[edges.length - 1] ?? 1, binLabels(edges), "index-hist-bar"));
     const flat = floats(arrays, "example_activations");
     const acts = splitByLengths(flat, [...top, ...sample].map((e) => e.tokens.length));
-    const scale = maxAbs([...top, ...sample].map((e) => e.activation));
+    const scale = scaleFor([...top, ...sample].map((e) => e.activation));
     const topBox = tagged(el("div"), "top-examples");
     topBox.append(...top.map((e, r) => exampleRow(e, acts[r]!, scale, "example")));
     out.push(el("h4", "", "Top examples"), topBox);

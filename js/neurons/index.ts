@@ -3,12 +3,13 @@
 // promotes and suppresses, and (with a corpus index) its top examples. The kernel sends one layer's
 // summary at a time ([pos, k] top neurons), cached here, so clicking tokens needs no round trip.
 
+import { activationColor, formatValue, scaleFor, splitByLengths } from "../shared/activations";
 import { fillOptions, panelState, tagged } from "../shared/dom";
 import { searchBox } from "../shared/search";
 import { appendVisibleToken, el, quotedToken, rankRow, renderTokenStrip, setSelected, textStripOptions } from "../shared/tokens";
 import { defineView, errorBox, type View } from "../shared/view";
 import { floats, ints } from "../shared/wire";
-import { activationColor, formatValue, maxAbs, rowAt, splitByLengths } from "./format";
+import { rowAt } from "./format";
 import "./style.css";
 
 interface LayerData {
@@ -142,7 +143,7 @@ function mount(view: View): void {
         const data = await layerData(l);
         if (data === null || tokenKey !== key) return;
         const rows = rowAt(data.neurons, data.values, data.k, i).slice(0, k());
-        const scale = maxAbs(rows.map((r) => r.value));
+        const scale = scaleFor(rows.map((r) => r.value));
         panelState(tokenPanel, "ready", title, ...rows.map((r, j) => neuronRow(j + 1, r.neuron, r.value, scale)));
         return;
       }
@@ -154,7 +155,7 @@ function mount(view: View): void {
       const t = el("span", "lw-mono");
       appendVisibleToken(t, String(response.msg["target_token"] ?? ""));
       about.append(t, " (activation × gradient)");
-      const scale = maxAbs(contribs);
+      const scale = scaleFor(contribs);
       const rows = Array.from(ints(response.arrays, "neurons"), (n, r) => neuronRow(r + 1, n, acts[r]!, scale, contribs[r]!));
       panelState(tokenPanel, "ready", title, about, ...rows);
     } catch (e) {
@@ -183,7 +184,7 @@ function mount(view: View): void {
       const response = await view.client.request("neuron", "neuron", { layer: l, neuron: n, k: 10, bins: 30 });
       if (response === null || neuronKey !== key) return;
       const acts = floats(response.arrays, "activations");
-      const scale = maxAbs(acts);
+      const scale = scaleFor(acts);
       const overlay = tagged(el("div", "lw-overlay"), "overlay");
       const spans = renderTokenStrip(overlay, view.tokens(), {
         ...textStripOptions(view.model),
@@ -235,7 +236,7 @@ function mount(view: View): void {
 
   function vocabList(label: string, testid: string, names: unknown, logits: Float32Array): HTMLElement {
     const box = el("div");
-    const scale = maxAbs(logits);
+    const scale = scaleFor(logits);
     box.append(el("h4", "", `${label} (logit per unit)`));
     (Array.isArray(names) ? names : []).forEach((name, r) => {
       box.append(tagged(rankRow(r + 1, String(name), Math.abs(logits[r] ?? 0) / scale, formatValue(logits[r] ?? NaN)), testid));
@@ -250,7 +251,7 @@ function mount(view: View): void {
       if (response === null || neuronKey !== key) return;
       const examples = (response.msg["examples"] as Example[] | undefined) ?? [];
       const acts = splitByLengths(floats(response.arrays, "activations"), examples.map((e) => e.tokens.length));
-      const scale = maxAbs(examples.map((e) => e.activation));
+      const scale = scaleFor(examples.map((e) => e.activation));
       const rows = examples.map((e, r) => {
         const row = tagged(el("div", "lw-example"), "example", { activation: e.activation, textIndex: e.text_index });
         row.append(el("span", "lw-act", formatValue(e.activation)));

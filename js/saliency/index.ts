@@ -2,11 +2,12 @@
 // contrast are picked here and the kernel recomputes (with progress); for a generation, the
 // output × input matrix, where selecting an output token lays its row over the text.
 
+import { maxAbs } from "../shared/activations";
 import { fillOptions, tagged } from "../shared/dom";
 import { appendVisibleToken, el, quoted, setText } from "../shared/tokens";
 import { defineView, errorBox, type View } from "../shared/view";
 import { floats, type DecodedArray } from "../shared/wire";
-import { formatScore, maxAbs, normalizeRow, scoreColor, type Normalization } from "./scale";
+import { formatScore, normalizeRow, scoreColor, type Normalization } from "./scale";
 import "./style.css";
 
 /** What the kernel sent for one result. */
