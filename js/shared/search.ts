@@ -1,10 +1,11 @@
 // The search by token of NeuronView and FeatureView: a box where the user types a token, a button, the
 // kernel's `search` request, one clickable line per result. The view says what a result's line reads and
-// what a click on it selects.
+// what a click on it selects. Styled by search.css.
 
 import { panelState, tagged } from "./dom";
 import { el } from "./tokens";
 import { errorBox, type View } from "./view";
+import "./search.css";
 
 /** The token to search for as typed: "␣" stands for a space (a leading space is hard to see in a box). */
 export function searchToken(typed: string): string {
