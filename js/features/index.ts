@@ -4,12 +4,13 @@
 // "steer with this feature": baseline and steered generations, in the columns SteeringView draws too
 // (js/shared/generation.ts).
 
-import { activationColor, formatValue, scaleFor, splitByLengths } from "../shared/activations";
+import { formatValue, scaleFor, splitByLengths } from "../shared/activations";
+import { activationOverlay, exampleRow, histogram, vocabulary, type Example } from "../shared/dashboard";
 import { fillOptions, panelState, tagged } from "../shared/dom";
 import { effectNode, generationColumns, steerAnswer } from "../shared/generation";
 import { searchBox } from "../shared/search";
-import { el, quotedToken, rankRow, renderTokenStrip, setSelected, textStripOptions, appendVisibleToken } from "../shared/tokens";
 import { nearestStep } from "../shared/steps";
+import { el, quotedToken, rankRow, setSelected } from "../shared/tokens";
 import { defineView, errorBox, type View } from "../shared/view";
 import { floats, ints } from "../shared/wire";
 import { bandTitle, binLabels, densityText, readScale, scaleLabel } from "./format";
@@ -18,13 +19,6 @@ import "./style.css";
 const VOCAB_K = 10; // the kernel's feature_view.VOCAB_K: an exported file is keyed by these params
 const TEXT_BINS = 30; // feature_view.TEXT_BINS
 const PROMPT_TAIL = 24; // prompt tokens shown before a steered generation
-
-interface Example {
-  text_index: number;
-  activation: number;
-  tokens: string[];
-  peak: number;
-}
 
 interface Band {
   start: number;
@@ -160,19 +154,16 @@ function mount(view: View): void {
           "text-density",
         ),
       );
-      children.push(overlay(acts));
-      children.push(el("h4", "", "Histogram of its non-zero activations on this text"), ...histogram(ints(response.arrays, "hist"), Number(m["hist_lo"]), Number(m["hist_hi"])));
+      const skip = unread();
+      children.push(activationOverlay(view, acts, readScale(acts, skip), skip, "not read by the SAE (a massive activation)"));
+      children.push(
+        el("h4", "", "Histogram of its non-zero activations on this text"),
+        ...histogram(ints(response.arrays, "hist"), Number(m["hist_lo"]), Number(m["hist_hi"]), "activation"),
+      );
 
       // Through the unembedding.
       if (typeof m["vocab_note"] === "string") children.push(tagged(el("div", "lw-hint", m["vocab_note"]), "vocab-note"));
-      else {
-        const vocab = el("div", "lw-vocab");
-        vocab.append(
-          vocabList("Promotes", "promoted-token", m["promoted_tokens"], ints(response.arrays, "promoted"), floats(response.arrays, "promoted_logits")),
-          vocabList("Suppresses", "suppressed-token", m["suppressed_tokens"], ints(response.arrays, "suppressed"), floats(response.arrays, "suppressed_logits")),
-        );
-        children.push(vocab);
-      }
+      else children.push(vocabulary(m, response.arrays, "logit per unit, through the final norm's gain"));
 
       // In the corpus.
       const corpus = tagged(el("div", "lw-corpus"), "corpus");
@@ -185,68 +176,6 @@ function mount(view: View): void {
     } catch (e) {
       if (featureKey === key) panelState(dashboard, "error", title, errorBox(e, "feature-error"));
     }
-  }
-
-  function overlay(acts: Float32Array): HTMLElement {
-    const box = tagged(el("div", "lw-overlay"), "overlay");
-    const skip = unread();
-    const scale = readScale(acts, skip);
-    const spans = renderTokenStrip(box, view.tokens(), {
-      ...textStripOptions(view.model),
-      selected: view.selected(),
-      onSelect: (i) => view.set({ selected_token: i }),
-    });
-    spans.forEach((span, i) => {
-      tagged(span, "overlay-token", { value: acts[i] });
-      if (skip.has(i)) {
-        span.classList.add("lw-skipped");
-        span.title += "  not read by the SAE (a massive activation)";
-        return;
-      }
-      span.style.background = activationColor(acts[i]!, scale);
-      span.title += `  activation ${formatValue(acts[i]!)}`;
-    });
-    return box;
-  }
-
-  function histogram(counts: Int32Array, lo: number, hi: number, labels?: string[], testid = "hist-bar"): HTMLElement[] {
-    const peak = Math.max(1, ...counts);
-    const width = (hi - lo) / Math.max(1, counts.length);
-    const hist = tagged(el("div", "lw-hist"), testid === "hist-bar" ? "histogram" : "index-histogram");
-    counts.forEach((c, b) => {
-      const bar = tagged(el("div", "lw-hist-bar"), testid, { count: c });
-      bar.style.height = `${(c / peak) * 100}%`;
-      const range = labels?.[b] ?? `[${formatValue(lo + b * width)}, ${formatValue(lo + (b + 1) * width)})`;
-      bar.title = `${c} token${c === 1 ? "" : "s"} in ${range}`;
-      hist.append(bar);
-    });
-    const axis = el("div", "lw-hist-axis");
-    axis.append(el("span", "", formatValue(lo)), el("span", "", labels ? "activation (log scale)" : "activation"), el("span", "", formatValue(hi)));
-    return [hist, axis];
-  }
-
-  function vocabList(label: string, testid: string, names: unknown, ids: Int32Array, logits: Float32Array): HTMLElement {
-    const box = el("div");
-    const scale = scaleFor(logits);
-    box.append(el("h4", "", `${label} (logit per unit, through the final norm's gain)`));
-    (Array.isArray(names) ? names : []).forEach((name, r) => {
-      box.append(tagged(rankRow(r + 1, String(name), Math.abs(logits[r] ?? 0) / scale, formatValue(logits[r] ?? NaN)), testid, { tokenId: ids[r] }));
-    });
-    return box;
-  }
-
-  function exampleRow(e: Example, acts: number[], scale: number, testid: string): HTMLElement {
-    const row = tagged(el("div", "lw-example"), testid, { activation: e.activation, textIndex: e.text_index });
-    row.append(el("span", "lw-act", formatValue(e.activation)));
-    e.tokens.forEach((tok, j) => {
-      const span = el("span", j === e.peak ? "lw-token lw-peak" : "lw-token");
-      const v = acts[j] ?? 0;
-      span.style.background = activationColor(v, scale);
-      span.title = `activation ${formatValue(v)}`;
-      appendVisibleToken(span, tok);
-      row.append(span);
-    });
-    return row;
   }
 
   function corpusSection(m: Record<string, unknown>, arrays: Parameters<typeof floats>[0]): (Node | string)[] {
@@ -263,7 +192,8 @@ function mount(view: View): void {
     const out: (Node | string)[] = [el("h4", "", "In the corpus"), tagged(el("div", "lw-muted", line), "stats")];
     const edges = floats(arrays, "index_edges");
     const counts = ints(arrays, "index_hist");
-    out.push(...histogram(counts, edges[0] ?? 0, edges[edges.length - 1] ?? 1, binLabels(edges), "index-hist-bar"));
+    const [lo, hi] = [edges[0] ?? 0, edges[edges.length - 1] ?? 1];
+    out.push(...histogram(counts, lo, hi, "activation (log scale)", { labels: binLabels(edges), testid: "index-histogram", barTestid: "index-hist-bar" }));
     const flat = floats(arrays, "example_activations");
     const acts = splitByLengths(flat, [...top, ...sample].map((e) => e.tokens.length));
     const scale = scaleFor([...top, ...sample].map((e) => e.activation));

@@ -3,10 +3,11 @@
 // promotes and suppresses, and (with a corpus index) its top examples. The kernel sends one layer's
 // summary at a time ([pos, k] top neurons), cached here, so clicking tokens needs no round trip.
 
-import { activationColor, formatValue, scaleFor, splitByLengths } from "../shared/activations";
+import { formatValue, scaleFor, splitByLengths } from "../shared/activations";
+import { activationOverlay, exampleRow, histogram, vocabulary, type Example } from "../shared/dashboard";
 import { fillOptions, panelState, tagged } from "../shared/dom";
 import { searchBox } from "../shared/search";
-import { appendVisibleToken, el, quotedToken, rankRow, renderTokenStrip, setSelected, textStripOptions } from "../shared/tokens";
+import { appendVisibleToken, el, quotedToken, rankRow, setSelected } from "../shared/tokens";
 import { defineView, errorBox, type View } from "../shared/view";
 import { floats, ints } from "../shared/wire";
 import { rowAt } from "./format";
@@ -16,13 +17,6 @@ interface LayerData {
   k: number;
   neurons: Int32Array; // [pos, k]
   values: Float32Array; // [pos, k]
-}
-
-interface Example {
-  text_index: number;
-  activation: number;
-  tokens: string[];
-  peak: number;
 }
 
 function mount(view: View): void {
@@ -183,42 +177,16 @@ function mount(view: View): void {
     try {
       const response = await view.client.request("neuron", "neuron", { layer: l, neuron: n, k: 10, bins: 30 });
       if (response === null || neuronKey !== key) return;
+      const m = response.msg;
       const acts = floats(response.arrays, "activations");
-      const scale = scaleFor(acts);
-      const overlay = tagged(el("div", "lw-overlay"), "overlay");
-      const spans = renderTokenStrip(overlay, view.tokens(), {
-        ...textStripOptions(view.model),
-        selected: view.selected(),
-        onSelect: (i) => view.set({ selected_token: i }),
-      });
-      spans.forEach((span, i) => {
-        tagged(span, "overlay-token", { value: acts[i] });
-        span.style.background = activationColor(acts[i]!, scale);
-        span.title += `  activation ${formatValue(acts[i]!)}`;
-      });
-
-      const counts = ints(response.arrays, "hist");
-      const peak = Math.max(1, ...counts);
-      const lo = Number(response.msg["hist_lo"]);
-      const hi = Number(response.msg["hist_hi"]);
-      const width = (hi - lo) / Math.max(1, counts.length);
-      const hist = tagged(el("div", "lw-hist"), "histogram");
-      counts.forEach((c, b) => {
-        const bar = tagged(el("div", "lw-hist-bar"), "hist-bar", { count: c });
-        bar.style.height = `${(c / peak) * 100}%`;
-        bar.title = `${c} token${c === 1 ? "" : "s"} in [${formatValue(lo + b * width)}, ${formatValue(lo + (b + 1) * width)})`;
-        hist.append(bar);
-      });
-      const axis = el("div", "lw-hist-axis");
-      axis.append(el("span", "", formatValue(lo)), el("span", "", "activation over the text"), el("span", "", formatValue(hi)));
-
-      const vocab = el("div", "lw-vocab");
-      vocab.append(
-        vocabList("Promotes", "promoted-token", response.msg["promoted_tokens"], floats(response.arrays, "promoted_logits")),
-        vocabList("Suppresses", "suppressed-token", response.msg["suppressed_tokens"], floats(response.arrays, "suppressed_logits")),
-      );
-      const children: (Node | string)[] = [title, overlay, el("h4", "", "Histogram"), hist, axis, vocab];
-      const stats = response.msg["stats"] as Record<string, number> | undefined;
+      const children: (Node | string)[] = [
+        title,
+        activationOverlay(view, acts, scaleFor(acts)),
+        el("h4", "", "Histogram"),
+        ...histogram(ints(response.arrays, "hist"), Number(m["hist_lo"]), Number(m["hist_hi"]), "activation over the text"),
+        vocabulary(m, response.arrays, "logit per unit"),
+      ];
+      const stats = m["stats"] as Record<string, number> | undefined;
       if (stats) {
         const f = (name: string): string => formatValue(stats[name] ?? NaN);
         const line = `corpus: mean ${f("mean")}, std ${f("std")}, max ${f("max")}, active (> 0) on ${((stats["positive"] ?? 0) * 100).toFixed(1)}% of ${stats["tokens"]} tokens`;
@@ -234,16 +202,6 @@ function mount(view: View): void {
     }
   }
 
-  function vocabList(label: string, testid: string, names: unknown, logits: Float32Array): HTMLElement {
-    const box = el("div");
-    const scale = scaleFor(logits);
-    box.append(el("h4", "", `${label} (logit per unit)`));
-    (Array.isArray(names) ? names : []).forEach((name, r) => {
-      box.append(tagged(rankRow(r + 1, String(name), Math.abs(logits[r] ?? 0) / scale, formatValue(logits[r] ?? NaN)), testid));
-    });
-    return box;
-  }
-
   async function loadExamples(l: number, n: number, key: string, box: HTMLElement): Promise<void> {
     panelState(box, "loading", el("div", "lw-loading", "Loading examples…"));
     try {
@@ -252,20 +210,7 @@ function mount(view: View): void {
       const examples = (response.msg["examples"] as Example[] | undefined) ?? [];
       const acts = splitByLengths(floats(response.arrays, "activations"), examples.map((e) => e.tokens.length));
       const scale = scaleFor(examples.map((e) => e.activation));
-      const rows = examples.map((e, r) => {
-        const row = tagged(el("div", "lw-example"), "example", { activation: e.activation, textIndex: e.text_index });
-        row.append(el("span", "lw-act", formatValue(e.activation)));
-        e.tokens.forEach((tok, j) => {
-          const span = el("span", j === e.peak ? "lw-token lw-peak" : "lw-token");
-          const v = acts[r]![j]!;
-          span.style.background = activationColor(v, scale);
-          span.title = `activation ${formatValue(v)}`;
-          appendVisibleToken(span, tok);
-          row.append(span);
-        });
-        return row;
-      });
-      panelState(box, "ready", ...rows);
+      panelState(box, "ready", ...examples.map((e, r) => exampleRow(e, acts[r]!, scale, "example")));
     } catch (e) {
       panelState(box, "error", errorBox(e, "examples-error"));
     }
