@@ -16,8 +16,6 @@ import { floats, ints } from "../shared/wire";
 import { bandTitle, binLabels, densityText, readScale, scaleLabel } from "./format";
 import "./style.css";
 
-const VOCAB_K = 10; // the kernel's feature_view.VOCAB_K: an exported file is keyed by these params
-const TEXT_BINS = 30; // feature_view.TEXT_BINS
 const PROMPT_TAIL = 24; // prompt tokens shown before a steered generation
 
 interface Band {
@@ -141,7 +139,9 @@ function mount(view: View): void {
     const title = el("h4", "", `Feature ${f} (layer ${view.int("layer", 0)})`);
     panelState(dashboard, "loading", title, el("div", "lw-loading", "Loading…"));
     try {
-      const response = await view.client.request("feature", "feature", { feature: f, k: VOCAB_K, bins: TEXT_BINS });
+      // The params come from the state (vocab_k, text_bins), as an exported file's recorded keys do.
+      const params = { feature: f, k: view.int("vocab_k"), bins: view.int("text_bins") };
+      const response = await view.client.request("feature", "feature", params);
       if (response === null || featureKey !== key) return;
       const m = response.msg;
       const acts = floats(response.arrays, "activations");
