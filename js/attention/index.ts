@@ -4,6 +4,7 @@
 // buttons and the sort menu are built from the kernel's lists (traits panels, directions,
 // aggregates, sort_orders).
 
+import { batched } from "../shared/batch";
 import { fillOptions, tagged } from "../shared/dom";
 import { el, setText } from "../shared/tokens";
 import { defineView, type View } from "../shared/view";
@@ -185,16 +186,8 @@ function mount(view: View): void {
   });
 
   // -- following the traits ------------------------------------------------------------------------------
-  let scheduled = false;
   let shown: PanelName | null = null;
-  function schedule(): void {
-    if (scheduled) return;
-    scheduled = true;
-    queueMicrotask(() => {
-      scheduled = false;
-      sync();
-    });
-  }
+  const schedule = batched(sync);
 
   function sync(): void {
     renderHeader();

@@ -5,6 +5,7 @@
 // (js/shared/generation.ts).
 
 import { formatValue, scaleFor, splitByLengths } from "../shared/activations";
+import { batched } from "../shared/batch";
 import { activationOverlay, exampleRow, histogram, vocabulary, type Example } from "../shared/dashboard";
 import { fillOptions, panelState, tagged } from "../shared/dom";
 import { effectNode, generationColumns, steerAnswer } from "../shared/generation";
@@ -55,7 +56,6 @@ function mount(view: View): void {
   let textVersion = 0;
   let tokenKey = "";
   let featureKey = "";
-  let scheduled = false;
 
   function renderHeader(): void {
     const note = String(view.get("index_note") ?? "");
@@ -68,15 +68,10 @@ function mount(view: View): void {
       : "Features whose top corpus examples peak on a token";
   }
 
-  function schedule(): void {
-    if (scheduled) return;
-    scheduled = true;
-    queueMicrotask(() => {
-      scheduled = false;
-      void updateTokenPanel();
-      void updateDashboard();
-    });
-  }
+  const schedule = batched(() => {
+    void updateTokenPanel();
+    void updateDashboard();
+  });
 
   function skipNote(): HTMLElement {
     return tagged(

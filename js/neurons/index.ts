@@ -4,6 +4,7 @@
 // summary at a time ([pos, k] top neurons), cached here, so clicking tokens needs no round trip.
 
 import { formatValue, scaleFor, splitByLengths } from "../shared/activations";
+import { batched } from "../shared/batch";
 import { activationOverlay, exampleRow, histogram, vocabulary, type Example } from "../shared/dashboard";
 import { fillOptions, panelState, tagged } from "../shared/dom";
 import { searchBox } from "../shared/search";
@@ -58,7 +59,6 @@ function mount(view: View): void {
   let textVersion = 0;
   let tokenKey = "";
   let neuronKey = "";
-  let scheduled = false;
 
   function renderHeader(): void {
     const idx = indexLayers();
@@ -80,16 +80,11 @@ function mount(view: View): void {
     search.hidden = !indexLayers().length;
   }
 
-  function schedule(): void {
-    if (scheduled) return;
-    scheduled = true;
-    queueMicrotask(() => {
-      scheduled = false;
-      renderControls();
-      void updateTokenPanel();
-      void updateNeuronPanel();
-    });
-  }
+  const schedule = batched(() => {
+    renderControls();
+    void updateTokenPanel();
+    void updateNeuronPanel();
+  });
 
   async function layerData(l: number): Promise<LayerData | null> {
     const cached = layers.get(l);
