@@ -1,6 +1,7 @@
 // What every panel of the attention view reads: the scaffold's View (traits, request client, root,
 // clean-up) and the attention traits validated: an index out of range reads as -1, and is never sent.
 
+import { tagged } from "../shared/dom";
 import { el, setText } from "../shared/tokens";
 import type { View } from "../shared/view";
 import { inRange, rangeMessage } from "./format";
@@ -131,16 +132,9 @@ export interface Panel {
   snapshot(): HTMLCanvasElement;
 }
 
-/** An element with a data-testid (what the browser tests find it by). */
-export function part<K extends keyof HTMLElementTagNameMap>(tag: K, className: string, testid: string, text?: string): HTMLElementTagNameMap[K] {
-  const node = el(tag, className, text);
-  node.dataset.testid = testid;
-  return node;
-}
-
 /** A button with a data-testid, clicked through `view` (removed with it). */
 export function button(view: View, className: string, text: string, testid: string, onClick: (e: MouseEvent) => void): HTMLButtonElement {
-  const b = part("button", className, testid, text);
+  const b = tagged(el("button", className, text), testid);
   b.type = "button";
   view.listen(b, "click", onClick);
   return b;
@@ -148,7 +142,7 @@ export function button(view: View, className: string, text: string, testid: stri
 
 /** A panel's error box: hidden until showError gives it a message. */
 export function errorSlot(testid: string): HTMLElement {
-  const box = part("div", "lw-error", testid);
+  const box = tagged(el("div", "lw-error"), testid);
   box.hidden = true;
   return box;
 }

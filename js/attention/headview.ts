@@ -2,9 +2,10 @@
 // on a canvas between the two token columns, a colour per head. Long texts show a window of at most
 // ROWS tokens that follows the selected token and scrolls with the wheel or the ▲/▼ buttons.
 
+import { tagged } from "../shared/dom";
 import { appendVisibleToken, el, tokenTitle, visibleText } from "../shared/tokens";
 import { type DecodedArray, floats } from "../shared/wire";
-import { type Ctx, type Drawn, type Panel, type PanelState, button, debounce, errorMessage, errorSlot, exportCanvas, part, showError, sizeCanvas } from "./context";
+import { type Ctx, type Drawn, type Panel, type PanelState, button, debounce, errorMessage, errorSlot, exportCanvas, showError, sizeCanvas } from "./context";
 import { sig, spanLabel, tokenLabel } from "./format";
 import { LruCache } from "./latest";
 import { type Span, cellIndex, followSpan, shiftSpan } from "./pool";
@@ -38,19 +39,19 @@ interface WindowData {
 type Hover = { side: "q" | "k"; index: number } | null;
 
 export class HeadPanel implements Panel {
-  readonly el = part("div", "lw-panel lw-headview", "head-view");
-  private readonly title = part("div", "lw-panel-title", "head-view-title");
-  private readonly chips = part("div", "lw-chips", "head-chips");
+  readonly el = tagged(el("div", "lw-panel lw-headview"), "head-view");
+  private readonly title = tagged(el("div", "lw-panel-title"), "head-view-title");
+  private readonly chips = tagged(el("div", "lw-chips"), "head-chips");
   private readonly errorBox = errorSlot("head-view-error");
   private readonly nav = el("div", "lw-hv-nav");
-  private readonly windowLabel = part("span", "lw-hint", "head-view-window");
+  private readonly windowLabel = tagged(el("span", "lw-hint"), "head-view-window");
   private readonly earlier = button(this.ctx.view, "", "▲ earlier", "window-earlier", () => this.scrollBy(-Math.floor(ROWS / 2)));
   private readonly later = button(this.ctx.view, "", "▼ later", "window-later", () => this.scrollBy(Math.floor(ROWS / 2)));
   private readonly body = el("div", "lw-hv-body");
-  private readonly left = part("div", "lw-hv-col lw-hv-left", "head-view-queries");
-  private readonly right = part("div", "lw-hv-col lw-hv-right", "head-view-keys");
-  private readonly canvas = part("canvas", "lw-hv-lines", "head-view-canvas");
-  private readonly info = part("div", "lw-hint lw-hv-info", "head-view-info");
+  private readonly left = tagged(el("div", "lw-hv-col lw-hv-left"), "head-view-queries");
+  private readonly right = tagged(el("div", "lw-hv-col lw-hv-right"), "head-view-keys");
+  private readonly canvas = tagged(el("canvas", "lw-hv-lines"), "head-view-canvas");
+  private readonly info = tagged(el("div", "lw-hint lw-hv-info"), "head-view-info");
 
   private span: Span | null = null;
   private lastSelected = -2;
@@ -253,7 +254,7 @@ export class HeadPanel implements Panel {
     const items: Node[] = [el("span", "lw-hint", "Heads: ")];
     for (let h = 0; h < n; h++) {
       const on = active.has(h);
-      const b = part("button", "lw-chip lw-head-chip", "head-chip", `H${h}`);
+      const b = tagged(el("button", "lw-chip lw-head-chip", `H${h}`), "head-chip");
       b.type = "button";
       b.dataset.head = String(h);
       b.setAttribute("aria-pressed", String(on));
@@ -302,7 +303,7 @@ export class HeadPanel implements Panel {
         for (let i = s.start; i < s.end; i++) {
           const title = tokenTitle(i, { id: ids[i], offset: offsets[i], bytes: bytes[i], text: String(tokens[i] ?? "") });
           for (const side of ["q", "k"] as const) {
-            const row = part("div", "lw-hv-tok", side === "q" ? "hv-query" : "hv-key");
+            const row = tagged(el("div", "lw-hv-tok"), side === "q" ? "hv-query" : "hv-key");
             Object.assign(row.dataset, { index: String(i), side });
             row.title = title;
             const text = el("span", "lw-hv-text");

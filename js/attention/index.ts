@@ -4,9 +4,11 @@
 // buttons and the sort menu are built from the kernel's lists (traits panels, directions,
 // aggregates, sort_orders).
 
+import { batched } from "../shared/batch";
+import { fillOptions, tagged } from "../shared/dom";
 import { el, setText } from "../shared/tokens";
 import { defineView, type View } from "../shared/view";
-import { type Choice, type Panel, type PanelName, Ctx, button, errorMessage, errorSlot, part } from "./context";
+import { type Choice, type Panel, type PanelName, Ctx, button, errorMessage, errorSlot } from "./context";
 import { HeadPanel } from "./headview";
 import { MatrixPanel } from "./matrix";
 import { OverviewPanel } from "./overview";
@@ -47,9 +49,9 @@ function mount(view: View): void {
   const rolloutBtn = aggregates.el.querySelector<HTMLButtonElement>('[data-value="rollout"]');
   const rolloutTitle = rolloutBtn?.title ?? "";
 
-  const layerSelect = part("select", "", "layer-select");
-  const headSelect = part("select", "", "head-select");
-  const sortSelect = part("select", "", "sort-by");
+  const layerSelect = tagged(el("select"), "layer-select");
+  const headSelect = tagged(el("select"), "head-select");
+  const sortSelect = tagged(el("select"), "sort-by");
   sortSelect.title = "Sort each layer's heads by a score";
   for (const [value, label, description] of choices("sort_orders")) {
     const o = el("option", "", label);
@@ -64,17 +66,19 @@ function mount(view: View): void {
     l.append(control);
     return l;
   };
-  const toolbar = part("div", "lw-toolbar", "toolbar");
+  const toolbar = tagged(el("div", "lw-toolbar"), "toolbar");
   toolbar.append(tabs.el, labelled("layer", layerSelect), labelled("head", headSelect), directions.el, labelled("sort", sortSelect), aggregates.el, exportBtn);
 
-  const help = part(
-    "div",
-    "lw-hint lw-help",
+  const help = tagged(
+    el(
+      "div",
+      "lw-hint lw-help",
+      "Click a token: its attention in every head (Esc clears) · click a thumbnail: head view, Shift+click: matrix · click mean/rollout: that aggregate",
+    ),
     "help",
-    "Click a token: its attention in every head (Esc clears) · click a thumbnail: head view, Shift+click: matrix · click mean/rollout: that aggregate",
   );
   const exportError = errorSlot("export-error");
-  const progress = part("span", "lw-progress", "progress");
+  const progress = tagged(el("span", "lw-progress"), "progress");
 
   const overview = new OverviewPanel(ctx, renderProgress);
   const panels: Record<PanelName, Panel> = { overview, head: new HeadPanel(ctx), matrix: new MatrixPanel(ctx) };
@@ -104,14 +108,7 @@ function mount(view: View): void {
 
   function fillSelect(select: HTMLSelectElement, n: number, prefix: string, value: number): void {
     if (select.options.length !== n + 1) {
-      const options = [el("option", "", "—")];
-      options[0]!.value = "-1";
-      for (let i = 0; i < n; i++) {
-        const o = el("option", "", `${prefix}${i}`);
-        o.value = String(i);
-        options.push(o);
-      }
-      select.replaceChildren(...options);
+      fillOptions(select, [["-1", "—"], ...Array.from({ length: n }, (_, i) => [String(i), `${prefix}${i}`] as const)]);
     }
     select.value = String(value);
   }
@@ -165,7 +162,7 @@ function mount(view: View): void {
       ({ panel, blob }) => {
         exportError.hidden = true;
         const url = URL.createObjectURL(blob);
-        const a = part("a", "", "export-link");
+        const a = tagged(el("a"), "export-link");
         a.href = url;
         a.download = `attention-${panel}.png`;
         a.hidden = true;
@@ -189,16 +186,8 @@ function mount(view: View): void {
   });
 
   // -- following the traits ------------------------------------------------------------------------------
-  let scheduled = false;
   let shown: PanelName | null = null;
-  function schedule(): void {
-    if (scheduled) return;
-    scheduled = true;
-    queueMicrotask(() => {
-      scheduled = false;
-      sync();
-    });
-  }
+  const schedule = batched(sync);
 
   function sync(): void {
     renderHeader();

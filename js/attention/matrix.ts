@@ -3,9 +3,10 @@
 // and after each move the new window is asked for (debounced, stale answers dropped). Hovering a
 // cell shows its weight, first from the pixels received, then exact from the kernel.
 
+import { tagged } from "../shared/dom";
 import { el, setText, visibleText } from "../shared/tokens";
 import { type DecodedArray, floats } from "../shared/wire";
-import { type Ctx, type Drawn, type Panel, type PanelState, button, debounce, errorMessage, errorSlot, exportCanvas, part, showError, sizeCanvas } from "./context";
+import { type Ctx, type Drawn, type Panel, type PanelState, button, debounce, errorMessage, errorSlot, exportCanvas, showError, sizeCanvas } from "./context";
 import { colorOf, gammaTable, maxOf } from "./draw";
 import { inRange, sig, tokenLabel } from "./format";
 import { LruCache } from "./latest";
@@ -53,13 +54,13 @@ interface Received {
 type Target = Drawn & { what: string };
 
 export class MatrixPanel implements Panel {
-  readonly el = part("div", "lw-panel lw-matrix", "matrix-view");
-  private readonly title = part("div", "lw-panel-title", "matrix-title");
+  readonly el = tagged(el("div", "lw-panel lw-matrix"), "matrix-view");
+  private readonly title = tagged(el("div", "lw-panel-title"), "matrix-title");
   private readonly errorBox = errorSlot("matrix-view-error");
-  private readonly topAxis = part("canvas", "lw-mx-axis", "matrix-keys-axis");
-  private readonly leftAxis = part("canvas", "lw-mx-axis", "matrix-queries-axis");
-  private readonly canvas = part("canvas", "lw-mx-canvas", "matrix-canvas");
-  private readonly tooltip = part("div", "lw-tooltip", "matrix-tooltip");
+  private readonly topAxis = tagged(el("canvas", "lw-mx-axis"), "matrix-keys-axis");
+  private readonly leftAxis = tagged(el("canvas", "lw-mx-axis"), "matrix-queries-axis");
+  private readonly canvas = tagged(el("canvas", "lw-mx-canvas"), "matrix-canvas");
+  private readonly tooltip = tagged(el("div", "lw-tooltip"), "matrix-tooltip");
   private readonly legendMax = el("span");
 
   private view: View = fullView(0);
@@ -89,7 +90,7 @@ export class MatrixPanel implements Panel {
     const legendBar = el("span", "lw-legend-bar");
     const stops = Array.from({ length: 11 }, (_, i) => cssColor(LUT, i / 10, 1));
     legendBar.style.background = `linear-gradient(to right, ${stops.join(", ")})`;
-    const legend = part("div", "lw-legend lw-hint", "matrix-legend");
+    const legend = tagged(el("div", "lw-legend lw-hint"), "matrix-legend");
     legend.append(el("span", "", "0 "), legendBar, this.legendMax);
     this.el.append(this.title, this.errorBox, bar, grid, legend);
 

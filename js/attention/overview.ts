@@ -2,9 +2,10 @@
 // canvas. Without a selected token each thumbnail is the head's pooled pattern, streamed a layer
 // at a time; with one, each is that token's row (or column) as a bar plot, redrawn in a few ms.
 
+import { tagged } from "../shared/dom";
 import { el } from "../shared/tokens";
 import { type DecodedArray, floats } from "../shared/wire";
-import { type Ctx, type Panel, type PanelState, errorMessage, errorSlot, exportCanvas, part, showError, sizeCanvas } from "./context";
+import { type Ctx, type Panel, type PanelState, errorMessage, errorSlot, exportCanvas, showError, sizeCanvas } from "./context";
 import {
   type StripStyle,
   MARKER,
@@ -100,14 +101,14 @@ const PATTERN_TABLE = gammaTable(LUT);
 const BAR_TABLE = gammaTable(LUT, 0.5, 96);
 
 export class OverviewPanel implements Panel {
-  readonly el = part("div", "lw-panel lw-overview", "overview");
+  readonly el = tagged(el("div", "lw-panel lw-overview"), "overview");
   private readonly errorBox = errorSlot("overview-error");
-  private readonly sharpBox = part("div", "lw-sharp", "sharp-heads");
-  private readonly legend = part("div", "lw-legend lw-hint", "overview-legend");
+  private readonly sharpBox = tagged(el("div", "lw-sharp"), "sharp-heads");
+  private readonly legend = tagged(el("div", "lw-legend lw-hint"), "overview-legend");
   private readonly wrap = el("div", "lw-grid-wrap");
-  private readonly canvas = part("canvas", "lw-grid", "overview-canvas");
+  private readonly canvas = tagged(el("canvas", "lw-grid"), "overview-canvas");
   private readonly overlay = el("canvas", "lw-grid-overlay");
-  private readonly tooltip = part("div", "lw-tooltip", "overview-tooltip");
+  private readonly tooltip = tagged(el("div", "lw-tooltip"), "overview-tooltip");
 
   private layout: GridLayout = gridLayout(0, 0, 32, false);
   private dpr = 1;
@@ -556,7 +557,7 @@ export class OverviewPanel implements Panel {
     const title = data.direction === "from" ? "Sharpest heads: largest weight from " : "Sharpest heads: largest weight on ";
     const tokens = this.ctx.view.tokens();
     const items = top.map((s) => {
-      const b = part("button", "lw-chip", "sharp-head", sharpLabel(s));
+      const b = tagged(el("button", "lw-chip", sharpLabel(s)), "sharp-head");
       b.type = "button";
       Object.assign(b.dataset, { layer: String(s.layer), head: String(s.head), value: String(s.value) });
       b.title = "Open this head in the head view (Shift+click: matrix view)";

@@ -2,16 +2,6 @@
 // concept, orange away from it), scaled by the largest magnitude in the text so the strip uses the
 // whole range, and a text that is readable on light and dark themes alike.
 
-/** The largest |value| in `values` (finite ones), or 0 when there is none. */
-export function maxAbs(values: ArrayLike<number>): number {
-  let m = 0;
-  for (let i = 0; i < values.length; i++) {
-    const v = Math.abs(values[i]!);
-    if (Number.isFinite(v) && v > m) m = v;
-  }
-  return m;
-}
-
 /** An rgba() background for `value` on the scale [-scale, scale]; transparent for 0 or a bad value. */
 export function cosineColour(value: number, scale: number): string {
   if (!Number.isFinite(value) || !(scale > 0)) return "rgba(0, 0, 0, 0)";

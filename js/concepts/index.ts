@@ -3,11 +3,12 @@
 // layer, and a text's tokens tinted by their cosine with that concept's CAV. Picking a layer (or a
 // concept) redraws the chart and the overlay; clicking a token selects it in every linked view.
 
+import { maxAbs } from "../shared/activations";
 import type { Client } from "../shared/client";
 import { el, quoted, setText, visibleStrings } from "../shared/tokens";
 import { defineView, errorBox, type View } from "../shared/view";
 import { floats } from "../shared/wire";
-import { cosineColour, formatCosine, maxAbs } from "./colour";
+import { cosineColour, formatCosine } from "./colour";
 import "./style.css";
 
 interface Row {

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { bandTitle, binLabels, densityText, nearestScale, readScale, scaleLabel } from "./format";
+import { bandTitle, binLabels, densityText, readScale, scaleLabel } from "./format";
 
 test("densityText", () => {
   assert.equal(densityText(3, 31), "fires on 3 of 31 tokens (9.7%)");
@@ -15,12 +15,10 @@ test("bandTitle names the strongest and weakest band", () => {
   assert.equal(bandTitle(0, 1, 1, 2), "quantile 1 of 1: activation 1.00–2.00");
 });
 
-test("scaleLabel and nearestScale", () => {
+test("scaleLabel", () => {
   assert.equal(scaleLabel(0.5), "+0.500 × the stream's norm");
   assert.equal(scaleLabel(-2), "−2.00 × the stream's norm");
   assert.equal(scaleLabel(0), "0 (no steering)");
-  assert.equal(nearestScale([-2, -1, 0, 1, 2], 0.9), 3);
-  assert.equal(nearestScale([], 1), 0);
 });
 
 test("binLabels and readScale", () => {

@@ -1,7 +1,7 @@
 // Plain helpers of FeatureView (no DOM): the dashboard's sentences and the grouping of examples.
 // Tested in format.test.ts.
 
-import { formatValue } from "../neurons/format";
+import { formatValue, scaleFor } from "../shared/activations";
 
 /** "fires on 3 of 31 tokens (9.7%)": a feature's density over the tokens the SAE reads. */
 export function densityText(fires: number, tokens: number): string {
@@ -23,13 +23,6 @@ export function scaleLabel(scale: number): string {
   return `${scale > 0 ? "+" : "−"}${formatValue(Math.abs(scale))} × the stream's norm`;
 }
 
-/** The index of the scale nearest `want` (the control's default step). */
-export function nearestScale(scales: readonly number[], want: number): number {
-  let best = 0;
-  for (let i = 1; i < scales.length; i++) if (Math.abs(scales[i]! - want) < Math.abs(scales[best]! - want)) best = i;
-  return best;
-}
-
 /** "[lo, hi)" labels of log-spaced histogram bins from their `bins + 1` edges. */
 export function binLabels(edges: ArrayLike<number>): string[] {
   const out: string[] = [];
@@ -39,11 +32,5 @@ export function binLabels(edges: ArrayLike<number>): string[] {
 
 /** The largest finite value among the positions the SAE reads (those in `unread` left out); 1 if none. */
 export function readScale(values: ArrayLike<number>, unread: ReadonlySet<number>): number {
-  let m = 0;
-  for (let i = 0; i < values.length; i++) {
-    if (unread.has(i)) continue;
-    const a = Math.abs(values[i]!);
-    if (Number.isFinite(a) && a > m) m = a;
-  }
-  return m > 0 ? m : 1;
+  return scaleFor(Array.from(values).filter((_, i) => !unread.has(i)));
 }

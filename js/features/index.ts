@@ -1,45 +1,29 @@
 // FeatureView: the SAE features active on the selected token (from codes the kernel encoded once), and a
 // selected feature's dashboard: its activation over the text, histogram and density, the tokens its decoder
 // row promotes and suppresses, corpus examples by quantile (with a FeatureIndex), a search by token, and
-// "steer with this feature": baseline and steered generations, drawn with SteeringView's own columns.
+// "steer with this feature": baseline and steered generations, in the columns SteeringView draws too
+// (js/shared/generation.ts).
 
-import { formatValue, activationColor, maxAbs, splitByLengths } from "../neurons/format";
-import { el, quotedToken, rankRow, renderTokenStrip, setSelected, setText, textStripOptions, appendVisibleToken } from "../shared/tokens";
+import { formatValue, scaleFor, splitByLengths } from "../shared/activations";
+import { batched } from "../shared/batch";
+import { activationOverlay, exampleRow, histogram, vocabulary, type Example } from "../shared/dashboard";
+import { fillOptions, panelState, tagged } from "../shared/dom";
+import { effectNode, generationColumns, steerAnswer } from "../shared/generation";
+import { searchBox } from "../shared/search";
+import { nearestStep } from "../shared/steps";
+import { el, quotedToken, rankRow, setSelected } from "../shared/tokens";
 import { defineView, errorBox, type View } from "../shared/view";
 import { floats, ints } from "../shared/wire";
-import { generationColumn } from "../steering/columns";
-import { effectLine } from "../steering/effect";
-import "../steering/style.css";
-import { bandTitle, binLabels, densityText, nearestScale, readScale, scaleLabel } from "./format";
+import { bandTitle, binLabels, densityText, readScale, scaleLabel } from "./format";
 import "./style.css";
 
-const VOCAB_K = 10; // the kernel's feature_view.VOCAB_K: an exported file is keyed by these params
-const TEXT_BINS = 30; // feature_view.TEXT_BINS
 const PROMPT_TAIL = 24; // prompt tokens shown before a steered generation
-
-interface Example {
-  text_index: number;
-  activation: number;
-  tokens: string[];
-  peak: number;
-}
 
 interface Band {
   start: number;
   stop: number;
   lo: number;
   hi: number;
-}
-
-function tagged<T extends HTMLElement>(node: T, testid: string, data: Record<string, unknown> = {}): T {
-  node.dataset.testid = testid;
-  for (const [key, value] of Object.entries(data)) node.dataset[key] = String(value);
-  return node;
-}
-
-function panelState(panel: HTMLElement, state: string, ...children: (Node | string)[]): void {
-  panel.dataset.state = state;
-  panel.replaceChildren(...children);
 }
 
 function mount(view: View): void {
@@ -53,19 +37,25 @@ function mount(view: View): void {
   const body = el("div", "lw-body");
   body.append(tokenPanel, dashboard);
 
-  const searchInput = tagged(el("input"), "search-input");
-  searchInput.placeholder = "token, e.g. ␣Paris (leading space: type it)";
-  const searchButton = tagged(el("button", "", "find features"), "search-button");
-  const searchTitle = el("h4");
-  const searchResults = tagged(el("div"), "search-results");
-  const search = tagged(el("div", "lw-search"), "search");
-  search.append(searchTitle, searchInput, " ", searchButton, searchResults);
-  view.root.append(body, search);
+  type Found = { feature: number; count: number; activation: number };
+  const search = searchBox<Found>(view, {
+    button: "find features",
+    row: (r, answer) => ({
+      text:
+        `feature ${r.feature}: ${r.count} ` +
+        (answer["source"] === "index" ? "of its top examples" : `of the token's ${String(answer["positions"])} place(s) in this text`) +
+        `, up to ${formatValue(r.activation)}`,
+      data: { feature: r.feature },
+    }),
+    none: (answer) =>
+      answer["source"] === "index" ? "No feature's top examples peak on that token." : "That token does not occur in this text, or no feature fires on it.",
+    pick: (data) => view.set({ selected_feature: Number(data.feature) }),
+  });
+  view.root.append(body, search.el);
 
   let textVersion = 0;
   let tokenKey = "";
   let featureKey = "";
-  let scheduled = false;
 
   function renderHeader(): void {
     const note = String(view.get("index_note") ?? "");
@@ -73,20 +63,15 @@ function mount(view: View): void {
       `${String(view.get("sae_name") ?? "SAE")} · ${view.tokens().length} tokens · ${view.int("n_features", 0)} features` +
         (note ? " · no corpus index" : " · corpus index"),
     );
-    searchTitle.textContent = note
+    search.title.textContent = note
       ? "Features that fire on a token of this text (no corpus index)"
       : "Features whose top corpus examples peak on a token";
   }
 
-  function schedule(): void {
-    if (scheduled) return;
-    scheduled = true;
-    queueMicrotask(() => {
-      scheduled = false;
-      void updateTokenPanel();
-      void updateDashboard();
-    });
-  }
+  const schedule = batched(() => {
+    void updateTokenPanel();
+    void updateDashboard();
+  });
 
   function skipNote(): HTMLElement {
     return tagged(
@@ -117,7 +102,7 @@ function mount(view: View): void {
       const features = ints(response.arrays, "features");
       const acts = floats(response.arrays, "activations");
       const skipped = response.msg["skipped"] === true;
-      const scale = maxAbs(acts);
+      const scale = scaleFor(acts);
       const rows = Array.from(features, (f, r) => {
         const row = tagged(rankRow(r + 1, `F${f}`, acts[r]! / scale, formatValue(acts[r]!)), "feature-row", { feature: f, value: acts[r] });
         row.classList.add("lw-feature-row");
@@ -149,7 +134,9 @@ function mount(view: View): void {
     const title = el("h4", "", `Feature ${f} (layer ${view.int("layer", 0)})`);
     panelState(dashboard, "loading", title, el("div", "lw-loading", "Loading…"));
     try {
-      const response = await view.client.request("feature", "feature", { feature: f, k: VOCAB_K, bins: TEXT_BINS });
+      // The params come from the state (vocab_k, text_bins), as an exported file's recorded keys do.
+      const params = { feature: f, k: view.int("vocab_k"), bins: view.int("text_bins") };
+      const response = await view.client.request("feature", "feature", params);
       if (response === null || featureKey !== key) return;
       const m = response.msg;
       const acts = floats(response.arrays, "activations");
@@ -162,19 +149,16 @@ function mount(view: View): void {
           "text-density",
         ),
       );
-      children.push(overlay(acts));
-      children.push(el("h4", "", "Histogram of its non-zero activations on this text"), ...histogram(ints(response.arrays, "hist"), Number(m["hist_lo"]), Number(m["hist_hi"])));
+      const skip = unread();
+      children.push(activationOverlay(view, acts, readScale(acts, skip), skip, "not read by the SAE (a massive activation)"));
+      children.push(
+        el("h4", "", "Histogram of its non-zero activations on this text"),
+        ...histogram(ints(response.arrays, "hist"), Number(m["hist_lo"]), Number(m["hist_hi"]), "activation"),
+      );
 
       // Through the unembedding.
       if (typeof m["vocab_note"] === "string") children.push(tagged(el("div", "lw-hint", m["vocab_note"]), "vocab-note"));
-      else {
-        const vocab = el("div", "lw-vocab");
-        vocab.append(
-          vocabList("Promotes", "promoted-token", m["promoted_tokens"], ints(response.arrays, "promoted"), floats(response.arrays, "promoted_logits")),
-          vocabList("Suppresses", "suppressed-token", m["suppressed_tokens"], ints(response.arrays, "suppressed"), floats(response.arrays, "suppressed_logits")),
-        );
-        children.push(vocab);
-      }
+      else children.push(vocabulary(m, response.arrays, "logit per unit, through the final norm's gain"));
 
       // In the corpus.
       const corpus = tagged(el("div", "lw-corpus"), "corpus");
@@ -187,68 +171,6 @@ function mount(view: View): void {
     } catch (e) {
       if (featureKey === key) panelState(dashboard, "error", title, errorBox(e, "feature-error"));
     }
-  }
-
-  function overlay(acts: Float32Array): HTMLElement {
-    const box = tagged(el("div", "lw-overlay"), "overlay");
-    const skip = unread();
-    const scale = readScale(acts, skip);
-    const spans = renderTokenStrip(box, view.tokens(), {
-      ...textStripOptions(view.model),
-      selected: view.selected(),
-      onSelect: (i) => view.set({ selected_token: i }),
-    });
-    spans.forEach((span, i) => {
-      tagged(span, "overlay-token", { value: acts[i] });
-      if (skip.has(i)) {
-        span.classList.add("lw-skipped");
-        span.title += "  not read by the SAE (a massive activation)";
-        return;
-      }
-      span.style.background = activationColor(acts[i]!, scale);
-      span.title += `  activation ${formatValue(acts[i]!)}`;
-    });
-    return box;
-  }
-
-  function histogram(counts: Int32Array, lo: number, hi: number, labels?: string[], testid = "hist-bar"): HTMLElement[] {
-    const peak = Math.max(1, ...counts);
-    const width = (hi - lo) / Math.max(1, counts.length);
-    const hist = tagged(el("div", "lw-hist"), testid === "hist-bar" ? "histogram" : "index-histogram");
-    counts.forEach((c, b) => {
-      const bar = tagged(el("div", "lw-hist-bar"), testid, { count: c });
-      bar.style.height = `${(c / peak) * 100}%`;
-      const range = labels?.[b] ?? `[${formatValue(lo + b * width)}, ${formatValue(lo + (b + 1) * width)})`;
-      bar.title = `${c} token${c === 1 ? "" : "s"} in ${range}`;
-      hist.append(bar);
-    });
-    const axis = el("div", "lw-hist-axis");
-    axis.append(el("span", "", formatValue(lo)), el("span", "", labels ? "activation (log scale)" : "activation"), el("span", "", formatValue(hi)));
-    return [hist, axis];
-  }
-
-  function vocabList(label: string, testid: string, names: unknown, ids: Int32Array, logits: Float32Array): HTMLElement {
-    const box = el("div");
-    const scale = maxAbs(logits);
-    box.append(el("h4", "", `${label} (logit per unit, through the final norm's gain)`));
-    (Array.isArray(names) ? names : []).forEach((name, r) => {
-      box.append(tagged(rankRow(r + 1, String(name), Math.abs(logits[r] ?? 0) / scale, formatValue(logits[r] ?? NaN)), testid, { tokenId: ids[r] }));
-    });
-    return box;
-  }
-
-  function exampleRow(e: Example, acts: number[], scale: number, testid: string): HTMLElement {
-    const row = tagged(el("div", "lw-example"), testid, { activation: e.activation, textIndex: e.text_index });
-    row.append(el("span", "lw-act", formatValue(e.activation)));
-    e.tokens.forEach((tok, j) => {
-      const span = el("span", j === e.peak ? "lw-token lw-peak" : "lw-token");
-      const v = acts[j] ?? 0;
-      span.style.background = activationColor(v, scale);
-      span.title = `activation ${formatValue(v)}`;
-      appendVisibleToken(span, tok);
-      row.append(span);
-    });
-    return row;
   }
 
   function corpusSection(m: Record<string, unknown>, arrays: Parameters<typeof floats>[0]): (Node | string)[] {
@@ -265,10 +187,11 @@ function mount(view: View): void {
     const out: (Node | string)[] = [el("h4", "", "In the corpus"), tagged(el("div", "lw-muted", line), "stats")];
     const edges = floats(arrays, "index_edges");
     const counts = ints(arrays, "index_hist");
-    out.push(...histogram(counts, edges[0] ?? 0, edges[edges.length - 1] ?? 1, binLabels(edges), "index-hist-bar"));
+    const [lo, hi] = [edges[0] ?? 0, edges[edges.length - 1] ?? 1];
+    out.push(...histogram(counts, lo, hi, "activation (log scale)", { labels: binLabels(edges), testid: "index-histogram", barTestid: "index-hist-bar" }));
     const flat = floats(arrays, "example_activations");
     const acts = splitByLengths(flat, [...top, ...sample].map((e) => e.tokens.length));
-    const scale = maxAbs([...top, ...sample].map((e) => e.activation));
+    const scale = scaleFor([...top, ...sample].map((e) => e.activation));
     const topBox = tagged(el("div"), "top-examples");
     topBox.append(...top.map((e, r) => exampleRow(e, acts[r]!, scale, "example")));
     out.push(el("h4", "", "Top examples"), topBox);
@@ -286,7 +209,7 @@ function mount(view: View): void {
   }
 
   function steerBox(f: number): HTMLElement {
-    const box = tagged(el("div", "lw-steer lw-steering"), "steer");
+    const box = tagged(el("div", "lw-steer"), "steer");
     box.append(el("h4", "", "Steer with this feature"));
     if (view.get("can_steer") !== true) {
       box.append(el("div", "lw-hint", "This model has no causal language-model head: nothing to generate."));
@@ -294,8 +217,8 @@ function mount(view: View): void {
     }
     const scales = view.list<number>("steer_scales");
     const select = tagged(el("select"), "steer-scale");
-    select.replaceChildren(...scales.map((s, i) => Object.assign(el("option", "", scaleLabel(s)), { value: String(i) })));
-    select.value = String(nearestScale(scales, 1));
+    fillOptions(select, scales.map((s, i) => [String(i), scaleLabel(s)] as const));
+    select.value = String(nearestStep(scales, 1));
     const button = tagged(el("button", "", "steer with this feature"), "steer-button");
     const result = tagged(el("div", "lw-steer-result"), "steer-result");
     result.dataset.state = "idle";
@@ -316,72 +239,19 @@ function mount(view: View): void {
     try {
       const r = await view.client.request("steer", "steer", { feature: f, step });
       if (r === null) return;
-      const m = r.msg;
-      const changed = (m["changed"] as boolean[]) ?? [];
-      const noEffect = m["no_effect"] === true;
-      const line = tagged(el("div", noEffect ? "lw-no-effect" : "lw-effect-line"), noEffect ? "no-effect" : "effect-line");
-      const effect = effectLine({
-        klNext: m["kl_next"] as number | null,
-        klMean: m["kl_mean"] as number | null,
-        metric: null,
-        metricChange: null,
-        changed: changed.filter(Boolean).length,
-        total: changed.length,
-        noEffect,
-      });
-      setText(line, `α = ${Number(m["alpha"]).toPrecision(3)}: ${effect}`);
-      const base = tagged(el("div", "lw-col"), "baseline");
-      base.append(...generationColumn("baseline (α = 0)", view.tokens(), (m["baseline"] as string[]) ?? [], null, PROMPT_TAIL));
-      const steered = tagged(el("div", "lw-col"), "steered");
-      steered.append(...generationColumn(`steered (${scaleLabel(Number(m["scale"]))})`, view.tokens(), (m["steered"] as string[]) ?? [], changed, PROMPT_TAIL));
-      const cols = el("div", "lw-cols");
-      cols.append(base, steered);
-      result.dataset.changed = String(changed.filter(Boolean).length);
-      panelState(result, noEffect ? "no-effect" : "ready", line, cols);
+      const answer = steerAnswer(r.msg);
+      const columns = generationColumns(PROMPT_TAIL);
+      columns.show(view.tokens(), answer, ["baseline (α = 0)", `steered (${scaleLabel(Number(r.msg["scale"]))})`]);
+      const line = effectNode(answer.effect, `α = ${answer.alpha.toPrecision(3)}: `);
+      result.dataset.changed = String(answer.effect.changed);
+      panelState(result, answer.effect.noEffect ? "no-effect" : "ready", line, columns.el);
     } catch (e) {
       panelState(result, "error", errorBox(e, "steer-error"));
     }
   }
 
-  async function runSearch(): Promise<void> {
-    const token = searchInput.value.replace(/␣/g, " ");
-    if (!token) return;
-    panelState(searchResults, "loading", el("div", "lw-loading", "Searching…"));
-    try {
-      const response = await view.client.request("search", "search", { token, k: 10 });
-      if (response === null) return;
-      type Found = { feature: number; count: number; activation: number };
-      const results = (response.msg["results"] as Found[] | undefined) ?? [];
-      const fromIndex = response.msg["source"] === "index";
-      const rows = results.map((r) =>
-        tagged(
-          el(
-            "div",
-            "lw-search-result",
-            `feature ${r.feature}: ${r.count} ${fromIndex ? "of its top examples" : `of the token's ${String(response.msg["positions"])} place(s) in this text`}, up to ${formatValue(r.activation)}`,
-          ),
-          "search-result",
-          { feature: r.feature },
-        ),
-      );
-      const none = fromIndex ? "No feature's top examples peak on that token." : "That token does not occur in this text, or no feature fires on it.";
-      panelState(searchResults, "ready", ...(rows.length ? rows : [el("div", "lw-hint", none)]));
-    } catch (e) {
-      panelState(searchResults, "error", errorBox(e, "search-error"));
-    }
-  }
-
-  view.listen(searchButton, "click", () => void runSearch());
-  view.listen(searchInput, "keydown", (e) => {
-    e.stopPropagation(); // typing is not navigation
-    if (e.key === "Enter") void runSearch();
-  });
   view.listen(tokenPanel, "click", (e) => {
     const row = (e.target as HTMLElement).closest<HTMLElement>(".lw-feature-row");
-    if (row) view.set({ selected_feature: Number(row.dataset.feature) });
-  });
-  view.listen(searchResults, "click", (e) => {
-    const row = (e.target as HTMLElement).closest<HTMLElement>(".lw-search-result");
     if (row) view.set({ selected_feature: Number(row.dataset.feature) });
   });
 

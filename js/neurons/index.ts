@@ -3,35 +3,21 @@
 // promotes and suppresses, and (with a corpus index) its top examples. The kernel sends one layer's
 // summary at a time ([pos, k] top neurons), cached here, so clicking tokens needs no round trip.
 
-import { appendVisibleToken, el, quotedToken, rankRow, renderTokenStrip, setSelected, textStripOptions } from "../shared/tokens";
+import { formatValue, scaleFor, splitByLengths } from "../shared/activations";
+import { batched } from "../shared/batch";
+import { activationOverlay, exampleRow, histogram, vocabulary, type Example } from "../shared/dashboard";
+import { fillOptions, panelState, tagged } from "../shared/dom";
+import { searchBox } from "../shared/search";
+import { appendVisibleToken, el, quotedToken, rankRow, setSelected } from "../shared/tokens";
 import { defineView, errorBox, type View } from "../shared/view";
 import { floats, ints } from "../shared/wire";
-import { activationColor, formatValue, maxAbs, rowAt, splitByLengths } from "./format";
+import { rowAt } from "./format";
 import "./style.css";
 
 interface LayerData {
   k: number;
   neurons: Int32Array; // [pos, k]
   values: Float32Array; // [pos, k]
-}
-
-interface Example {
-  text_index: number;
-  activation: number;
-  tokens: string[];
-  peak: number;
-}
-
-function tagged<T extends HTMLElement>(node: T, testid: string, data: Record<string, unknown> = {}): T {
-  node.dataset.testid = testid;
-  for (const [key, value] of Object.entries(data)) node.dataset[key] = String(value);
-  return node;
-}
-
-function fill(select: HTMLSelectElement, choices: readonly (readonly [string, string])[]): void {
-  select.replaceChildren(
-    ...choices.map(([value, label]) => Object.assign(el("option", "", label), { value })),
-  );
 }
 
 function mount(view: View): void {
@@ -56,19 +42,23 @@ function mount(view: View): void {
   const body = el("div", "lw-body");
   body.append(tokenPanel, neuronPanel);
 
-  const searchInput = tagged(el("input"), "search-input");
-  searchInput.placeholder = "token, e.g. ␣Paris (leading space: type it)";
-  const searchButton = tagged(el("button", "", "find neurons"), "search-button");
-  const searchResults = tagged(el("div"), "search-results");
-  const search = tagged(el("div", "lw-search"), "search");
-  search.append(el("h4", "", "Neurons that peak on a token (corpus index)"), searchInput, " ", searchButton, searchResults);
+  type Found = { layer: number; neuron: number; count: number; activation: number };
+  const search = searchBox<Found>(view, {
+    button: "find neurons",
+    title: "Neurons that peak on a token (corpus index)",
+    row: (r) => ({
+      text: `layer ${r.layer}, neuron ${r.neuron}: ${r.count} of its top examples, up to ${formatValue(r.activation)}`,
+      data: { layer: r.layer, neuron: r.neuron },
+    }),
+    none: () => "No neuron of the index peaks on that token.",
+    pick: (data) => view.set({ selected_layer: Number(data.layer), selected_neuron: Number(data.neuron) }),
+  }).el;
   view.root.append(controls, body, search);
 
   const layers = new Map<number, LayerData>();
   let textVersion = 0;
   let tokenKey = "";
   let neuronKey = "";
-  let scheduled = false;
 
   function renderHeader(): void {
     const idx = indexLayers();
@@ -80,9 +70,9 @@ function mount(view: View): void {
 
   function renderControls(): void {
     const n = nLayers();
-    if (layerSelect.options.length !== n) fill(layerSelect, Array.from({ length: n }, (_, l) => [String(l), String(l)] as const));
+    if (layerSelect.options.length !== n) fillOptions(layerSelect, Array.from({ length: n }, (_, l) => [String(l), String(l)] as const));
     const choices = view.list<[string, string]>("rank_by_choices");
-    if (rankSelect.options.length !== choices.length) fill(rankSelect, choices);
+    if (rankSelect.options.length !== choices.length) fillOptions(rankSelect, choices);
     layerSelect.value = String(layer());
     rankSelect.value = String(view.get("rank_by"));
     prev.disabled = layer() <= 0;
@@ -90,21 +80,11 @@ function mount(view: View): void {
     search.hidden = !indexLayers().length;
   }
 
-  function schedule(): void {
-    if (scheduled) return;
-    scheduled = true;
-    queueMicrotask(() => {
-      scheduled = false;
-      renderControls();
-      void updateTokenPanel();
-      void updateNeuronPanel();
-    });
-  }
-
-  function panelState(panel: HTMLElement, state: string, ...children: (Node | string)[]): void {
-    panel.dataset.state = state;
-    panel.replaceChildren(...children);
-  }
+  const schedule = batched(() => {
+    renderControls();
+    void updateTokenPanel();
+    void updateNeuronPanel();
+  });
 
   async function layerData(l: number): Promise<LayerData | null> {
     const cached = layers.get(l);
@@ -152,7 +132,7 @@ function mount(view: View): void {
         const data = await layerData(l);
         if (data === null || tokenKey !== key) return;
         const rows = rowAt(data.neurons, data.values, data.k, i).slice(0, k());
-        const scale = maxAbs(rows.map((r) => r.value));
+        const scale = scaleFor(rows.map((r) => r.value));
         panelState(tokenPanel, "ready", title, ...rows.map((r, j) => neuronRow(j + 1, r.neuron, r.value, scale)));
         return;
       }
@@ -164,7 +144,7 @@ function mount(view: View): void {
       const t = el("span", "lw-mono");
       appendVisibleToken(t, String(response.msg["target_token"] ?? ""));
       about.append(t, " (activation × gradient)");
-      const scale = maxAbs(contribs);
+      const scale = scaleFor(contribs);
       const rows = Array.from(ints(response.arrays, "neurons"), (n, r) => neuronRow(r + 1, n, acts[r]!, scale, contribs[r]!));
       panelState(tokenPanel, "ready", title, about, ...rows);
     } catch (e) {
@@ -192,42 +172,16 @@ function mount(view: View): void {
     try {
       const response = await view.client.request("neuron", "neuron", { layer: l, neuron: n, k: 10, bins: 30 });
       if (response === null || neuronKey !== key) return;
+      const m = response.msg;
       const acts = floats(response.arrays, "activations");
-      const scale = maxAbs(acts);
-      const overlay = tagged(el("div", "lw-overlay"), "overlay");
-      const spans = renderTokenStrip(overlay, view.tokens(), {
-        ...textStripOptions(view.model),
-        selected: view.selected(),
-        onSelect: (i) => view.set({ selected_token: i }),
-      });
-      spans.forEach((span, i) => {
-        tagged(span, "overlay-token", { value: acts[i] });
-        span.style.background = activationColor(acts[i]!, scale);
-        span.title += `  activation ${formatValue(acts[i]!)}`;
-      });
-
-      const counts = ints(response.arrays, "hist");
-      const peak = Math.max(1, ...counts);
-      const lo = Number(response.msg["hist_lo"]);
-      const hi = Number(response.msg["hist_hi"]);
-      const width = (hi - lo) / Math.max(1, counts.length);
-      const hist = tagged(el("div", "lw-hist"), "histogram");
-      counts.forEach((c, b) => {
-        const bar = tagged(el("div", "lw-hist-bar"), "hist-bar", { count: c });
-        bar.style.height = `${(c / peak) * 100}%`;
-        bar.title = `${c} token${c === 1 ? "" : "s"} in [${formatValue(lo + b * width)}, ${formatValue(lo + (b + 1) * width)})`;
-        hist.append(bar);
-      });
-      const axis = el("div", "lw-hist-axis");
-      axis.append(el("span", "", formatValue(lo)), el("span", "", "activation over the text"), el("span", "", formatValue(hi)));
-
-      const vocab = el("div", "lw-vocab");
-      vocab.append(
-        vocabList("Promotes", "promoted-token", response.msg["promoted_tokens"], floats(response.arrays, "promoted_logits")),
-        vocabList("Suppresses", "suppressed-token", response.msg["suppressed_tokens"], floats(response.arrays, "suppressed_logits")),
-      );
-      const children: (Node | string)[] = [title, overlay, el("h4", "", "Histogram"), hist, axis, vocab];
-      const stats = response.msg["stats"] as Record<string, number> | undefined;
+      const children: (Node | string)[] = [
+        title,
+        activationOverlay(view, acts, scaleFor(acts)),
+        el("h4", "", "Histogram"),
+        ...histogram(ints(response.arrays, "hist"), Number(m["hist_lo"]), Number(m["hist_hi"]), "activation over the text"),
+        vocabulary(m, response.arrays, "logit per unit"),
+      ];
+      const stats = m["stats"] as Record<string, number> | undefined;
       if (stats) {
         const f = (name: string): string => formatValue(stats[name] ?? NaN);
         const line = `corpus: mean ${f("mean")}, std ${f("std")}, max ${f("max")}, active (> 0) on ${((stats["positive"] ?? 0) * 100).toFixed(1)}% of ${stats["tokens"]} tokens`;
@@ -243,16 +197,6 @@ function mount(view: View): void {
     }
   }
 
-  function vocabList(label: string, testid: string, names: unknown, logits: Float32Array): HTMLElement {
-    const box = el("div");
-    const scale = maxAbs(logits);
-    box.append(el("h4", "", `${label} (logit per unit)`));
-    (Array.isArray(names) ? names : []).forEach((name, r) => {
-      box.append(tagged(rankRow(r + 1, String(name), Math.abs(logits[r] ?? 0) / scale, formatValue(logits[r] ?? NaN)), testid));
-    });
-    return box;
-  }
-
   async function loadExamples(l: number, n: number, key: string, box: HTMLElement): Promise<void> {
     panelState(box, "loading", el("div", "lw-loading", "Loading examples…"));
     try {
@@ -260,45 +204,10 @@ function mount(view: View): void {
       if (response === null || neuronKey !== key) return;
       const examples = (response.msg["examples"] as Example[] | undefined) ?? [];
       const acts = splitByLengths(floats(response.arrays, "activations"), examples.map((e) => e.tokens.length));
-      const scale = maxAbs(examples.map((e) => e.activation));
-      const rows = examples.map((e, r) => {
-        const row = tagged(el("div", "lw-example"), "example", { activation: e.activation, textIndex: e.text_index });
-        row.append(el("span", "lw-act", formatValue(e.activation)));
-        e.tokens.forEach((tok, j) => {
-          const span = el("span", j === e.peak ? "lw-token lw-peak" : "lw-token");
-          const v = acts[r]![j]!;
-          span.style.background = activationColor(v, scale);
-          span.title = `activation ${formatValue(v)}`;
-          appendVisibleToken(span, tok);
-          row.append(span);
-        });
-        return row;
-      });
-      panelState(box, "ready", ...rows);
+      const scale = scaleFor(examples.map((e) => e.activation));
+      panelState(box, "ready", ...examples.map((e, r) => exampleRow(e, acts[r]!, scale, "example")));
     } catch (e) {
       panelState(box, "error", errorBox(e, "examples-error"));
-    }
-  }
-
-  async function runSearch(): Promise<void> {
-    const token = searchInput.value.replace(/␣/g, " ");
-    if (!token) return;
-    panelState(searchResults, "loading", el("div", "lw-loading", "Searching…"));
-    try {
-      const response = await view.client.request("search", "search", { token, k: 10 });
-      if (response === null) return;
-      type Found = { layer: number; neuron: number; count: number; activation: number };
-      const results = (response.msg["results"] as Found[] | undefined) ?? [];
-      const rows = results.map((r) =>
-        tagged(
-          el("div", "lw-search-result", `layer ${r.layer}, neuron ${r.neuron}: ${r.count} of its top examples, up to ${formatValue(r.activation)}`),
-          "search-result",
-          { layer: r.layer, neuron: r.neuron },
-        ),
-      );
-      panelState(searchResults, "ready", ...(rows.length ? rows : [el("div", "lw-hint", "No neuron of the index peaks on that token.")]));
-    } catch (e) {
-      panelState(searchResults, "error", errorBox(e, "search-error"));
     }
   }
 
@@ -311,18 +220,9 @@ function mount(view: View): void {
   view.listen(next, "click", () => stepLayer(1));
   view.listen(layerSelect, "change", () => view.set({ selected_layer: Number(layerSelect.value) }));
   view.listen(rankSelect, "change", () => view.set({ rank_by: rankSelect.value }));
-  view.listen(searchButton, "click", () => void runSearch());
-  view.listen(searchInput, "keydown", (e) => {
-    e.stopPropagation(); // typing is not navigation
-    if (e.key === "Enter") void runSearch();
-  });
   view.listen(tokenPanel, "click", (e) => {
     const row = (e.target as HTMLElement).closest<HTMLElement>(".lw-neuron-row");
     if (row) view.set({ selected_neuron: Number(row.dataset.neuron) });
-  });
-  view.listen(searchResults, "click", (e) => {
-    const row = (e.target as HTMLElement).closest<HTMLElement>(".lw-search-result");
-    if (row) view.set({ selected_layer: Number(row.dataset.layer), selected_neuron: Number(row.dataset.neuron) });
   });
   // ↑ ↓ step through the layers (a select keeps its own arrow keys).
   view.listen(view.root, "keydown", (e) => {

@@ -2,10 +2,12 @@
 // contrast are picked here and the kernel recomputes (with progress); for a generation, the
 // output × input matrix, where selecting an output token lays its row over the text.
 
+import { maxAbs } from "../shared/activations";
+import { fillOptions, tagged } from "../shared/dom";
 import { appendVisibleToken, el, quoted, setText } from "../shared/tokens";
 import { defineView, errorBox, type View } from "../shared/view";
 import { floats, type DecodedArray } from "../shared/wire";
-import { formatScore, maxAbs, normalizeRow, scoreColor, type Normalization } from "./scale";
+import { formatScore, normalizeRow, scoreColor, type Normalization } from "./scale";
 import "./style.css";
 
 /** What the kernel sent for one result. */
@@ -24,12 +26,6 @@ interface Shown {
   mask: Float32Array; // [rows, cols], 1 where the row can depend on the input
 }
 
-function tagged<K extends keyof HTMLElementTagNameMap>(tag: K, testid: string, className?: string): HTMLElementTagNameMap[K] {
-  const node = el(tag, className);
-  node.dataset.testid = testid;
-  return node;
-}
-
 function labeled(text: string, control: HTMLElement): HTMLLabelElement {
   const label = el("label", undefined, text);
   label.append(control);
@@ -37,44 +33,38 @@ function labeled(text: string, control: HTMLElement): HTMLLabelElement {
 }
 
 function fillSelect(select: HTMLSelectElement, values: readonly string[], current: string, show = (v: string) => v): void {
-  select.replaceChildren();
   const all = values.includes(current) || current === "" ? values : [current, ...values];
-  for (const v of all) {
-    const option = el("option", undefined, show(v));
-    option.value = v;
-    select.append(option);
-  }
+  fillOptions(select, all.map((v) => [v, show(v)] as const));
   select.value = current;
 }
 
 function mount(view: View): void {
-  const methodSelect = tagged("select", "method-select");
-  const targetSelect = tagged("select", "target-select");
-  const targetInput = tagged("input", "target-input");
+  const methodSelect = tagged(el("select"), "method-select");
+  const targetSelect = tagged(el("select"), "target-select");
+  const targetInput = tagged(el("input"), "target-input");
   targetInput.placeholder = "or type a target";
-  const contrastInput = tagged("input", "contrast-input");
+  const contrastInput = tagged(el("input"), "contrast-input");
   contrastInput.placeholder = "none";
-  const applyButton = tagged("button", "apply");
-  applyButton.textContent = "Recompute";
+  const applyButton = tagged(el("button", "", "Recompute"), "apply");
   // The choices and what each means come from Python (SaliencyView.normalizations).
-  const normSelect = tagged("select", "normalize-select");
+  const normSelect = tagged(el("select"), "normalize-select");
   const choices = view.list<[string, string]>("normalizations");
   fillSelect(normSelect, choices.map(([v]) => v), view.get("normalize") ?? "");
   normSelect.title = choices.map(([v, label]) => `${v}: ${label}`).join("\n");
-  const progress = tagged("span", "progress", "lw-loading");
+  const progress = tagged(el("span", "lw-loading"), "progress");
   progress.hidden = true;
   const retarget = [labeled("target", targetSelect), targetInput, labeled("contrast", contrastInput)];
   const controls = el("div", "lw-controls");
   controls.append(labeled("method", methodSelect), ...retarget, applyButton, labeled("scale", normSelect), progress);
 
-  const convergence = tagged("div", "convergence", "lw-muted");
-  const notice = tagged("div", "notice", "lw-notice");
+  const convergence = tagged(el("div", "lw-muted"), "convergence");
+  const notice = tagged(el("div", "lw-notice"), "notice");
   const error = el("div"); // the error box of the last failed request
-  const targets = tagged("div", "targets", "lw-targets");
-  const overlay = tagged("div", "overlay");
+  const targets = tagged(el("div", "lw-targets"), "targets");
+  const overlay = tagged(el("div"), "overlay");
   overlay.dataset.state = "loading";
-  const detail = tagged("div", "detail", "lw-detail");
-  const canvas = tagged("canvas", "matrix-canvas");
+  const detail = tagged(el("div", "lw-detail"), "detail");
+  const canvas = tagged(el("canvas"), "matrix-canvas");
   canvas.hidden = true;
   const legend = el("div", "lw-legend");
 
@@ -107,7 +97,7 @@ function mount(view: View): void {
     const s = shown;
     targets.append(el("span", "lw-hint", s.rows > 1 ? "targets (click one):" : "target:"));
     s.targets.forEach((t, r) => {
-      const chip = tagged("span", "row", "lw-row-chip");
+      const chip = tagged(el("span", "lw-row-chip"), "row");
       chip.dataset.row = String(r);
       appendVisibleToken(chip, t);
       const c = s.contrasts[r];

@@ -28,16 +28,6 @@ export function normalizeRow(row: ArrayLike<number>, how: Normalization, globalM
   return out;
 }
 
-/** The largest finite |score| in an array (0 when none is finite). */
-export function maxAbs(values: ArrayLike<number>): number {
-  let m = 0;
-  for (let i = 0; i < values.length; i++) {
-    const v = values[i]!;
-    if (Number.isFinite(v)) m = Math.max(m, Math.abs(v));
-  }
-  return m;
-}
-
 /**
  * Colour of a normalised value in [-1, 1]: red for positive (supports the target), blue for
  * negative, alpha by magnitude. Unsigned methods (saliency) use one hue. NaN: undefined.

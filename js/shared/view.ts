@@ -1,4 +1,4 @@
-// The front-end twin of ViewBase (llmasos_widgets/_base.py): every view is a *panel* defined once with
+// The front-end twin of ViewBase (llmasos_widgets/views/base.py): every view is a *panel* defined once with
 // defineView() and mounted either alone (anywidget's render) or inside a host (the Explorer), on any
 // model that speaks anywidget's model interface: the kernel's, an exported file's ReplayModel, or an
 // Explorer panel's PanelModel. The scaffold owns the root element, the header, the token strip and

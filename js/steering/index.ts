@@ -2,10 +2,11 @@
 // alpha × direction added to the residual stream, and shows both generations side by side, the
 // steered tokens that changed marked, and the effect size (KL, metric change) or a plain "no effect".
 
-import { el, setText } from "../shared/tokens";
-import { generationColumn } from "./columns";
+import { fillOptions } from "../shared/dom";
+import { effectNode, generationColumns, steerAnswer } from "../shared/generation";
+import { nearestStep } from "../shared/steps";
+import { el } from "../shared/tokens";
 import { defineView, errorBox, type View } from "../shared/view";
-import { effectLine, nearestStep } from "./effect";
 import "./style.css";
 
 const DEBOUNCE_MS = 150; // while the slider is dragged, ask once it rests this long
@@ -27,13 +28,8 @@ function mount(view: View): void {
   const effect = el("div", "lw-effect");
   effect.dataset.testid = "effect";
   effect.setAttribute("aria-live", "polite");
-  const cols = el("div", "lw-cols");
-  const baseCol = el("div", "lw-col");
-  baseCol.dataset.testid = "baseline";
-  const steerCol = el("div", "lw-col");
-  steerCol.dataset.testid = "steered";
-  cols.append(baseCol, steerCol);
-  view.root.append(controls, scale, effect, cols);
+  const columns = generationColumns();
+  view.root.append(controls, scale, effect, columns.el);
 
   let shownStep = -1;
   let timer: ReturnType<typeof setTimeout> | undefined;
@@ -45,14 +41,8 @@ function mount(view: View): void {
     slider.max = String(Math.max(0, values.length - 1));
     slider.step = "1";
     slider.value = String(nearestStep(values, Number(view.get("alpha") ?? 0)));
-    positions.replaceChildren(
-      ...view.list<string>("steer_positions").map((p) => {
-        const o = el("option", "", p);
-        o.value = p;
-        o.selected = p === view.get("positions");
-        return o;
-      }),
-    );
+    fillOptions(positions, view.list<string>("steer_positions").map((p) => [p, p] as const));
+    positions.value = String(view.get("positions") ?? "all");
     const norm = Number(view.get("direction_norm"));
     const stream = Number(view.get("stream_norm"));
     view.setHeader(
@@ -73,10 +63,6 @@ function mount(view: View): void {
     alphaText.textContent = `${a.toPrecision(3)}  (|α·v| = ${Number.isFinite(ratio) ? ratio.toFixed(2) : "?"} × the stream's norm)`;
   }
 
-  function column(target: HTMLElement, label: string, tokens: string[], changed: boolean[] | null): void {
-    target.replaceChildren(...generationColumn(label, view.tokens(), tokens, changed));
-  }
-
   async function run(): Promise<void> {
     const step = Number(slider.value);
     const pos = positions.value || String(view.get("positions") ?? "all");
@@ -87,28 +73,11 @@ function mount(view: View): void {
     try {
       const r = await view.client.request("steer", "steer", { step, positions: pos });
       if (r === null) return;
-      const m = r.msg;
-      const baseline = (m["baseline"] as string[]) ?? [];
-      const steered = (m["steered"] as string[]) ?? [];
-      const changed = (m["changed"] as boolean[]) ?? [];
-      column(baseCol, "baseline (α = 0)", baseline, null);
-      column(steerCol, `steered (α = ${Number(m["alpha"]).toPrecision(3)})`, steered, changed);
-      const noEffect = m["no_effect"] === true;
-      effect.dataset.state = noEffect ? "no-effect" : "ready";
-      effect.dataset.changed = String(changed.filter(Boolean).length);
-      const line = el("div", noEffect ? "lw-no-effect" : "lw-effect-line");
-      line.dataset.testid = noEffect ? "no-effect" : "effect-line";
-      const text = effectLine({
-        klNext: m["kl_next"] as number | null,
-        klMean: m["kl_mean"] as number | null,
-        metric: (m["metric"] as string | null) ?? null,
-        metricChange: (m["metric_change"] as number | null) ?? null,
-        changed: changed.filter(Boolean).length,
-        total: changed.length,
-        noEffect,
-      });
-      setText(line, text); // the metric's name is the user's
-      effect.replaceChildren(line);
+      const answer = steerAnswer(r.msg);
+      columns.show(view.tokens(), answer, ["baseline (α = 0)", `steered (α = ${answer.alpha.toPrecision(3)})`]);
+      effect.dataset.state = answer.effect.noEffect ? "no-effect" : "ready";
+      effect.dataset.changed = String(answer.effect.changed);
+      effect.replaceChildren(effectNode(answer.effect));
     } catch (e) {
       if (shownStep !== step) return;
       effect.dataset.state = "error";

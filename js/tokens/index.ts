@@ -1,6 +1,7 @@
 // TokensView: the text as the model's tokens; click one (or set selected_token from Python) to see
 // the model's top-k next-token predictions after it, computed by the kernel on request.
 
+import { batched } from "../shared/batch";
 import { el, quotedToken, rankRow } from "../shared/tokens";
 import { defineView, errorBox, type View } from "../shared/view";
 import { floats, ints } from "../shared/wire";
@@ -13,7 +14,6 @@ function mount(view: View): void {
   view.root.append(panel);
   let textVersion = 0; // bumped when the tokens change, so the same position is fetched anew
   let shownKey = ""; // what the panel shows or is fetching: "version:position:k"
-  let scheduled = false;
 
   function renderHeader(): void {
     const n = view.tokens().length;
@@ -27,14 +27,7 @@ function mount(view: View): void {
   }
 
   /** Coalesce the change events of one sync (tokens and selection together) into one request. */
-  function schedule(): void {
-    if (scheduled) return;
-    scheduled = true;
-    queueMicrotask(() => {
-      scheduled = false;
-      void update();
-    });
-  }
+  const schedule = batched(() => void update());
 
   async function update(): Promise<void> {
     const list = view.tokens();

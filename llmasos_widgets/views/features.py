@@ -82,6 +82,9 @@ class FeatureView(ViewBase):
     sae_name = traitlets.Unicode("").tag(sync=True)
     index_note = traitlets.Unicode("").tag(sync=True)  # "" with an index, else what is missing without one
     steer_scales = traitlets.List(traitlets.Float(), default_value=list(STEER_SCALES), read_only=True).tag(sync=True)
+    # The `feature` request's params as the page sends them, so an exported file's keys match its clicks.
+    vocab_k = traitlets.Int(VOCAB_K, read_only=True).tag(sync=True)
+    text_bins = traitlets.Int(TEXT_BINS, read_only=True).tag(sync=True)
     steer_tokens = traitlets.Int(STEER_TOKENS).tag(sync=True)
     stream_norm = traitlets.Float(0.0).tag(sync=True)  # the median norm of the stream the SAE reads
     can_steer = traitlets.Bool(False).tag(sync=True)
@@ -349,7 +352,7 @@ class FeatureView(ViewBase):
                 break
             features.append(int(self._indices.flatten()[j]))
         chosen = list(dict.fromkeys(features))[:EXPORT_DASHBOARDS]
-        requests += [{"what": "feature", "feature": f, "k": VOCAB_K, "bins": TEXT_BINS} for f in chosen]
+        requests += [{"what": "feature", "feature": f, "k": self.vocab_k, "bins": self.text_bins} for f in chosen]
         tokens = (
             f"every token's features (up to {EXPORT_TOKENS} tokens)"
             if n <= EXPORT_TOKENS

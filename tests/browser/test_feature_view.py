@@ -123,7 +123,7 @@ def test_steer_with_this_feature_shows_a_steered_generation(nb):
     expect(gen).to_have_count(len(ref[0]))
     assert result.locator('[data-testid="steered"] [data-changed="true"]').count() == sum(ref[1])
     assert sum(ref[1]) >= 1, "a feature at twice the stream's norm should change the tiny model's generation"
-    expect(result.locator('[data-testid="baseline"] .lw-prompt')).to_contain_text("naïve")
+    expect(result.locator('[data-testid="baseline"] .lw-generation-prompt')).to_contain_text("naïve")
     assert nb.errors == [], f"page errors: {nb.errors}"
 
 

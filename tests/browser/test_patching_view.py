@@ -137,7 +137,9 @@ def test_the_slider_produces_a_steered_generation_with_changed_tokens_marked(not
     effect = page.locator('.lw-steering [data-testid="effect"]')
     expect(effect).to_have_attribute("data-state", "no-effect", timeout=120_000)  # alpha = 0 first
     expect(page.locator('.lw-steering [data-testid="no-effect"]')).to_contain_text("No effect")
-    expect(page.locator('.lw-steering [data-testid="baseline"] .lw-prompt')).to_have_text("The·cat·大型·🤖·is")
+    expect(page.locator('.lw-steering [data-testid="baseline"] .lw-generation-prompt')).to_have_text(
+        "The·cat·大型·🤖·is"
+    )
     slider = page.locator('.lw-steering [data-testid="alpha-slider"]')
     slider.fill("20")  # the top of the range
     expect(effect).to_have_attribute("data-state", "ready", timeout=60_000)

@@ -52,7 +52,8 @@ def test_bad_input_is_refused_with_a_clear_message(view, result, model):
         lw.ConceptView(model.trace("hi"))
     with pytest.raises(ValueError, match=r"layer 5 is not in this result: its layers are \[0, 1\]"):
         view.selected_layer = 5
-    with pytest.raises(ValueError, match=r"concept 3 is out of range: this result.s concepts \[.shout., .calm.\] are 0\.\.1"):
+    message = r"concept 3 is out of range: this result.s concepts \[.shout., .calm.\] are 0\.\.1"
+    with pytest.raises(ValueError, match=message):
         view.selected_concept = 3
     with pytest.raises(ValueError, match="show_projection"):
         view.selected_token = 0

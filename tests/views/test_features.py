@@ -10,7 +10,7 @@ import traitlets
 
 import llmasos_widgets as lw
 from llmasos_widgets.views.export import record, request_key
-from llmasos_widgets.views.features import EXPORT_DASHBOARDS, STEER_SCALES, quantile_bands
+from llmasos_widgets.views.features import EXPORT_DASHBOARDS, STEER_SCALES, TEXT_BINS, VOCAB_K, quantile_bands
 from tests._numbers import assert_ranked, topk_relu
 from tests._views import arrays, ask, capture, wait_for
 
@@ -231,9 +231,22 @@ def test_export_records_every_tokens_features_and_a_bounded_number_of_dashboards
     dashboards = [json.loads(key)["feature"] for key in recorded if json.loads(key)["what"] == "feature"]
     assert dashboards[0] == 2 and len(dashboards) == EXPORT_DASHBOARDS
     assert set(f for f, _ in view.token_features(4)) <= set(dashboards)
-    assert request_key({"what": "feature", "feature": 2, "k": 10, "bins": 30}) in recorded  # the page's params
+    # The page's params: it reads them from the read-only traits vocab_k and text_bins.
+    assert request_key({"what": "feature", "feature": 2, "k": view.vocab_k, "bins": view.text_bins}) in recorded
     assert "search and steering need the kernel" in note
     assert all(m["content"]["type"] == "response" for a in recorded.values() for m in a["messages"])
+
+
+def test_the_dashboards_params_travel_as_read_only_state(view):
+    """The page asks for a dashboard with the params it reads from the state, never typed again in TS."""
+    state = view.get_state()
+    assert (state["vocab_k"], state["text_bins"]) == (VOCAB_K, TEXT_BINS)
+    content, buffers = ask(view, what="feature", feature=3, k=state["vocab_k"], bins=state["text_bins"])
+    got = arrays(content, buffers)
+    assert len(got["promoted"]) == len(content["suppressed_tokens"]) == VOCAB_K and len(got["hist"]) == TEXT_BINS
+    for name in ("vocab_k", "text_bins"):
+        with pytest.raises(traitlets.TraitError, match="read-only"):
+            setattr(view, name, 5)
 
 
 def test_clicks_read_the_cached_codes_and_a_dashboard_is_small(model, sae, index, monkeypatch):
