@@ -160,7 +160,7 @@ class FeatureIndex:
         pieces, counts, max_tokens = _corpus(model, texts, batch_size, max_tokens, "index")
         n = sae.n_latents
         top = _TopContexts(n, top_k, window)
-        sample = _TopContexts(n, max(samples, 1), window)
+        sample = _TopContexts(n, max(samples, 1), window, bits=None)  # seeded keys: exact
         fires = torch.zeros(n, dtype=torch.int64)
         sums = torch.zeros(n, dtype=torch.float64)
         sumsq = torch.zeros(n, dtype=torch.float64)
@@ -307,7 +307,7 @@ class FeatureIndex:
         n, fires = float(self.counts["tokens"]), int(t["fires"][f])
         mean = float(t["sum"][f]) / fires if fires else 0.0
         var = max(0.0, float(t["sumsq"][f]) / fires - mean * mean) if fires else 0.0
-        top = float(t["values"][f, 0])
+        top = float(t["values"][f].max())  # the first kept is the largest to float16 precision
         return {
             "tokens": n,
             "fires": fires,

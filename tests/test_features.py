@@ -5,6 +5,7 @@ import torch
 
 import llmasos_widgets as lw
 from llmasos_widgets.features import FeatureIndex
+from llmasos_widgets.neurons import _rounded
 from llmasos_widgets.sae import SAE
 
 TEXTS = lw.sample_texts()[:40]
@@ -53,7 +54,12 @@ def test_top_examples_and_stats_match_a_brute_force_pass(llama, sae, index):
     assert torch.equal(index.tensors["fires"], fires)
     assert index.counts["tokens"] == everything.shape[0]
     for f in [int(fires.argmax()), int(fires.argmin()), 7, 50]:
-        peaks = sorted(((float(a[:, f].max()), t) for t, a in enumerate(acts) if a[:, f].max() > 0), reverse=True)
+        # The index's rule: the largest at float16 precision first, equal ones by the lower text index (texts
+        # that start alike tie exactly at their first tokens).
+        peaks = sorted(
+            ((float(a[:, f].max()), t) for t, a in enumerate(acts) if a[:, f].max() > 0),
+            key=lambda p: (-float(_rounded(torch.tensor(p[0]), 11)), p[1]),
+        )
         got = index.top_examples(f)
         assert [e.text_index for e in got] == [t for _, t in peaks[:4]]
         assert [e.activation for e in got] == pytest.approx([v for v, _ in peaks[:4]], rel=1e-5)
