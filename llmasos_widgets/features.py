@@ -248,6 +248,8 @@ class FeatureIndex:
     def top_examples(self, feature: int) -> list[Example]:
         """The feature's top contexts in the corpus, largest activation first (only where it fires).
 
+        Activations equal at float16's precision rank the lower text index first.
+
         Examples
         --------
         >>> import llmasos_widgets as lw

@@ -485,6 +485,8 @@ class NeuronIndex:
     def top_examples(self, layer: int, neuron: int) -> list[Example]:
         """The neuron's top contexts in the corpus, largest activation first.
 
+        Activations equal at float16's precision rank the lower text index first.
+
         Examples
         --------
         >>> import llmasos_widgets as lw
