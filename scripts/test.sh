@@ -11,4 +11,17 @@ export LW_REQUIRE_BROWSER=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 "$PY" -m deptry llmasos_widgets
 npm test --silent
 "$PY" -m pytest -q tests llmasos_widgets
-"$PY" -m pytest -q --nbval --sanitize-with notebooks/sanitize.cfg notebooks
+# The notebooks under nbval, on other kernels than the ones that saved them. They are saved by executing
+# them in order with torch's default thread count (2, on an AVX-512 machine), without widget state:
+#   jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.store_widget_state=False \
+#     --ExecutePreprocessor.record_timing=False notebooks/NAME.ipynb
+# Here torch runs 1 thread (it reads OMP_NUM_THREADS when imported, and the kernels nbval starts inherit
+# it) and the AVX2 code paths of ATen and MKL: a sum split over another number of threads or computed with
+# other vector instructions rounds differently, so an output that depends on the last bits of a float (a
+# -0.00, an order between equal activations, a draw whose population moves with rounding) fails here as it
+# would on another machine. Where AVX-512 is missing the two AVX2 switches change nothing; the thread
+# count still does.
+threads=$(OMP_NUM_THREADS=1 "$PY" -c "import torch; print(torch.get_num_threads())")
+[ "$threads" = 1 ] || { echo "torch runs $threads threads under OMP_NUM_THREADS=1" >&2; exit 1; }
+OMP_NUM_THREADS=1 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 \
+  "$PY" -m pytest -q --nbval --sanitize-with notebooks/sanitize.cfg notebooks

@@ -48,11 +48,17 @@ class TopContexts:
     than the index's ``max_tokens`` is split into pieces, and each piece counts as one. Memory is
     units × top_k × window, whatever the corpus size. Ranking by a random key per token instead of the
     activation keeps a random sample of the tokens where the unit fires, at most one per piece.
+
+    Scores are compared at ``bits`` significant bits (11: float16's precision, at any magnitude), and
+    equal ones rank the lower text index first. The same activation computed in another batch, with
+    another thread count or on another CPU differs in its last bits (texts that share a prefix tie
+    exactly in theory), so comparing full floats would rank such contexts differently from run to run.
+    ``bits=None`` compares exact values (a seeded random score needs no rounding).
     """
 
-    def __init__(self, n_units: int, top_k: int, window: int) -> None:
+    def __init__(self, n_units: int, top_k: int, window: int, bits: int | None = 11) -> None:
         width = 2 * window + 1
-        self.top_k, self.window = top_k, window
+        self.top_k, self.window, self.bits = top_k, window, bits
         self.values = torch.full((n_units, top_k), -math.inf)  # the score of each kept context
         self.text_index = torch.full((n_units, top_k), -1, dtype=torch.int32)
         self.position = torch.full((n_units, top_k), -1, dtype=torch.int32)
@@ -63,11 +69,16 @@ class TopContexts:
         """Merge a batch: ``scores``, ``acts`` [batch, pos, unit] (score −inf: no candidate), ``ids`` [batch, pos]."""
         top_k, window = self.top_k, self.window
         n_units, n_pos = scores.shape[2], scores.shape[1]
-        # Each text's peak per unit, then the batch's candidates merged into the running top-k.
+        # Each text's peak per unit, then the batch's candidates merged into the running top-k: by score
+        # at `bits` precision, equal scores by the lower text index.
         peak_val, peak_pos = scores.max(1)  # [batch, unit]
-        best = torch.topk(torch.cat([self.values, peak_val.T], dim=1), top_k, dim=1)  # [unit, top_k]
-        from_batch = best.indices >= top_k
-        b_idx = (best.indices - top_k).clamp(min=0)  # the batch row of a new entry
+        values = torch.cat([self.values, peak_val.T], dim=1)  # [unit, top_k + batch]
+        texts = torch.cat([self.text_index, batch_text[None].expand(n_units, -1)], dim=1)
+        by_text = texts.argsort(dim=1, stable=True)
+        by_score = rounded(values.gather(1, by_text), self.bits).argsort(dim=1, descending=True, stable=True)
+        best = by_text.gather(1, by_score[:, :top_k])  # [unit, top_k]: a column of `values`
+        from_batch = best >= top_k
+        b_idx = (best - top_k).clamp(min=0)  # the batch row of a new entry
         n_idx = torch.arange(n_units)[:, None]
         new_pos = peak_pos.T[n_idx, b_idx]  # [unit, top_k]
         offs = new_pos[..., None] + torch.arange(-window, window + 1)  # [unit, top_k, width]
@@ -75,8 +86,8 @@ class TopContexts:
         offs_c = offs.clamp(0, n_pos - 1)
         new_ids = torch.where(inside, ids[b_idx[..., None], offs_c].int(), -1)
         new_acts = torch.where(inside, acts[b_idx[..., None], offs_c, n_idx[..., None]], 0).half()
-        keep = best.indices.clamp(max=top_k - 1)
-        self.values = best.values
+        keep = best.clamp(max=top_k - 1)
+        self.values = values.gather(1, best)
         self.text_index = torch.where(from_batch, batch_text[b_idx], self.text_index.gather(1, keep))
         self.position = torch.where(from_batch, new_pos.int(), self.position.gather(1, keep))
         old_ids, old_acts = self.window_ids[n_idx, keep], self.window_acts[n_idx, keep]
@@ -86,6 +97,22 @@ class TopContexts:
     def tensors(self, prefix: str = "") -> dict[str, Tensor]:
         """The kept contexts as tensors named as an index file holds them (``prefix`` before each name)."""
         return {prefix + name: getattr(self, name) for name in CONTEXT_TENSORS}
+
+
+def rounded(values: Tensor, bits: int | None) -> Tensor:
+    """``values`` rounded to ``bits`` significant bits (unchanged with ``bits=None``; ±inf stay).
+
+    Examples
+    --------
+    >>> rounded(torch.tensor([1.0, 1.0 + 2**-20, 3000.0 + 2**-10, -math.inf]), 11).tolist()
+    [1.0, 1.0, 3000.0, -inf]
+
+    """
+    if bits is None:
+        return values
+    mantissa, exponent = torch.frexp(values)
+    out = torch.ldexp(torch.round(torch.ldexp(mantissa, torch.tensor(bits))), exponent - bits)
+    return torch.where(values.isfinite(), out, values)
 
 
 def examples_of(t: dict[str, Tensor], window: int, token: Any) -> list[Example]:

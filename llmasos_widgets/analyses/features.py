@@ -141,7 +141,7 @@ class FeatureIndex(CorpusIndex):
         pieces, counts, max_tokens = text_corpus(model, texts, batch_size, max_tokens, "index")
         n = sae.n_latents
         top = TopContexts(n, top_k, window)
-        sample = TopContexts(n, max(samples, 1), window)
+        sample = TopContexts(n, max(samples, 1), window, bits=None)  # seeded keys: exact
         fires = torch.zeros(n, dtype=torch.int64)
         sums = torch.zeros(n, dtype=torch.float64)
         sumsq = torch.zeros(n, dtype=torch.float64)
@@ -226,6 +226,8 @@ class FeatureIndex(CorpusIndex):
     def top_examples(self, feature: int) -> list[Example]:
         """The feature's top contexts in the corpus, largest activation first (only where it fires).
 
+        Activations equal at float16's precision rank the lower text index first.
+
         Examples
         --------
         >>> import llmasos_widgets as lw
@@ -288,7 +290,7 @@ class FeatureIndex(CorpusIndex):
         n, fires = float(self.counts["tokens"]), int(t["fires"][f])
         mean = float(t["sum"][f]) / fires if fires else 0.0
         var = max(0.0, float(t["sumsq"][f]) / fires - mean * mean) if fires else 0.0
-        top = float(t["values"][f, 0])
+        top = float(t["values"][f].max())  # the first kept is the largest to float16 precision
         return {
             "tokens": n,
             "fires": fires,

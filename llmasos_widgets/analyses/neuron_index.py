@@ -112,6 +112,8 @@ class NeuronIndex(CorpusIndex):
     def top_examples(self, layer: int, neuron: int) -> list[Example]:
         """The neuron's top contexts in the corpus, largest activation first.
 
+        Activations equal at float16's precision rank the lower text index first.
+
         Examples
         --------
         >>> import llmasos_widgets as lw
@@ -144,7 +146,7 @@ class NeuronIndex(CorpusIndex):
             "tokens": n,
             "mean": mean,
             "std": math.sqrt(var),
-            "max": float(t["values"][slot, neuron, 0]),
+            "max": float(t["values"][slot, neuron].max()),
             "positive": float(t["positive"][slot, neuron]) / n,
         }
 

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import llmasos_widgets as lw
+from llmasos_widgets.analyses.corpus_index import rounded
 from llmasos_widgets.analyses.features import FeatureIndex
 from llmasos_widgets.analyses.sae import SAE
 from tests._numbers import assert_ranked, undecided_topk
@@ -64,7 +65,12 @@ def test_top_examples_and_stats_match_a_brute_force_pass(llama, sae, index):
     assert ((fires - slack[0] <= index.tensors["fires"]) & (index.tensors["fires"] <= fires + slack[1])).all()
     assert index.counts["tokens"] == everything.shape[0]
     for f in [int(fires.argmax()), int(fires.argmin()), 7, 50]:
-        peaks = sorted(((float(a[:, f].max()), t) for t, a in enumerate(acts) if a[:, f].max() > 0), reverse=True)
+        # The index's rule: the largest at float16 precision first, equal ones by the lower text index (texts
+        # that start alike tie exactly at their first tokens).
+        peaks = sorted(
+            ((float(a[:, f].max()), t) for t, a in enumerate(acts) if a[:, f].max() > 0),
+            key=lambda p: (-float(rounded(torch.tensor(p[0]), 11)), p[1]),
+        )
         got = index.top_examples(f)
         # The texts where it peaks highest, best first (peaks within rounding of each other either way).
         assert_ranked([e.text_index for e in got], torch.tensor([float(a[:, f].max()) for a in acts]), tol=1e-4)
