@@ -13,6 +13,7 @@ import torch
 import llmasos_widgets as lw
 from llmasos_widgets.analyses.corpus_index import TopContexts, rounded
 from llmasos_widgets.analyses.neuron_index import NeuronIndex
+from llmasos_widgets.analyses.neurons import d_mlp
 
 
 def merge(batches, bits=11, top_k=2):
@@ -73,7 +74,7 @@ def test_an_index_of_texts_that_share_a_prefix_is_the_same_whatever_the_batches(
     builds = [NeuronIndex.build(model, texts, layers=[0, 1], top_k=4, batch_size=b, progress=False) for b in (1, 2, 9)]
     shared = 0
     for layer in (0, 1):
-        for neuron in range(lw.neurons.d_mlp(model)):
+        for neuron in range(d_mlp(model)):
             first = [(e.text_index, e.position) for e in builds[0].top_examples(layer, neuron)]
             for other in builds[1:]:
                 assert [(e.text_index, e.position) for e in other.top_examples(layer, neuron)] == first
