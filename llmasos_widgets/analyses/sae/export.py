@@ -3,7 +3,8 @@
 Each writer gives exactly the files the library's own ``save_model`` / ``save_to_disk`` writes (the same
 config keys, the same tensor names and shapes), checked in tests/analyses/test_sae_files.py by loading
 them with the library and comparing its ``encode`` with ours. What the library has no field for is named
-in a warning and kept under ``"llmasos_widgets"`` in the config, where :func:`load_sae` reads it back.
+in a warning and kept under ``"llmasos_widgets"`` (in SAELens's config metadata, in a file beside sparsify's
+config), where :func:`load_sae` reads it back.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 SAELENS_LAYOUT_VERSION = "6.0.0"
 # sparsify names a hookpoint by the Hugging Face module it hooks: decoder layers are `layers.{l}` in Llama,
 # Mistral, Qwen, GPT-NeoX and most models, their MLPs `layers.{l}.mlp` (GPT-2 says `h.{l}`, read too).
+OURS_FILE = "llmasos_widgets.json"  # beside sparsify's cfg.json: what sparsify has no field for
 SPARSIFY_HOOKPOINT = {"hook_resid_post": "layers.{layer}", "hook_mlp_out": "layers.{layer}.mlp"}
 
 
@@ -108,10 +110,10 @@ def save_sparsify(sae: SAE, path: str | os.PathLike[str], dtype: torch.dtype | N
         "skip_connection": False,
         "transcode": False,
         "d_in": sae.d_model,
-        "llmasos_widgets": _extras(sae, "sparsify"),
     }
     folder = Path(path) / SPARSIFY_HOOKPOINT[sae.site].format(layer=sae.layer)
-    return _write(folder, {"sae.safetensors": tensors}, cfg)
+    # sparsify's loader prints every key it does not know: ours go beside its cfg.json, in a file of their own.
+    return _write(folder, {"sae.safetensors": tensors}, cfg, {OURS_FILE: {"llmasos_widgets": _extras(sae, "sparsify")}})
 
 
 def _extras(sae: SAE, library: str) -> dict[str, Any]:
@@ -136,7 +138,9 @@ def _tensors(dtype: torch.dtype | None, tensors: dict[str, Tensor]) -> dict[str,
     return {name: _cast(t, dtype) for name, t in tensors.items()}
 
 
-def _write(folder: Path, weights: dict[str, dict[str, Tensor]], cfg: dict[str, Any]) -> Path:
+def _write(
+    folder: Path, weights: dict[str, dict[str, Tensor]], cfg: dict[str, Any], more: dict[str, Any] | None = None
+) -> Path:
     # Written beside the folder and moved into place: a folder is either the old one or the whole new one.
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
@@ -145,7 +149,8 @@ def _write(folder: Path, weights: dict[str, dict[str, Tensor]], cfg: dict[str, A
     try:
         for name, tensors in weights.items():
             save_file(tensors, str(tmp / name))
-        (tmp / "cfg.json").write_text(json.dumps(cfg, indent=2))
+        for name, content in {"cfg.json": cfg, **(more or {})}.items():
+            (tmp / name).write_text(json.dumps(content, indent=2))
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(tmp, folder)

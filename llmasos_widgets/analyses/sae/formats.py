@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from ...core import checks, files
+from .export import OURS_FILE
 from .model import SAE, SAE_FORMAT
 
 if TYPE_CHECKING:
@@ -390,8 +391,17 @@ def _from_sparsify(path: Path, cfg: dict[str, Any], layer: int | None, hook_name
         int(cfg.get("k", 32)),  # sparsify's default k
         site=site,
         meta=meta,
-        **_ours(cfg),
+        **_ours(_sidecar(path)),
     )
+
+
+def _sidecar(path: Path) -> dict[str, Any]:
+    """What SAE.save(format="sparsify") wrote beside sparsify's cfg.json (export.py), or {}."""
+    try:
+        found = json.loads((path / OURS_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return found if isinstance(found, dict) else {}
 
 
 # SAELens settings that change what encode or decode computes, and what a file here may hold.

@@ -437,7 +437,7 @@ class SAE:
         hookpoint folder (``path/layers.{layer}`` or ``path/layers.{layer}.mlp``, returned) that
         ``sparsify.Sae.load_from_disk`` reads. Either gives the same codes as this SAE; settings the
         library has no field for (``skip_first``, ``max_norm``) are named in a warning, and kept in the
-        config where :func:`load_sae` reads them back. See export.py.
+        files where :func:`load_sae` reads them back. See export.py.
 
         Examples
         --------
