@@ -323,3 +323,23 @@ def test_export_keeps_the_maths_where_the_library_lacks_a_setting(acts, tmp_path
         ValueError, match="unknown SAE file format 'gguf': use one of llmasos_widgets, saelens, sparsify"
     ):
         jump.save(tmp_path / "j3", format="gguf")
+
+
+def test_an_mlp_out_sae_is_measured_at_the_mlp_output(llama):
+    from llmasos_widgets.core.corpus import text_corpus
+    from llmasos_widgets.core.hooks import read
+
+    sae = SAE.random(64, 128, 8, layer=1, site="hook_mlp_out")
+    q = sae.evaluate(llama, TEXTS)
+    # By hand: each piece alone, the MLP's output read by a plain hook, the fraction of variance explained.
+    pieces, _, _ = text_corpus(llama, TEXTS, 16, 256, "measure")
+    with torch.no_grad():
+        x = torch.cat(
+            [
+                read(llama, ["blocks.1.hook_mlp_out"], input_ids=torch.tensor([ids]))["blocks.1.hook_mlp_out"][0]
+                for _, ids in pieces
+            ]
+        ).double()
+        err = x - sae.reconstruct(x.float()).reconstruction.double()
+    assert q.tokens == x.shape[0]
+    assert abs(q.variance_explained - (1 - err.pow(2).sum() / (x - x.mean(0)).pow(2).sum()).item()) < 1e-4
