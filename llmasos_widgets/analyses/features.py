@@ -133,6 +133,7 @@ class FeatureIndex(CorpusIndex):
             Show a tqdm bar.
 
         """
+        sae.require_residual("FeatureIndex")
         sae.check_model(model)
         checks.int_in("top_k", top_k, 1, 1000)
         checks.int_in("samples", samples, 0, 1000)

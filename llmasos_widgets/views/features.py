@@ -104,6 +104,7 @@ class FeatureView(ViewBase):
         if not isinstance(sae, SAE):
             raise ValueError(f"FeatureView needs an SAE (lw.train_sae or lw.load_sae), not {type(sae).__name__}")
         model = trace.model
+        sae.require_residual("FeatureView")
         sae.check_model(model)  # width, layer and, where the SAE knows it, the model it was trained on
         if index is not None:
             if not isinstance(index, FeatureIndex):

@@ -362,7 +362,9 @@ def test_sparsify_layout_written_here_loads_back(llama, tmp_path):
     ):
         assert sae.layer == 0 and sae.k == 8 and sae.n_latents == 128
         codes_by_hand(ref, x, sae.encode(x))  # the weights written, read back: the written SAE's codes
-    with pytest.raises(ValueError, match=r"several hookpoints \(layers.0, layers.1\): pass layer= or hookpoint="):
+    with pytest.raises(
+        ValueError, match=r"several hookpoints \(layers.0, layers.1\): pass layer=, hook_name= or hookpoint="
+    ):
         load_sae(tmp_path / "repo")
     with pytest.raises(ValueError, match="no SAE for layer 5; it has layers.0, layers.1"):
         load_sae(tmp_path / "repo", layer=5)
@@ -418,8 +420,7 @@ def test_saelens_layouts_written_here_load_back(llama, tmp_path):
             "supported architectures are standard, topk",
         ),
         ({"architecture": "topk", "hook_name": "blocks.1.hook_resid_post"}, "gives no k"),
-        ({"architecture": "topk", "k": 8, "hook_name": "blocks.1.hook_mlp_out"}, "only residual-stream SAEs"),
-        ({"architecture": "topk", "k": 8, "hook_name": "blocks.0.hook_resid_pre"}, "only residual-stream SAEs"),
+        ({"architecture": "topk", "k": 8, "hook_name": "blocks.0.hook_resid_pre"}, "supported sites are"),
         (
             {
                 "architecture": "topk",
@@ -427,7 +428,7 @@ def test_saelens_layouts_written_here_load_back(llama, tmp_path):
                 "hook_name": "blocks.1.hook_resid_post",
                 "normalize_activations": "layer_norm",
             },
-            "rescales its input",
+            "normalize_activations='layer_norm': not supported",
         ),
     ):
         with pytest.raises(ValueError, match=message):

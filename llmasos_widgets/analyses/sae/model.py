@@ -18,6 +18,7 @@ from ...core import checks, files
 from ...core.corpus import text_corpus
 from ...core.trace import Trace
 from ..corpus_index import fingerprint
+from .export import save_saelens, save_sparsify
 from .quality import SAEQuality, measure
 
 if TYPE_CHECKING:
@@ -27,6 +28,9 @@ if TYPE_CHECKING:
 SAE_FORMAT = "llmasos_widgets.SAE"
 SAE_VERSION = 1
 ACTIVATIONS = ("topk", "relu", "jumprelu")
+# Where an SAE reads, as TransformerLens names the site at block `layer` (core/hooks.py resolves both).
+SITES = ("hook_resid_post", "hook_mlp_out")
+FORMATS = ("llmasos_widgets", "saelens", "sparsify")  # what SAE.save writes
 MASSIVE_RATIO = 10.0  # tokens above this × the median norm are massive activations, left out (SAE.max_norm)
 
 
@@ -67,15 +71,20 @@ class SAE:
     b_dec : Tensor
         [d_model] decoder bias (subtracted from the input first when ``apply_b_dec_to_input``).
     layer : int
-        The site is the residual stream after block ``layer`` (``blocks.{layer}.hook_resid_post``).
+        The block whose output the SAE reads (see ``site``).
     k : int, optional
         Active latents per token (``activation="topk"``).
     activation : str
         ``"topk"``, ``"relu"`` or ``"jumprelu"`` (the last with ``threshold``).
     threshold : Tensor, optional
-        [n_latents] JumpReLU thresholds.
+        [n_latents] JumpReLU thresholds: a latent is ``ReLU(pre)`` where ``pre > threshold``, else 0
+        (SAELens's and GemmaScope's rule, so a negative threshold still gives no negative activation).
     apply_b_dec_to_input : bool
         Subtract ``b_dec`` from the input before encoding (sparsify and most SAELens SAEs do).
+    site : str
+        ``"hook_resid_post"`` (the residual stream after block ``layer``, the default) or
+        ``"hook_mlp_out"`` (what block ``layer``'s MLP adds to it): :attr:`hook_name` is
+        ``blocks.{layer}.{site}``. Training, the feature index and the views read the residual stream only.
     skip_first : int
         Leading positions of each text left out of training and of the CE splice (SmolLM2's first
         position holds a "massive activation" a hundred times the others' norm).
@@ -113,6 +122,7 @@ class SAE:
         activation: str = "topk",
         threshold: Tensor | None = None,
         apply_b_dec_to_input: bool = True,
+        site: str = "hook_resid_post",
         skip_first: int = 0,
         max_norm: float | None = None,
         meta: dict[str, Any] | None = None,
@@ -134,17 +144,22 @@ class SAE:
                 )
         if activation == "topk":
             k = checks.int_in("k", k, 1, n)
+        if site not in SITES:
+            raise ValueError(f"unknown SAE site {site!r}: use one of {', '.join(SITES)}")
         self.W_enc, self.b_enc, self.W_dec, self.b_dec = W_enc, b_enc, W_dec, b_dec
         self.threshold = threshold
         self.layer, self.k, self.activation = int(layer), k, activation
         self.apply_b_dec_to_input = bool(apply_b_dec_to_input)
+        self.site = site
         self.skip_first = int(skip_first)
         self.max_norm = None if max_norm is None else float(max_norm)
         self.meta: dict[str, Any] = dict(meta or {})
         self.quality = quality
 
     @classmethod
-    def random(cls, d_model: int, n_latents: int, k: int, layer: int, seed: int = 0) -> SAE:
+    def random(
+        cls, d_model: int, n_latents: int, k: int, layer: int, seed: int = 0, site: str = "hook_resid_post"
+    ) -> SAE:
         """An untrained TopK SAE as training starts it: unit decoder rows, encoder their transpose.
 
         Examples
@@ -158,7 +173,7 @@ class SAE:
         bound = 1 / math.sqrt(d_model)  # nn.Linear's default initialisation, as sparsify's encoder
         enc = (torch.rand(n_latents, d_model, generator=gen) * 2 - 1) * bound
         W_dec = enc / enc.norm(dim=1, keepdim=True).clamp_min(torch.finfo(enc.dtype).eps)  # noqa: N806
-        return cls(enc.T.contiguous(), torch.zeros(n_latents), W_dec, torch.zeros(d_model), layer, k)
+        return cls(enc.T.contiguous(), torch.zeros(n_latents), W_dec, torch.zeros(d_model), layer, k, site=site)
 
     # -- shape ---------------------------------------------------------------------------------
     @property
@@ -172,7 +187,23 @@ class SAE:
     @property
     def hook_name(self) -> str:
         """The site as TransformerLens names it, e.g. ``blocks.12.hook_resid_post``."""
-        return f"blocks.{self.layer}.hook_resid_post"
+        return f"blocks.{self.layer}.{self.site}"
+
+    def require_residual(self, what: str) -> None:
+        """Raise a ValueError naming ``what`` if this SAE does not read the residual stream.
+
+        Examples
+        --------
+        >>> SAE.random(4, 8, 2, 0, site="hook_mlp_out").require_residual("FeatureView")
+        Traceback (most recent call last):
+        ValueError: FeatureView reads the residual stream, but this SAE reads blocks.0.hook_mlp_out ...
+
+        """
+        if self.site != "hook_resid_post":
+            raise ValueError(
+                f"{what} reads the residual stream, but this SAE reads {self.hook_name} (an MLP's output): "
+                "encode activations read at that site instead (lw.core.hooks.read(model, [sae.hook_name], ...))"
+            )
 
     def reads(self, x: Tensor) -> Tensor:  # [..., pos] bool
         """Which tokens of ``x`` [..., pos, d_model] the SAE reads: position ≥ ``skip_first``, norm ≤ ``max_norm``.
@@ -203,7 +234,8 @@ class SAE:
     def __repr__(self) -> str:
         act = f"TopK k={self.k}" if self.activation == "topk" else self.activation
         src = self.meta.get("model") or self.meta.get("source") or "?"
-        return f"SAE({src!r}, layer {self.layer}, {self.d_model} → {self.n_latents} latents, {act})"
+        where = f"layer {self.layer}" if self.site == "hook_resid_post" else self.hook_name
+        return f"SAE({src!r}, {where}, {self.d_model} → {self.n_latents} latents, {act})"
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> SAE:
         """Move the weights (in place) and return the SAE.
@@ -223,6 +255,7 @@ class SAE:
     # -- the maths -----------------------------------------------------------------------------
     def _input(self, x: Tensor | Trace) -> Tensor:
         if isinstance(x, Trace):
+            self.require_residual("encoding a Trace")
             self.check_model(x.model)
             x = x.resid_pre(self.layer + 1)
         if not isinstance(x, Tensor) or x.shape[-1] != self.d_model:
@@ -271,7 +304,9 @@ class SAE:
             if sparse:
                 return TopK(values, top.indices)
             return torch.zeros_like(pre).scatter(-1, top.indices, values)
-        dense = pre.clamp_min(0) if self.activation == "relu" else pre * (pre > self.threshold)
+        dense = pre.clamp_min(0)
+        if self.activation == "jumprelu":
+            dense = dense * (pre > self.threshold)  # ReLU first: a negative threshold lets no negative through
         if not sparse:
             return dense
         width = max(1, int((dense > 0).sum(-1).max())) if dense.numel() else 1
@@ -387,8 +422,22 @@ class SAE:
         return self.quality
 
     # -- files ---------------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike[str], dtype: torch.dtype | None = None) -> Path:
-        """Write the SAE to one safetensors file (atomically), optionally cast (``torch.float16`` halves it).
+    def save(
+        self,
+        path: str | os.PathLike[str],
+        dtype: torch.dtype | None = None,
+        *,
+        format: str = "llmasos_widgets",  # noqa: A002 (the word the libraries use)
+    ) -> Path:
+        """Write the SAE (atomically), optionally cast (``torch.float16`` halves it); return what was written.
+
+        ``format="llmasos_widgets"`` (the default): one safetensors file that :meth:`load` reads back whole.
+        ``"saelens"``: a SAELens folder (``cfg.json`` + ``sae_weights.safetensors``) that
+        ``sae_lens.SAE.load_from_disk`` reads; ``"sparsify"``: an EleutherAI sparsify folder holding one
+        hookpoint folder (``path/layers.{layer}`` or ``path/layers.{layer}.mlp``, returned) that
+        ``sparsify.Sae.load_from_disk`` reads. Either gives the same codes as this SAE; settings the
+        library has no field for (``skip_first``, ``max_norm``) are named in a warning, and kept in the
+        files where :func:`load_sae` reads them back. See export.py.
 
         Examples
         --------
@@ -400,6 +449,10 @@ class SAE:
         (1, 2, True)
 
         """
+        if format != "llmasos_widgets":
+            if format not in FORMATS:
+                raise ValueError(f"unknown SAE file format {format!r}: use one of {', '.join(FORMATS)}")
+            return (save_saelens if format == "saelens" else save_sparsify)(self, path, dtype)
         tensors = {"W_enc": self.W_enc, "b_enc": self.b_enc, "W_dec": self.W_dec, "b_dec": self.b_dec}
         if self.threshold is not None:
             tensors["threshold"] = self.threshold
@@ -409,6 +462,7 @@ class SAE:
             "k": self.k,
             "activation": self.activation,
             "apply_b_dec_to_input": self.apply_b_dec_to_input,
+            "site": self.site,
             "skip_first": self.skip_first,
             "max_norm": self.max_norm,
             "meta": self.meta,
@@ -443,6 +497,7 @@ class SAE:
                 activation=meta.get("activation", "topk"),
                 threshold=t.get("threshold"),
                 apply_b_dec_to_input=meta.get("apply_b_dec_to_input", True),
+                site=meta.get("site", "hook_resid_post"),
                 skip_first=meta.get("skip_first", 0),
                 max_norm=meta.get("max_norm"),
                 meta=meta.get("meta"),

@@ -12,7 +12,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ...core.corpus import padded
-from ...core.hooks import block_output, hooked, post, read, replace_output
+from ...core.hooks import block_output, hooked, post, read, replace_output, site
 
 if TYPE_CHECKING:
     from ...core.models import LanguageModel
@@ -119,7 +119,8 @@ def measure(
     sae: SAE, model: LanguageModel, pieces: list[tuple[int, list[int]]], batch_size: int, progress: bool
 ) -> SAEQuality:
     causal = model.is_causal and model.adapter.unembed() is not None
-    block = model.adapter.blocks()[sae.layer]
+    # The SAE's site: a block's output (the residual stream), or its MLP's (what the MLP adds to it).
+    block = site(model, sae.hook_name).module
     n = 0
     sum_x = torch.zeros(sae.d_model, dtype=torch.float64)
     sum_sq = sum_err = l0 = 0.0
