@@ -33,7 +33,7 @@ def trace(model):
 
 
 def hf_moe_inputs(model, ids):
-    """What each layer's HF experts module received (its input rows, top-k ids and weights), and each MoE block's output."""
+    """What each HF experts module received (input rows, top-k ids and weights), and each MoE block's output."""
     seen, handles = {}, []
     for layer, block in enumerate(model.adapter.blocks()):
         handles.append(
@@ -86,7 +86,7 @@ def test_units_are_the_experts_hidden_values_recomputed_from_hf_weights(model, t
     for layer in range(model.n_layers):
         x, top_k_index, top_k_weights = seen[("in", layer)]  # what HF's experts module got: [pos, d], [pos, k] x 2
         mlp = a.blocks()[layer].mlp
-        units = trace["blocks.%d.mlp.hook_post" % layer]
+        units = trace[f"blocks.{layer}.mlp.hook_post"]
         assert units.shape == (len(trace), E * d_e + d_s)
         # HF routed these tokens to these experts: the trace's routing is the one the forward pass used.
         assert torch.equal(trace.router(layer).experts, top_k_index)
