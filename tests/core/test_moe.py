@@ -241,3 +241,12 @@ def test_a_dense_model_has_no_router():
         lw.core.hooks.site(trace.model, "blocks.0.mlp.hook_expert_weights")
     with pytest.raises(ValueError, match="no mlp.hook_shared_gate"):
         lw.core.hooks.site(lw.load_model("tiny-mixtral"), "blocks.0.mlp.hook_shared_gate")
+
+
+def test_a_model_mixing_dense_and_moe_layers_is_refused_naming_them():
+    from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
+
+    tiny = lw.load_model("tiny-qwen3-moe")
+    config = Qwen3MoeConfig(**{**tiny.model.config.to_dict(), "mlp_only_layers": [0], "intermediate_size": 64})
+    with pytest.raises(ValueError, match=r"dense MLP layers \(0\) among its mixture-of-experts layers"):
+        lw.LanguageModel("mixed", Qwen3MoeForCausalLM(config), tiny.tokenizer)
