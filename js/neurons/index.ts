@@ -2,6 +2,8 @@
 // target logit); click a neuron to see its activation over the text, its histogram, the tokens it
 // promotes and suppresses, and (with a corpus index) its top examples. The kernel sends one layer's
 // summary at a time ([pos, k] top neurons), cached here, so clicking tokens needs no round trip.
+// In a mixture of experts a neuron is one expert's hidden unit (labelled E<expert>·<unit>), and the
+// router box lists where the selected token was sent in every layer, with the routing weights.
 
 import { formatValue, scaleFor, splitByLengths } from "../shared/activations";
 import { batched } from "../shared/batch";
@@ -11,8 +13,14 @@ import { searchBox } from "../shared/search";
 import { appendVisibleToken, el, quotedToken, rankRow, setSelected } from "../shared/tokens";
 import { defineView, errorBox, type View } from "../shared/view";
 import { floats, ints } from "../shared/wire";
-import { rowAt } from "./format";
+import { neuronLabel, neuronName, routeLine, rowAt, type Experts } from "./format";
 import "./style.css";
+
+interface Route {
+  experts: Int32Array; // [layer, k]
+  weights: Float32Array; // [layer, k]
+  shared?: Float32Array; // [layer]: the shared expert's gate (Qwen2-MoE)
+}
 
 interface LayerData {
   k: number;
@@ -26,6 +34,11 @@ function mount(view: View): void {
   const nLayers = (): number => view.int("n_layers", 0);
   const k = (): number => view.int("k", 20);
   const indexLayers = (): number[] => view.list<number>("index_layers");
+  const experts = (): Experts => ({
+    n_experts: view.int("n_experts", 0),
+    d_expert: view.int("d_expert", 0),
+    d_shared: view.int("d_shared", 0),
+  });
 
   const prev = tagged(el("button", "", "◀"), "layer-prev");
   prev.title = "Previous layer (↑)";
@@ -37,10 +50,13 @@ function mount(view: View): void {
   controls.append(el("span", "lw-muted", "layer"), prev, layerSelect, next, rankSelect);
 
   const tokenPanel = tagged(el("div", "lw-token-neurons"), "token-neurons");
+  const routerBox = tagged(el("div", "lw-router"), "router");
   const neuronPanel = tagged(el("div", "lw-neuron-panel"), "neuron-panel");
   neuronPanel.setAttribute("aria-live", "polite");
+  const left = el("div", "lw-left");
+  left.append(tokenPanel, routerBox);
   const body = el("div", "lw-body");
-  body.append(tokenPanel, neuronPanel);
+  body.append(left, neuronPanel);
 
   type Found = { layer: number; neuron: number; count: number; activation: number };
   const search = searchBox<Found>(view, {
@@ -56,14 +72,20 @@ function mount(view: View): void {
   view.root.append(controls, body, search);
 
   const layers = new Map<number, LayerData>();
+  const routes = new Map<number, Route>(); // by position
   let textVersion = 0;
   let tokenKey = "";
   let neuronKey = "";
+  let routerKey = "";
 
   function renderHeader(): void {
     const idx = indexLayers();
+    const moe = experts();
+    const shape = moe.n_experts
+      ? ` (${moe.n_experts} experts × ${moe.d_expert} units${moe.d_shared ? ` + ${moe.d_shared} shared` : ""})`
+      : "";
     view.setHeader(
-      `${view.tokens().length} tokens · ${nLayers()} layers × ${view.int("d_mlp", 0)} neurons` +
+      `${view.tokens().length} tokens · ${nLayers()} layers × ${view.int("d_mlp", 0)} neurons${shape}` +
         (idx.length ? ` · corpus index on layers ${idx.join(", ")}` : ""),
     );
   }
@@ -84,6 +106,7 @@ function mount(view: View): void {
     renderControls();
     void updateTokenPanel();
     void updateNeuronPanel();
+    void updateRouter();
   });
 
   async function layerData(l: number): Promise<LayerData | null> {
@@ -98,11 +121,14 @@ function mount(view: View): void {
 
   function neuronRow(rank: number, n: number, activation: number, scale: number, contribution?: number): HTMLElement {
     const shown = contribution ?? activation;
-    const row = tagged(rankRow(rank, `N${n}`, Math.abs(shown) / scale, formatValue(shown)), "neuron-row", { neuron: n, value: activation });
+    const row = tagged(rankRow(rank, neuronLabel(n, experts()), Math.abs(shown) / scale, formatValue(shown)), "neuron-row", {
+      neuron: n,
+      value: activation,
+    });
     row.classList.add("lw-neuron-row");
     row.classList.toggle("lw-selected", n === neuron());
     row.querySelector(".lw-bar")!.classList.toggle("lw-neg", shown < 0);
-    row.title = `neuron ${n}: activation ${formatValue(activation)}`;
+    row.title = `${neuronName(n, experts())}: activation ${formatValue(activation)}`;
     if (contribution !== undefined) {
       row.dataset.contribution = String(contribution);
       row.title += `, contribution ${formatValue(contribution)}`;
@@ -167,7 +193,7 @@ function mount(view: View): void {
       return panelState(neuronPanel, "idle", el("div", "lw-hint", "Click a neuron to see it over the text."));
     }
     Object.assign(neuronPanel.dataset, { layer: String(l), neuron: String(n) });
-    const title = el("h4", "", `Layer ${l}, neuron ${n}`);
+    const title = el("h4", "", `Layer ${l}, ${neuronName(n, experts())}`);
     panelState(neuronPanel, "loading", title, el("div", "lw-loading", "Computing…"));
     try {
       const response = await view.client.request("neuron", "neuron", { layer: l, neuron: n, k: 10, bins: 30 });
@@ -194,6 +220,42 @@ function mount(view: View): void {
       if (indexed) void loadExamples(l, n, key, examples);
     } catch (e) {
       if (neuronKey === key) panelState(neuronPanel, "error", title, errorBox(e, "neuron-error"));
+    }
+  }
+
+  // The router box: where the selected token went in every layer (mixtures of experts only).
+  async function updateRouter(): Promise<void> {
+    const i = view.selected();
+    const moe = experts().n_experts > 0;
+    const key = `${textVersion}:${i}:${layer()}`;
+    routerBox.hidden = !moe;
+    if (!moe || key === routerKey) return;
+    routerKey = key;
+    if (i < 0) return panelState(routerBox, "idle", el("div", "lw-hint", "Click a token to see the experts it was sent to."));
+    const title = quotedToken("lw-title", `Router, token #${i} `, view.tokens()[i] ?? "");
+    Object.assign(routerBox.dataset, { position: String(i) });
+    try {
+      let route = routes.get(i);
+      if (!route) {
+        panelState(routerBox, "loading", title, el("div", "lw-loading", "Loading the router…"));
+        const response = await view.client.request("router", "router", { position: i });
+        if (response === null || routerKey !== key) return;
+        route = { experts: ints(response.arrays, "experts"), weights: floats(response.arrays, "weights") };
+        if (Object.prototype.hasOwnProperty.call(response.arrays, "shared_gate")) route.shared = floats(response.arrays, "shared_gate");
+        routes.set(i, route);
+      }
+      const k = route.experts.length / Math.max(1, nLayers());
+      const rows = Array.from({ length: nLayers() }, (_, l) => {
+        const row = tagged(el("div", "lw-router-row", `layer ${l}: ${routeLine(route.experts, route.weights, k, l, route.shared)}`), "router-row", {
+          layer: l,
+        });
+        row.classList.toggle("lw-selected", l === layer());
+        return row;
+      });
+      const note = el("div", "lw-muted", "experts and routing weights (what multiplies each expert's output)");
+      panelState(routerBox, "ready", title, note, ...rows);
+    } catch (e) {
+      if (routerKey === key) panelState(routerBox, "error", title, errorBox(e, "router-error"));
     }
   }
 
@@ -235,6 +297,7 @@ function mount(view: View): void {
   view.on(["tokens", "token_ids"], () => {
     textVersion++;
     layers.clear();
+    routes.clear();
     renderHeader();
     schedule();
   });
@@ -243,7 +306,7 @@ function mount(view: View): void {
     schedule();
   });
   view.on(["selected_layer", "selected_neuron", "rank_by", "rank_by_choices", "target", "k"], schedule);
-  view.on(["index_layers", "model_name"], () => (renderHeader(), schedule()));
+  view.on(["index_layers", "model_name", "n_experts", "d_expert", "d_shared"], () => (renderHeader(), schedule()));
   renderHeader();
   schedule();
 }

@@ -1,9 +1,10 @@
 """MLP neuron analyses: the neurons a token fires, and what a neuron writes to the vocabulary.
 
 A neuron is one coordinate of ``blocks.{layer}.mlp.hook_post`` (the input of the MLP's output
-projection). Everything here reads a :class:`~llmasos_widgets.core.trace.Trace` or the model's weights
-and returns plain dataclasses. A neuron's top contexts over a corpus are :class:`~.neuron_index.NeuronIndex`'s;
-the logit lens is in lens.py.
+projection); in a mixture of experts, one expert's hidden unit (core/moe.py: 0 on the tokens the router
+did not send to that expert, taken before the routing weight). Everything here reads a
+:class:`~llmasos_widgets.core.trace.Trace` or the model's weights and returns plain dataclasses. A
+neuron's top contexts over a corpus are :class:`~.neuron_index.NeuronIndex`'s; the logit lens is in lens.py.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 from torch import Tensor
 
 from ..core import checks
-from ..core.hooks import hooked, pre
+from ..core.hooks import hooked
 from ..core.trace import Trace
 
 if TYPE_CHECKING:
@@ -59,10 +60,7 @@ def neuron_output_weights(model: LanguageModel, layer: int) -> Tensor:  # [neuro
     torch.Size([128, 64])
 
     """
-    proj = model.adapter.mlp_out(checks.layer(layer, model.n_layers, model.name))
-    weight = proj.weight.detach()
-    # nn.Linear stores [out, in]; GPT-2's Conv1D stores [in, out].
-    return weight if type(proj).__name__ == "Conv1D" else weight.T
+    return model.adapter.neuron_output_weights(checks.layer(layer, model.n_layers, model.name))
 
 
 def unembedding(model: LanguageModel) -> tuple[Tensor, Tensor | None]:  # [vocab, d_model], [d_model]
@@ -165,13 +163,13 @@ def _grad_of_logit(trace: Trace, layer: int, pos: int, target: int) -> Tensor:  
     adapter = model.adapter
     kept: dict[str, Tensor] = {}
 
-    def make_leaf(module, args):  # type: ignore[no-untyped-def]
-        leaf = args[0].detach().requires_grad_(True)
+    def make_leaf(units: Tensor) -> Tensor:  # the MLP then runs on from the leaf (a mixture: weighted by its router)
+        leaf = units.detach().requires_grad_(True)
         kept["leaf"] = leaf
-        return (leaf, *args[1:])
+        return leaf
 
     ids = torch.tensor([trace.token_ids[: pos + 1] if model.is_causal else trace.token_ids], device=model.device)
-    with hooked(model, [pre(adapter.mlp_out(layer), make_leaf)]), torch.enable_grad():
+    with hooked(model, [adapter.mlp_hook(layer, "hook_post", make_leaf)]), torch.enable_grad():
         hidden = adapter.base()(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state
         # The base model's output is already through the final norm; the head maps it to logits.
         logit = adapter.head()(hidden[0, pos : pos + 1])[0, target]

@@ -8,8 +8,13 @@ exactly from the residual stream it kept. Everything else (tracing, views) is fa
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 from torch import Tensor, nn
+
+from .hooks import Hook, pre
 
 
 class Adapter:
@@ -18,6 +23,7 @@ class Adapter:
     family: str = ""
     model_types: tuple[str, ...] = ()
     causal: bool = True
+    n_experts: int = 0  # routed experts per MLP; 0: a dense MLP (core/moe.py holds the mixtures of experts)
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
@@ -59,6 +65,29 @@ class Adapter:
     def mlp_out(self, layer: int) -> nn.Module:
         """The MLP's output projection: its input is ``blocks.{layer}.mlp.hook_post``."""
         raise NotImplementedError
+
+    def mlp_hook(self, layer: int, what: str, fn: Callable[[Tensor], Tensor | None]) -> Hook:
+        """A hook that hands ``fn`` the activation ``blocks.{layer}.mlp.{what}`` [batch, pos, width] of each run.
+
+        ``what`` is ``"hook_post"`` (the MLP's hidden units: its output projection's input); a tensor that
+        ``fn`` returns replaces them, and the MLP's output is computed from it. A mixture of experts has more
+        (core/moe.py).
+        """
+        if what != "hook_post":
+            raise ValueError(f"{self.family} models have a dense MLP: mlp.{what} exists in mixtures of experts only")
+
+        def hand_over(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+            new = fn(args[0])
+            return None if new is None else (new, *args[1:])
+
+        return pre(self.mlp_out(layer), hand_over)
+
+    def neuron_output_weights(self, layer: int) -> Tensor:  # [neuron, d_model]
+        """What each unit of ``mlp.hook_post`` adds to the residual stream per unit of activation."""
+        proj = self.mlp_out(layer)
+        weight = proj.weight.detach()
+        # nn.Linear stores [out, in]; GPT-2's Conv1D stores [in, out].
+        return weight if type(proj).__name__ == "Conv1D" else weight.T
 
     def final_norm(self) -> nn.Module | None:
         """The norm applied to the last residual stream before unembedding (None: already applied)."""
@@ -209,13 +238,17 @@ class LlamaAdapter(Adapter):
     def attn_scale(self, layer: int) -> float:
         return float(self.blocks()[layer].self_attn.scaling)
 
-    def qkv(self, layer: int, x: Tensor, positions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def project(self, layer: int, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Queries, keys and values of ``layer`` before RoPE, [batch, pos, head, head_dim] each."""
         attn = self.blocks()[layer].self_attn
         shape = (x.shape[0], x.shape[1], -1, attn.head_dim)
         q, k, v = attn.q_proj(x).view(shape), attn.k_proj(x).view(shape), attn.v_proj(x).view(shape)
         if hasattr(attn, "q_norm"):  # Qwen3 normalises each head's queries and keys
             q, k = attn.q_norm(q), attn.k_norm(k)
-        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [batch, heads, pos, head_dim]
+        return q, k, v
+
+    def qkv(self, layer: int, x: Tensor, positions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        q, k, v = (t.transpose(1, 2) for t in self.project(layer, x))  # [batch, heads, pos, head_dim]
         cos, sin = self.base().rotary_emb(x, positions[None])
         return _apply_rope(q, cos, sin), _apply_rope(k, cos, sin), v
 
@@ -311,10 +344,13 @@ def adapter_class(model_type: str) -> type[Adapter]:
     'llama'
 
     """
-    for adapter in ADAPTERS:
+    from .moe import MOE_ADAPTERS  # moe.py subclasses LlamaAdapter: imported here, where no cycle can form
+
+    every = (*ADAPTERS, *MOE_ADAPTERS)
+    for adapter in every:
         if model_type in adapter.model_types:
             return adapter
-    supported = ", ".join(t for a in ADAPTERS for t in a.model_types)
+    supported = ", ".join(t for a in every for t in a.model_types)
     raise ValueError(f"unsupported architecture {model_type!r}: supported model types are {supported}")
 
 

@@ -245,10 +245,11 @@ def _stop(module: nn.Module, args: Any, output: Any) -> None:
 
 
 # -- sites by TransformerLens name, and runs that read them -------------------------------------------
-_SITE = re.compile(
-    r"^blocks\.(-?\d+)\.(hook_resid_pre|hook_resid_post|mlp\.hook_post|hook_attn_out|hook_mlp_out|attn\.hook_z)$"
-)
 SITES = ("hook_resid_pre", "hook_resid_post", "mlp.hook_post", "hook_attn_out", "hook_mlp_out", "attn.hook_z")
+# A mixture of experts' routing (core/moe.py): TransformerLens's names for the chosen experts and their
+# weights [.., k], and Qwen2-MoE's shared expert's gate [.., 1].
+MOE_SITES = ("mlp.hook_expert_indices", "mlp.hook_expert_weights", "mlp.hook_shared_gate")
+_SITE = re.compile(r"^blocks\.(-?\d+)\.(" + "|".join(re.escape(s) for s in (*SITES, *MOE_SITES)) + ")$")
 
 
 class _Adapted(Protocol):  # what a site needs of a LanguageModel
@@ -266,9 +267,14 @@ class Site:
     layer: int
     module: nn.Module
     kind: str
+    # How the adapter reads a site that is no module's input or output (the MLP's units, a router's
+    # choices): a function of a callback that returns the hook handing the callback the activation.
+    via: Callable[[Callable[[Tensor], None]], Hook] | None = None
 
     def hook(self, store: dict[str, Tensor]) -> Hook:
         """A hook that stores this site's activation in ``store[self.name]``."""
+        if self.via is not None:
+            return self.via(lambda value: store.__setitem__(self.name, value))
         if self.kind == "pre":
 
             def keep_input(module: nn.Module, args: Any, kwargs: Any) -> None:
@@ -288,7 +294,10 @@ def site(model: _Adapted, name: str) -> Site:
     ``blocks.{l}.hook_resid_pre`` (the stream entering block l), ``hook_resid_post`` (leaving it),
     ``mlp.hook_post`` (the MLP's hidden activations: its output projection's input), ``hook_attn_out`` and
     ``hook_mlp_out`` (what attention and the MLP add), ``attn.hook_z`` (the heads' outputs before the output
-    projection, ``[.., head * head_dim]``).
+    projection, ``[.., head * head_dim]``). A mixture of experts also has ``mlp.hook_expert_indices`` and
+    ``mlp.hook_expert_weights`` (each token's top-k experts and their routing weights, ``[.., k]``) and, with
+    a shared expert, ``mlp.hook_shared_gate`` (``[.., 1]``); its ``mlp.hook_post`` is every expert's hidden
+    units (core/moe.py).
 
     Examples
     --------
@@ -311,8 +320,9 @@ def site(model: _Adapted, name: str) -> Site:
         return Site(canonical, layer, adapter.blocks()[layer], "pre")
     if what == "hook_resid_post":
         return Site(canonical, layer, adapter.blocks()[layer], "post")
-    if what == "mlp.hook_post":
-        return Site(canonical, layer, adapter.mlp_out(layer), "pre")
+    if what.startswith("mlp."):  # the MLP's units (a mixture's experts' too) and its routing: the adapter knows
+        hook = adapter.mlp_hook(layer, what[4:], lambda value: None)  # a ValueError where the model has no such site
+        return Site(canonical, layer, hook.module, hook.kind, via=lambda keep: adapter.mlp_hook(layer, what[4:], keep))
     if what == "hook_attn_out":
         return Site(canonical, layer, adapter.attn_out_proj(layer), "post")
     if what == "hook_mlp_out":

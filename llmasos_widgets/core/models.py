@@ -368,7 +368,9 @@ def load_model(
     ----------
     name_or_path : str
         ``"smollm2-135m"`` (default), ``"minilm-l6"``, ``"tiny-llama"``, ``"tiny-gpt2"``,
-        ``"tiny-bert"``, a Hugging Face model id, a local folder, or a path to a ``.gguf`` file.
+        ``"tiny-bert"``, a tiny mixture of experts (``"tiny-mixtral"``, ``"tiny-qwen2-moe"``,
+        ``"tiny-qwen3-moe"``, ``"tiny-olmoe"``), a Hugging Face model id, a local folder, or a path to a
+        ``.gguf`` file.
     device : str
         ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         Ignored when ``device_map`` is given.

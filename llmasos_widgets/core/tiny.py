@@ -1,4 +1,4 @@
-"""Tiny random models (Llama, GPT-2, BERT shapes) for tests and docs: instant, seeded, offline.
+"""Tiny random models (Llama, GPT-2, BERT, and four mixtures of experts) for tests and docs: instant, seeded, offline.
 
 Each is built from a config with a fixed seed, and its tokenizer is trained in memory on a short
 fixed corpus, so nothing is read from disk or a hub and every run sees the same weights and ids.
@@ -17,11 +17,21 @@ from transformers import (
     GPT2LMHeadModel,
     LlamaConfig,
     LlamaForCausalLM,
+    MixtralConfig,
+    MixtralForCausalLM,
+    OlmoeConfig,
+    OlmoeForCausalLM,
     PreTrainedModel,
     PreTrainedTokenizerFast,
+    Qwen2MoeConfig,
+    Qwen2MoeForCausalLM,
+    Qwen3MoeConfig,
+    Qwen3MoeForCausalLM,
 )
 
-TINY_NAMES = ("tiny-llama", "tiny-gpt2", "tiny-bert")
+# Mixtures of experts (core/moe.py): 4 experts of 32 hidden units, top-2 routing; Qwen2-MoE adds a shared expert.
+MOE_NAMES = ("tiny-mixtral", "tiny-qwen2-moe", "tiny-qwen3-moe", "tiny-olmoe")
+TINY_NAMES = ("tiny-llama", "tiny-gpt2", "tiny-bert", *MOE_NAMES)
 
 _CORPUS = [
     "The capital of France is Paris. The capital of Italy is Rome. The capital of Spain is Madrid.",
@@ -76,7 +86,9 @@ def tiny_model(name: str, seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTok
     ----------
     name : str
         One of ``"tiny-llama"`` (grouped-query attention: 4 query heads, 2 key-value heads),
-        ``"tiny-gpt2"`` or ``"tiny-bert"`` (a masked LM).
+        ``"tiny-gpt2"``, ``"tiny-bert"`` (a masked LM), or a mixture of experts shaped like tiny-llama with
+        4 experts of 32 hidden units and top-2 routing: ``"tiny-mixtral"``, ``"tiny-qwen2-moe"`` (with a
+        shared expert of 48 units), ``"tiny-qwen3-moe"``, ``"tiny-olmoe"``.
     seed : int
         Seed for the weights; the same seed gives the same model.
 
@@ -108,6 +120,8 @@ def tiny_model(name: str, seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTok
                     pad_token_id=tokenizer.eos_token_id,
                 )
             )
+        elif name in MOE_NAMES:
+            model = _tiny_moe(name, tokenizer)
         elif name == "tiny-gpt2":
             model = GPT2LMHeadModel(
                 GPT2Config(
@@ -134,3 +148,29 @@ def tiny_model(name: str, seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTok
                 )
             )
     return model.eval(), tokenizer
+
+
+def _tiny_moe(name: str, tokenizer: PreTrainedTokenizerFast) -> PreTrainedModel:
+    shape = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        num_experts_per_tok=2,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.eos_token_id,
+    )
+    if name == "tiny-mixtral":  # Mixtral renormalises the top-k weights to sum to 1
+        return MixtralForCausalLM(MixtralConfig(num_local_experts=4, intermediate_size=32, **shape))
+    if name == "tiny-qwen2-moe":
+        return Qwen2MoeForCausalLM(
+            Qwen2MoeConfig(num_experts=4, moe_intermediate_size=32, shared_expert_intermediate_size=48, **shape)
+        )
+    if name == "tiny-qwen3-moe":  # norm_topk_prob as Qwen3-30B-A3B: the top-k weights sum to 1
+        return Qwen3MoeForCausalLM(
+            Qwen3MoeConfig(num_experts=4, moe_intermediate_size=32, head_dim=16, norm_topk_prob=True, **shape)
+        )
+    return OlmoeForCausalLM(OlmoeConfig(num_experts=4, intermediate_size=32, **shape))  # top-k weights not renormalised

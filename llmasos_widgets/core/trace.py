@@ -1,9 +1,10 @@
 """One forward pass over a text, kept in a form every view and analysis can read.
 
 A Trace holds the residual stream before each block and the MLP hidden activations, both
-[pos, width] per layer. Attention patterns are not kept: ``attention(layer)`` recomputes one layer's
-pattern exactly from that layer's residual input, so memory grows as layers × tokens × width rather
-than layers × heads × tokens², and a few recent layers are cached.
+[pos, width] per layer, and for a mixture of experts each layer's routing (core/moe.py). Attention
+patterns are not kept: ``attention(layer)`` recomputes one layer's pattern exactly from that layer's
+residual input, so memory grows as layers × tokens × width rather than layers × heads × tokens², and a
+few recent layers are cached.
 """
 
 from __future__ import annotations
@@ -23,6 +24,23 @@ if TYPE_CHECKING:
     from .models import LanguageModel
 
 _HOOK = re.compile(r"^blocks\.(\d+)\.(hook_resid_pre|hook_resid_post|mlp\.hook_post|attn\.hook_pattern)$")
+
+
+@dataclass(frozen=True)
+class Routing:
+    """Where a mixture of experts' router sent each token in one layer (``trace.router(layer)``)."""
+
+    layer: int
+    n_experts: int
+    experts: Tensor  # [pos, k] int64: each token's experts, largest weight first
+    weights: Tensor  # [pos, k] float32: their routing weights (what multiplies each expert's output)
+    shared_gate: Tensor | None = None  # [pos] float32: the shared expert's sigmoid gate (Qwen2-MoE), else None
+
+    @property
+    def dense(self) -> Tensor:  # [pos, n_experts]
+        """The weights as [pos, n_experts], 0 for the experts a token was not sent to."""
+        out = torch.zeros(self.experts.shape[0], self.n_experts)
+        return out.scatter_(1, self.experts, self.weights)
 
 
 @dataclass(frozen=True)
@@ -64,6 +82,7 @@ class Trace:
         generated: list[bool],
         resid: list[Tensor],
         mlp_post: list[Tensor],
+        routing: list[Routing] | None = None,
     ) -> None:
         self.model = model
         self.text = text
@@ -74,6 +93,7 @@ class Trace:
         self.generated = generated
         self._resid = resid  # n_layers + 1 entries of [pos, d_model]: each block's input, then the final
         self._mlp_post = mlp_post  # n_layers entries of [pos, d_mlp]
+        self._routing = routing  # n_layers entries for a mixture of experts, else None
         self._attention: OrderedDict[int, Tensor] = OrderedDict()
         self._logits: Tensor | None = None
 
@@ -91,18 +111,39 @@ class Trace:
         resid_pre = [f"blocks.{layer}.hook_resid_pre" for layer in range(n_layers)]
         mlp_post = [f"blocks.{layer}.mlp.hook_post" for layer in range(n_layers)]
         final = f"blocks.{n_layers - 1}.hook_resid_post"  # what the final norm reads (before the LM head)
+        adapter = model.adapter  # a mixture of experts (core/moe.py) also keeps each layer's routing
+        routes = ["hook_expert_indices", "hook_expert_weights"] if adapter.n_experts else []
+        if adapter.n_experts and adapter.d_shared:
+            routes.append("hook_shared_gate")
+        routers = [f"blocks.{layer}.mlp.{what}" for layer in range(n_layers) for what in routes]
         with torch.no_grad():
             # The base model only, to the last block: logits are derived on demand from the final residual
             # stream, which saves a [pos, vocab] tensor on long texts.
             acts = read(
                 model,
-                [*resid_pre, *mlp_post, final],
+                [*resid_pre, *mlp_post, final, *routers],
                 input_ids=torch.tensor([token_ids], device=device),
                 attention_mask=torch.ones(1, len(token_ids), dtype=torch.long, device=device),
             )
         resid = [acts[name][0].detach() for name in (*resid_pre, final)]
         mlp = [acts[name][0].detach() for name in mlp_post]
-        return cls(model, text, token_ids, offsets, generated, resid, mlp)
+        routing = None
+        if routes:
+
+            def at(layer: int, what: str) -> Tensor:  # [pos, k] (or [pos, 1])
+                return acts[f"blocks.{layer}.mlp.{what}"][0].detach().cpu()
+
+            routing = [
+                Routing(
+                    layer,
+                    adapter.n_experts,
+                    at(layer, "hook_expert_indices").long(),
+                    at(layer, "hook_expert_weights").float(),
+                    at(layer, "hook_shared_gate")[:, 0].float() if "hook_shared_gate" in routes else None,
+                )
+                for layer in range(n_layers)
+            ]
+        return cls(model, text, token_ids, offsets, generated, resid, mlp, routing)
 
     # -- shape and validation ------------------------------------------------------------------
     def __len__(self) -> int:
@@ -144,6 +185,23 @@ class Trace:
     def mlp_post(self, layer: int) -> Tensor:  # [pos, d_mlp]
         """MLP hidden activations of ``layer`` (the input of its output projection)."""
         return self._mlp_post[self.check_layer(layer)]
+
+    def router(self, layer: int) -> Routing:
+        """Where a mixture of experts' router sent each token in ``layer``: experts and weights [pos, k].
+
+        Examples
+        --------
+        >>> from llmasos_widgets import load_model
+        >>> routing = load_model("tiny-mixtral").trace("The capital of France is").router(1)
+        >>> routing.experts.shape, routing.dense.shape  # top-2 of 4 experts
+        (torch.Size([5, 2]), torch.Size([5, 4]))
+
+        """
+        layer = self.check_layer(layer)
+        if self._routing is None:
+            family = self.model.adapter.family
+            raise ValueError(f"{self.model.name} is not a mixture of experts ({family}): it has no router")
+        return self._routing[layer]
 
     def attention(self, layer: int) -> Tensor:  # [head, query_pos, key_pos]
         """The attention pattern of ``layer``, float32 on the CPU, equal to the model's eager attention.

@@ -2,7 +2,9 @@
 
 The kernel sends one layer at a time, and only a summary of it (each token's top neurons, each
 neuron's peak), never the [pos, neuron] activations: the view asks for one neuron's activations
-over the text when it is clicked. See DESIGN.md, "NeuronView", for the requests.
+over the text when it is clicked. In a mixture of experts a neuron is one expert's hidden unit
+(core/moe.py), and the view also shows where the router sent the selected token in every layer.
+See DESIGN.md, "NeuronView", for the requests.
 """
 
 from __future__ import annotations
@@ -68,6 +70,11 @@ class NeuronView(ViewBase):
     target = traitlets.Int(-1).tag(sync=True)  # token id explained by contributions; -1: the top prediction
     k = traitlets.Int(20).tag(sync=True)
     index_layers = traitlets.List(traitlets.Int()).tag(sync=True)  # empty: no index
+    # A mixture of experts (0 experts: a dense MLP): neuron n is unit n % d_expert of expert n // d_expert,
+    # and the last d_shared neurons are the shared expert's.
+    n_experts = traitlets.Int(0).tag(sync=True)
+    d_expert = traitlets.Int(0).tag(sync=True)
+    d_shared = traitlets.Int(0).tag(sync=True)
 
     def __init__(
         self,
@@ -86,12 +93,19 @@ class NeuronView(ViewBase):
                 raise ValueError(f"index must be a NeuronIndex, not {type(index).__name__}")
             index.check_model(trace.model)
         self.index = index
+        adapter = trace.model.adapter
+        experts = (
+            {"n_experts": adapter.n_experts, "d_expert": adapter.d_expert, "d_shared": adapter.d_shared}
+            if adapter.n_experts
+            else {}
+        )
         super().__init__(
             trace,
             n_layers=trace.n_layers,
             d_mlp=d_mlp(trace.model),
             k=k,
             index_layers=index.layers if index is not None else [],
+            **experts,
             **kwargs,
         )
         if layer is None:
@@ -132,9 +146,16 @@ class NeuronView(ViewBase):
 
     # -- requests ------------------------------------------------------------------------------
     def _export_requests(self) -> tuple[list[dict[str, Any]], str]:
-        return [{"what": "layer", "layer": self.selected_layer, "k": self.k}], (
-            f"layer {self.selected_layer}'s top-{self.k} neurons at every token are recorded; other layers and a "
-            "neuron's details need the kernel"
+        asked: list[dict[str, Any]] = [{"what": "layer", "layer": self.selected_layer, "k": self.k}]
+        routed = ""
+        if self.n_experts:  # a token's routing is a few numbers per layer: every token's, up to 512
+            asked += [{"what": "router", "position": p} for p in range(min(len(self.trace), 512))]
+            routed = "; the router's choices are recorded for every token" + (
+                " up to 512" if len(self.trace) > 512 else ""
+            )
+        return asked, (
+            f"layer {self.selected_layer}'s top-{self.k} neurons at every token are recorded{routed}; other layers "
+            "and a neuron's details need the kernel"
         )
 
     @request("layer")
@@ -149,6 +170,20 @@ class NeuronView(ViewBase):
             wire.encode("neuron_max", acts.amax(0), "float16"),  # [neuron]
         ]
         return {"layer": layer, "k": k}, arrays
+
+    @request("router")
+    def _serve_router(self, position: int) -> tuple[dict[str, Any], Arrays]:
+        """Where a mixture of experts' router sent the token at ``position``, in every layer: experts and weights."""
+        position = self.trace.check_position(position)
+        routes = [self.trace.router(layer) for layer in range(self.trace.n_layers)]  # a ValueError for a dense MLP
+        arrays = [
+            wire.encode("experts", torch.stack([r.experts[position] for r in routes]), "int32"),  # [layer, k]
+            wire.encode("weights", torch.stack([r.weights[position] for r in routes]), "float32"),  # [layer, k]
+        ]
+        if routes[0].shared_gate is not None:
+            gates = torch.stack([r.shared_gate[position] for r in routes if r.shared_gate is not None])
+            arrays.append(wire.encode("shared_gate", gates, "float32"))  # [layer]
+        return {"position": position, "n_experts": routes[0].n_experts}, arrays
 
     @request("contributions")
     def _serve_contributions(

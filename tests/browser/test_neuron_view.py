@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from _lab import require_browser
@@ -182,3 +183,44 @@ def test_html_tokens_render_as_text(lab, browser):
         assert session.errors == []
     finally:
         session.close()
+
+
+MOE_TEXT = "The café in 北京 🤖 is naïve"
+
+
+def test_the_router_of_a_mixture_of_experts_in_the_view_and_the_explorer(notebook):
+    """tiny-qwen2-moe: the selected token's experts and weights per layer, as text, in NeuronView and the Explorer."""
+    nb = notebook(
+        [
+            "import json\nimport llmasos_widgets as lw\nmodel = lw.load_model('tiny-qwen2-moe')\n"
+            f"trace = model.trace({MOE_TEXT!r})",
+            "view = lw.NeuronView(trace, layer=1)\nview",
+            "ex = lw.Explorer(trace, panels=['neurons'])\nex",
+        ]
+    )
+    page = nb.page
+    for root, name in ((page.locator(".lw-root.lw-neurons"), "view"), (page.locator(".lw-explorer"), "ex")):
+        tokens = root.locator('[data-testid="token-strip"] [data-testid="token"]')
+        expect(tokens.first).to_be_visible(timeout=120_000)
+        tokens.nth(3).click()
+        router = root.locator('[data-testid="router"]')
+        expect(router).to_have_attribute("data-state", "ready", timeout=60_000)
+        expect(router).to_have_attribute("data-position", "3")
+        assert nb.kernel_value(f"print({name}.selected_token)", "3") == "3"
+        rows = router.locator('[data-testid="router-row"]')
+        expect(rows).to_have_count(2)
+        code = (
+            "r = [trace.router(l) for l in range(2)]\n"
+            "print(json.dumps([[r[l].experts[3].tolist(), r[l].weights[3].tolist(), float(r[l].shared_gate[3])] "
+            "for l in range(2)]))"
+        )
+        for layer, (experts, weights, gate) in enumerate(json.loads(nb.kernel_exec(code))):
+            pairs = ", ".join(f"expert {e} · {w:.2f}" for e, w in zip(experts, weights, strict=True))
+            expect(rows.nth(layer)).to_have_text(f"layer {layer}: {pairs}, shared · {gate:.2f}")
+        expect(rows.nth(1)).to_have_class(re.compile("lw-selected"))  # the layer shown is layer 1 (the middle)
+        # The token's top neurons are units of the experts it was sent to (or of the shared expert).
+        labels = root.locator('[data-testid="token-neurons"] [data-testid="neuron-row"] .lw-rank-token')
+        expect(labels.first).to_be_visible(timeout=30_000)
+        sent = {f"E{e}·" for e in json.loads(nb.kernel_exec(code))[1][0]}
+        assert all(t.startswith("S") or t[: t.index("·") + 1] in sent for t in labels.all_text_contents())
+    assert nb.errors == []

@@ -196,3 +196,37 @@ def test_lens_column_is_the_blocks_column(model):
     assert content["position"] == 9 and all(str(i) in content["vocab"] for i in got["ids"].tolist())
     content, _ = ask(view, what="column", position=99)
     assert content["type"] == "error" and "position 99 is out of range" in content["message"]
+
+
+# -- a mixture of experts: neurons are experts' units, and the router is shown per token --------------------
+@pytest.mark.parametrize("name", ["tiny-qwen2-moe", "tiny-mixtral"])
+def test_a_mixture_of_experts_answers_its_router_and_its_units(name, tmp_path):
+    from llmasos_widgets.views import export
+    from tests.views.test_export import exported
+
+    model = lw.load_model(name)
+    trace = model.trace("Le café 大型 🤖 naïve")
+    view = capture(lw.NeuronView(trace, layer=1, token=2))
+    a = model.adapter
+    assert (view.n_experts, view.d_expert, view.d_shared) == (4, 32, a.d_shared)
+    assert view.d_mlp == 4 * 32 + a.d_shared
+    content, buffers = ask(view, what="router", position=2)
+    got = arrays(content, buffers)
+    assert got["experts"].tolist() == [trace.router(layer).experts[2].tolist() for layer in range(2)]
+    np.testing.assert_allclose(got["weights"], [trace.router(layer).weights[2].numpy() for layer in range(2)])
+    assert ("shared_gate" in got) == (name == "tiny-qwen2-moe")
+    # A neuron of expert 3: its overlay is its unit over the text, 0 where the router sent the token elsewhere.
+    content, buffers = ask(view, what="neuron", layer=1, neuron=3 * 32 + 4, k=3, bins=5)
+    acts = arrays(content, buffers)["activations"]
+    np.testing.assert_array_equal(acts, trace.mlp_post(1)[:, 3 * 32 + 4].numpy())
+    sent = (trace.router(1).experts == 3).any(-1).numpy()
+    assert (acts[~sent] == 0).all()
+    # An exported file answers every token's router.
+    _, (data,) = exported(view.save_html(tmp_path / "moe.html"))
+    assert export.request_key({"what": "router", "position": 5}) in data["recorded"]
+
+
+def test_a_dense_model_answers_the_router_with_an_error(view):
+    content, _ = ask(view, what="router", position=0)
+    assert content["type"] == "error" and "not a mixture of experts" in content["message"]
+    assert view.n_experts == 0
