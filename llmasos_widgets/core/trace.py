@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from . import checks
+from .chat import ChatTokens, Transcript, tie
 from .hooks import read
 
 if TYPE_CHECKING:
@@ -37,7 +38,8 @@ class Prediction:
 class Trace:
     """The result of one forward pass over a text (or a prompt plus its generation).
 
-    Build it with ``model.trace(text)`` or ``model.generate_trace(prompt)``.
+    Build it with ``model.trace(text)`` or ``model.generate_trace(prompt)``; either takes a chat too (a
+    list of ``{"role", "content"}`` messages), and then ``trace.chat`` ties each token to its message.
 
     Examples
     --------
@@ -64,6 +66,7 @@ class Trace:
         generated: list[bool],
         resid: list[Tensor],
         mlp_post: list[Tensor],
+        transcript: Transcript | None = None,
     ) -> None:
         self.model = model
         self.text = text
@@ -72,6 +75,12 @@ class Trace:
         self.tokens = model.token_texts(text, token_ids, offsets)
         self.offsets = offsets
         self.generated = generated
+        # For a chat: each token's message, role, template flag and characters in its message's content.
+        self.chat: ChatTokens | None = (
+            None
+            if transcript is None
+            else tie(transcript, text, self.tokens, token_ids, generated, set(model.special_ids))
+        )
         self._resid = resid  # n_layers + 1 entries of [pos, d_model]: each block's input, then the final
         self._mlp_post = mlp_post  # n_layers entries of [pos, d_mlp]
         self._attention: OrderedDict[int, Tensor] = OrderedDict()
@@ -85,6 +94,7 @@ class Trace:
         token_ids: list[int],
         offsets: list[tuple[int, int]],
         generated: list[bool],
+        transcript: Transcript | None = None,
     ) -> Trace:
         """Run the forward pass with hooks that keep the residual stream and MLP activations."""
         n_layers, device = model.n_layers, model.device
@@ -102,7 +112,7 @@ class Trace:
             )
         resid = [acts[name][0].detach() for name in (*resid_pre, final)]
         mlp = [acts[name][0].detach() for name in mlp_post]
-        return cls(model, text, token_ids, offsets, generated, resid, mlp)
+        return cls(model, text, token_ids, offsets, generated, resid, mlp, transcript)
 
     # -- shape and validation ------------------------------------------------------------------
     def __len__(self) -> int:
@@ -111,6 +121,8 @@ class Trace:
     def __repr__(self) -> str:
         n_gen = sum(self.generated)
         gen = f", {n_gen} generated" if n_gen else ""
+        if self.chat is not None:
+            gen += f", chat of {len(self.chat.messages)} messages"
         return f"Trace({self.model.name!r}, {len(self)} tokens{gen}, {self.n_layers} layers)"
 
     @property
