@@ -40,7 +40,7 @@ class ChatTokens:
     """What each token of a chat trace is: its message, that message's role, template or content, its characters.
 
     ``messages`` are the messages traced, and for a generation the answer as one more ``assistant``
-    message. Per token: ``token_messages`` (the message's index), ``token_roles``, ``template`` (True for
+    message (for a trace with ``add_generation_prompt``, an empty one: the opening of the answer to come). Per token: ``token_messages`` (the message's index), ``token_roles``, ``template`` (True for
     text the chat template wrote: role markers, ``<|im_start|>``, the newlines around them, a default system
     prompt, the end of a turn) and ``message_offsets``: ``[start, end]`` into its message's own
     ``content`` (``[0, 0]`` for a template token; ``[end, end]`` for a token carrying the rest of a split
@@ -79,7 +79,9 @@ def check_messages(messages: Any) -> list[dict[str, Any]]:
             if key not in message:
                 raise ValueError(f'message {i} has no {key!r}: each message is {{"role": "user", "content": "..."}}')
         if not isinstance(message["role"], str) or not message["role"].strip():
-            raise ValueError(f"message {i}'s role must be a non-empty str (user, assistant, system), got {message['role']!r}")
+            raise ValueError(
+                f"message {i}'s role must be a non-empty str (user, assistant, system), got {message['role']!r}"
+            )
         if not isinstance(message["content"], str):
             raise ValueError(
                 f"message {i}'s content must be a str, not {type(message['content']).__name__} "
@@ -96,7 +98,7 @@ def has_template(tokenizer: Any) -> bool:
 
 
 def render(tokenizer: Any, messages: Sequence[dict[str, Any]], *, add_generation_prompt: bool, name: str) -> Transcript:
-    """Render ``messages`` with the tokenizer's chat template and find each message's content in the text.
+    r"""Render ``messages`` with the tokenizer's chat template and find each message's content in the text.
 
     The template runs once on the messages and once on placeholders for their contents: the text
     between two placeholders is the template's own, so each content is found where the template put it,
@@ -108,10 +110,10 @@ def render(tokenizer: Any, messages: Sequence[dict[str, Any]], *, add_generation
     --------
     >>> from llmasos_widgets.core.tiny import tiny_model
     >>> import copy; tok = copy.deepcopy(tiny_model("tiny-gpt2")[1])
-    >>> tok.chat_template = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] | trim }}\\n{% endfor %}"
+    >>> tok.chat_template = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] | trim }}\n{% endfor %}"
     >>> t = render(tok, [{"role": "user", "content": " user "}], add_generation_prompt=False, name="tiny")
     >>> t.text, t.contents, t.frames
-    ('<user>user\\n', ((6, 10, 1),), (0,))
+    ('<user>user\n', ((6, 10, 1),), (0,))
 
     """
     if not has_template(tokenizer):
@@ -194,7 +196,7 @@ def tie(
     generated: Sequence[bool],
     special_ids: set[int],
 ) -> ChatTokens:
-    """Tie each token to its message: role, template or content, and its characters in the message's content.
+    r"""Tie each token to its message: role, template or content, and its characters in the message's content.
 
     ``text`` is the transcript's text followed by the generated text, and ``tokens`` what each token
     stands for in it (``LanguageModel.token_texts``). Generated tokens are the answer, one more
@@ -202,8 +204,8 @@ def tie(
 
     Examples
     --------
-    >>> t = Transcript(({"role": "user", "content": "Hi"},), "<u>Hi\\n", ((3, 5, 0),), (0,), False)
-    >>> c = tie(t, t.text, ["<u>", "Hi", "\\n"], [7, 8, 9], [False] * 3, {7})
+    >>> t = Transcript(({"role": "user", "content": "Hi"},), "<u>Hi\n", ((3, 5, 0),), (0,), False)
+    >>> c = tie(t, t.text, ["<u>", "Hi", "\n"], [7, 8, 9], [False] * 3, {7})
     >>> c.template, c.message_offsets
     ([True, False, True], [(0, 0), (0, 2), (0, 0)])
 
@@ -256,4 +258,3 @@ def tie(
             offsets.append((0, 0))
     roles = [str(messages[m]["role"]) for m in out_messages]
     return ChatTokens(messages, out_messages, roles, template, offsets)
-

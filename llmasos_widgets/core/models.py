@@ -266,7 +266,9 @@ class LanguageModel:
                 ids.add(int(token_id))
         return frozenset(ids)
 
-    def _encode_chat(self, messages: Any, add_generation_prompt: bool) -> tuple[chat.Transcript, list[int], list[tuple[int, int]]]:
+    def _encode_chat(
+        self, messages: Any, add_generation_prompt: bool
+    ) -> tuple[chat.Transcript, list[int], list[tuple[int, int]]]:
         messages = chat.check_messages(messages)
         transcript = chat.render(self.tokenizer, messages, add_generation_prompt=add_generation_prompt, name=self.name)
         # The template writes the special tokens it wants (a BOS among them): none is added, as
@@ -314,7 +316,9 @@ class LanguageModel:
         """
         if isinstance(text, (list, tuple)):
             if truncate:
-                raise ValueError("truncate is for a text: a transcript past the context is shortened by leaving out messages")
+                raise ValueError(
+                    "truncate is for a text: a transcript past the context is shortened by leaving out messages"
+                )
             transcript, ids, offsets = self._encode_chat(text, add_generation_prompt)
             return Trace.run(self, transcript.text, ids, offsets, generated=[False] * len(ids), transcript=transcript)
         if add_generation_prompt:
@@ -369,7 +373,12 @@ class LanguageModel:
         generated_text, new_offsets = self.continuation(new_ids, start=len(prompt))
         generated = [False] * len(ids) + [True] * len(new_ids)
         return Trace.run(
-            self, prompt + generated_text, ids + new_ids, offsets + new_offsets, generated=generated, transcript=transcript
+            self,
+            prompt + generated_text,
+            ids + new_ids,
+            offsets + new_offsets,
+            generated=generated,
+            transcript=transcript,
         )
 
     def continuation(self, new_ids: list[int], start: int = 0) -> tuple[str, list[tuple[int, int]]]:

@@ -51,16 +51,22 @@ def test_a_chat_trace_greys_template_tokens_and_names_them_on_hover(notebook):
     roles = json.loads(nb.kernel_exec("print(json.dumps(trace.chat.token_messages))"))
     user = [i for i in range(n) if roles[i] == 1]
     user_content = [i for i in user if not flags[i]]
-    assert tokens.nth(user[0]).get_attribute("title").startswith(
-        f"#{user[0]}  template: start of user message (messages[1])"
+    assert (
+        tokens.nth(user[0])
+        .get_attribute("title")
+        .startswith(f"#{user[0]}  template: start of user message (messages[1])")
     )
     after = user_content[-1] + 1  # <|im_end|> closes the user's turn
     assert tokens.nth(after).get_attribute("title").startswith(f"#{after}  template: end of user message (messages[1])")
-    assert tokens.nth(user_content[0]).get_attribute("title").startswith(
-        f"#{user_content[0]}  user message (messages[1]), chars 0–1"
+    assert (
+        tokens.nth(user_content[0])
+        .get_attribute("title")
+        .startswith(f"#{user_content[0]}  user message (messages[1]), chars 0–1")
     )
-    assert tokens.nth(n - 1).get_attribute("title").startswith(
-        f"#{n - 1}  template: start of assistant message (messages[2])"
+    assert (
+        tokens.nth(n - 1)
+        .get_attribute("title")
+        .startswith(f"#{n - 1}  template: start of assistant message (messages[2])")
     )
     # The user's text is shown as text, whole: its characters in the strip, no element made from it.
     shown = "".join(tokens.nth(i).text_content() for i in user_content).replace("⋯", "").replace("·", " ")

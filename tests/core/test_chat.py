@@ -96,7 +96,9 @@ def test_template_flags_match_the_tokenizers_own_rendering(smollm2):
     im_start = smollm2.tokenizer.convert_tokens_to_ids("<|im_start|>")
     starts = [i for i, t in enumerate(trace.token_ids) if t == im_start]
     assert [chat.token_messages[i] for i in starts] == [0, 0, 1, 2]  # the default system prompt opens message 0
-    assert all(chat.token_messages[i] == 2 and chat.token_roles[i] == "assistant" for i in range(starts[-1], len(trace)))
+    assert all(
+        chat.token_messages[i] == 2 and chat.token_roles[i] == "assistant" for i in range(starts[-1], len(trace))
+    )
 
 
 def test_a_content_that_repeats_the_template_is_tied_where_the_template_put_it(chat_llama):
