@@ -3,7 +3,7 @@
 // ROWS tokens that follows the selected token and scrolls with the wheel or the ▲/▼ buttons.
 
 import { tagged } from "../shared/dom";
-import { appendVisibleToken, el, tokenTitle, visibleText } from "../shared/tokens";
+import { appendVisibleToken, chatLabels, el, setTitle, textStripOptions, tokenTitle, visibleText } from "../shared/tokens";
 import { type DecodedArray, floats } from "../shared/wire";
 import { type Ctx, type Drawn, type Panel, type PanelState, button, debounce, errorMessage, errorSlot, exportCanvas, showError, sizeCanvas } from "./context";
 import { sig, spanLabel, tokenLabel } from "./format";
@@ -299,13 +299,22 @@ export class HeadPanel implements Panel {
       const ids = this.ctx.view.list<number>("token_ids");
       const offsets = this.ctx.view.list<[number, number]>("offsets");
       const bytes = this.ctx.view.list<string>("token_bytes");
+      const chat = textStripOptions(this.ctx.view.model).chat;
+      const labels = chat ? chatLabels(chat) : [];
       if (s) {
         for (let i = s.start; i < s.end; i++) {
-          const title = tokenTitle(i, { id: ids[i], offset: offsets[i], bytes: bytes[i], text: String(tokens[i] ?? "") });
+          const title = tokenTitle(i, {
+            id: ids[i],
+            offset: offsets[i],
+            bytes: bytes[i],
+            text: String(tokens[i] ?? ""),
+            chat: labels[i],
+          });
           for (const side of ["q", "k"] as const) {
             const row = tagged(el("div", "lw-hv-tok"), side === "q" ? "hv-query" : "hv-key");
             Object.assign(row.dataset, { index: String(i), side });
-            row.title = title;
+            setTitle(row, title);
+            if (chat?.template[i]) row.classList.add("lw-template");
             const text = el("span", "lw-hv-text");
             appendVisibleToken(text, String(tokens[i] ?? ""));
             const idx = el("span", "lw-hv-idx", String(i));

@@ -4,9 +4,9 @@
 // tagged with the panel's name. It speaks the same interface as anywidget's model (ViewModel).
 
 import { type Callback, Events } from "../shared/events";
+import { TEXT_TRAITS } from "../shared/tokens";
 import type { ViewModel } from "../shared/view";
 
-const TEXT = ["tokens", "token_ids", "offsets", "token_bytes", "generated", "model_name"];
 
 export class PanelModel extends Events implements ViewModel {
   private readonly shared: Set<string>;
@@ -21,7 +21,7 @@ export class PanelModel extends Events implements ViewModel {
     links: readonly string[],
   ) {
     super();
-    this.shared = new Set([...TEXT, ...links]);
+    this.shared = new Set([...TEXT_TRAITS, ...links]);
     this.state = { ...this.kernelState() };
     for (const key of this.shared) this.hostOn(`change:${key}`, () => this.emit(`change:${key}`));
     this.hostOn("change:panel_states", () => this.replace(this.kernelState()));

@@ -1,7 +1,7 @@
 // visibleText, quoted and tokenTitle are plain functions: testable without a DOM.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { quoted, tokenKeyTarget, tokenTitle, visibleStrings, visibleText } from "./tokens";
+import { chatLabels, quoted, tokenKeyTarget, tokenTitle, visibleStrings, visibleText } from "./tokens";
 
 test("visibleText shows whitespace", () => {
   assert.equal(visibleText(" the"), "·the");
@@ -33,6 +33,27 @@ test("tokenTitle", () => {
     "#4  id 7  chars 2–3  bytes ad  (the rest of the character before)",
   );
   assert.equal(tokenTitle(2), "#2");
+});
+
+test("chatLabels name template tokens by the turn they open or close, content tokens by their message", () => {
+  // <|im_start|> user ↵ 大 ⋯ ! <|im_end|> ↵ <|im_start|> assistant ↵
+  const labels = chatLabels({
+    messages: [0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1],
+    roles: ["user", "user", "user", "user", "user", "user", "user", "user", "assistant", "assistant", "assistant"],
+    template: [true, true, true, false, false, false, true, true, true, true, true],
+    messageOffsets: [[0, 0], [0, 0], [0, 0], [0, 1], [1, 1], [1, 2], [0, 0], [0, 0], [0, 0], [0, 0], [0, 0]],
+  });
+  assert.equal(labels[0], "template: start of user message (messages[0])");
+  assert.equal(labels[2], "template: start of user message (messages[0])");
+  assert.equal(labels[3], "user message (messages[0]), chars 0–1");
+  assert.equal(labels[4], "user message (messages[0]), the rest of the character at 0");
+  assert.equal(labels[6], "template: end of user message (messages[0])");
+  assert.equal(labels[8], "template: start of assistant message (messages[1])");
+  assert.equal(labels.length, 11);
+  assert.equal(
+    tokenTitle(6, { id: 2, offset: [12, 22], chat: labels[6] }),
+    "#6  template: end of user message (messages[0])  id 2",
+  );
 });
 
 test("tokenKeyTarget: arrows step and clamp, Home/End jump, Escape clears, other keys do nothing", () => {

@@ -145,6 +145,35 @@ export function visibleStrings(item: unknown): unknown {
   return item;
 }
 
+/**
+ * A chat transcript's tokens (the traits `token_messages`, `token_roles`, `template`, `message_offsets`;
+ * empty lists for a plain text): each token's message (its index in the messages traced), that message's
+ * role, whether the chat template wrote it, and its [start, end) in its message's own content.
+ */
+export interface ChatTokens {
+  messages: readonly number[];
+  roles: readonly string[];
+  template: readonly boolean[];
+  messageOffsets: readonly (readonly number[])[];
+}
+
+/**
+ * What each token of a chat is, in words for its hover: a template token names the turn it opens or closes
+ * ("template: start of user message (messages[1])"; "end of" once the message's content has begun), a
+ * content token its message and its characters there ("user message (messages[1]), chars 0–2"). Empty for
+ * a plain text (no chat traits).
+ */
+export function chatLabels(chat: ChatTokens): string[] {
+  const begun = new Set<number>(); // messages whose content has started
+  return chat.messages.map((m, i) => {
+    const message = `${chat.roles[i] ?? "?"} message (messages[${m}])`;
+    if (chat.template[i]) return `template: ${begun.has(m) ? "end" : "start"} of ${message}`;
+    begun.add(m);
+    const [start, end] = chat.messageOffsets[i] ?? [0, 0];
+    return `${message}, ${end! > start! ? `chars ${start}–${end}` : `the rest of the character at ${start! - 1}`}`;
+  });
+}
+
 export interface TokenStripOptions {
   tokenIds?: readonly number[];
   /** Character offsets into the text ([0, 0] for special tokens). */
@@ -152,6 +181,8 @@ export interface TokenStripOptions {
   generated?: readonly boolean[];
   /** Each token's bytes in hex ("e5 a4"), where the vocabulary is byte-level; "" otherwise. */
   tokenBytes?: readonly string[];
+  /** For a chat transcript: template tokens are greyed and named, each token's hover names its message. */
+  chat?: ChatTokens;
   /** Index of the selected token, -1 for none. */
   selected?: number;
   /** Called with a token's index when it is clicked. */
@@ -166,15 +197,20 @@ export interface TokenInfo {
   bytes?: string;
   /** The token's text: "" marks a token carrying the rest of the character before it. */
   text?: string;
+  /** In a chat, what the token is there (`chatLabels`): it takes the place of the characters in the transcript. */
+  chat?: string;
 }
 
-/** The hover text of token i: "#i  id 1234  chars 3–11  bytes e5 a4". */
+/** The hover text of token i: "#i  id 1234  chars 3–11  bytes e5 a4" (in a chat: "#i  template: … id 1"). */
 export function tokenTitle(i: number, info: TokenInfo = {}): string {
   let title = `#${i}`;
+  if (info.chat) title += `  ${info.chat}`;
   if (info.id !== undefined) title += `  id ${info.id}`;
   const start = info.offset?.[0];
   const end = info.offset?.[1];
-  if (start !== undefined && end !== undefined) title += end > start ? `  chars ${start}–${end}` : "  special (no chars)";
+  if (info.chat === undefined && start !== undefined && end !== undefined) {
+    title += end > start ? `  chars ${start}–${end}` : "  special (no chars)";
+  }
   if (info.bytes) title += `  bytes ${info.bytes}`;
   if (info.text === "") title += "  (the rest of the character before)";
   if (info.generated) title += "  generated";
@@ -194,19 +230,31 @@ export function renderTokenStrip(
   container.replaceChildren();
   container.classList.add("lw-strip");
   const spans: HTMLSpanElement[] = [];
+  const chat = opts.chat && opts.chat.messages.length === tokens.length ? opts.chat : undefined;
+  const labels = chat ? chatLabels(chat) : [];
   tokens.forEach((token, i) => {
     const span = el("span", "lw-token");
     span.dataset.index = String(i);
     span.dataset.testid = "token";
     appendVisibleToken(span, String(token));
-    span.title = tokenTitle(i, {
-      id: opts.tokenIds?.[i],
-      offset: opts.offsets?.[i],
-      generated: opts.generated?.[i],
-      bytes: opts.tokenBytes?.[i],
-      text: String(token),
-    });
+    // Through setTitle: a role name is the user's text.
+    setTitle(
+      span,
+      tokenTitle(i, {
+        id: opts.tokenIds?.[i],
+        offset: opts.offsets?.[i],
+        generated: opts.generated?.[i],
+        bytes: opts.tokenBytes?.[i],
+        text: String(token),
+        chat: labels[i],
+      }),
+    );
     if (opts.generated?.[i]) span.classList.add("lw-generated");
+    if (chat) {
+      span.dataset.role = chat.roles[i] ?? "";
+      span.dataset.message = String(chat.messages[i]);
+      if (chat.template[i]) span.classList.add("lw-template");
+    }
     if (opts.onSelect) {
       const onSelect = opts.onSelect;
       span.addEventListener("click", () => onSelect(i));
@@ -240,17 +288,44 @@ export interface TokenTraits {
   generated: boolean[];
   selected_token: number;
   model_name: string;
+  token_messages: number[];
+  token_roles: string[];
+  template: boolean[];
+  message_offsets: [number, number][];
 }
 
-/** The strip options that come from a view's synced text traits (ids, offsets, generated flags). */
+/** The traits that describe a trace's text (Python's `TEXT_TRAITS`): a strip is redrawn when one changes. */
+export const TEXT_TRAITS = [
+  "tokens",
+  "token_ids",
+  "offsets",
+  "token_bytes",
+  "generated",
+  "model_name",
+  "token_messages",
+  "token_roles",
+  "template",
+  "message_offsets",
+] as const;
+
+/** The strip options that come from a view's synced text traits (ids, offsets, generated flags, a chat's). */
 export function textStripOptions<T extends TokenTraits>(model: {
   get<K extends keyof T>(key: K): T[K];
-}): Pick<TokenStripOptions, "tokenIds" | "offsets" | "generated" | "tokenBytes"> {
+}): Pick<TokenStripOptions, "tokenIds" | "offsets" | "generated" | "tokenBytes" | "chat"> {
+  const messages = model.get("token_messages") ?? [];
   return {
     tokenIds: model.get("token_ids") ?? [],
     offsets: model.get("offsets") ?? [],
     tokenBytes: model.get("token_bytes") ?? [],
     generated: model.get("generated") ?? [],
+    chat: messages.length
+      ? {
+          messages,
+          roles: model.get("token_roles") ?? [],
+          template: model.get("template") ?? [],
+          messageOffsets: model.get("message_offsets") ?? [],
+        }
+      : undefined,
   };
 }
 

@@ -8,7 +8,7 @@
 
 import "./base.css";
 import { Client } from "./client";
-import { el, renderTokenStrip, setSelected, textStripOptions, tokenKeyTarget, visibleText } from "./tokens";
+import { el, renderTokenStrip, setSelected, TEXT_TRAITS, textStripOptions, tokenKeyTarget, visibleText } from "./tokens";
 
 /** The part of anywidget's model a view uses. */
 export interface ViewModel {
@@ -127,7 +127,7 @@ export class TokenStrip {
     this.el.tabIndex = 0;
     this.el.setAttribute("aria-label", `Tokens: ${label}`);
     view.listen(this.el, "keydown", (e) => this.onKey(e));
-    view.on(["tokens", "token_ids", "offsets", "generated", "token_bytes"], () => this.render());
+    view.on([...TEXT_TRAITS], () => this.render());
     view.on("selected_token", () => this.showSelected());
     this.render();
   }

@@ -518,11 +518,13 @@ def _plan(
         )
     trace = source if isinstance(source, Trace) else None
     if trace is not None:
-        source = trace.text
-    if not isinstance(source, str):
+        # The trace's own ids: a chat's come from its template, which re-encoding its text would not redo.
+        ids, tokens = list(trace.token_ids), list(trace.tokens)
+    elif isinstance(source, str):
+        ids, offsets = model._encode(source, truncate=False)
+        tokens = model.token_texts(source, ids, offsets)
+    else:
         raise ValueError(f"source must be a text (str) or a generation Trace, not {type(source).__name__}")
-    ids, offsets = model._encode(source, truncate=False)
-    tokens = model.token_texts(source, ids, offsets)
     n = len(ids)
     if not model.is_causal:
         if target is not None or contrast is not None:

@@ -1,8 +1,8 @@
-"""Load a language model (bundled, Hugging Face id, local folder or GGUF file) behind one object.
+"""Load a language model (bundled, Hugging Face id, local folder, GGUF file or a model object) behind one object.
 
 ``load_model`` returns a :class:`LanguageModel`: the torch model, its tokenizer and the
 architecture adapter, plus ``trace`` / ``generate_trace`` which run the one forward pass that
-every view reads from.
+every view reads from, over a text or a chat transcript.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from transformers import (
     PreTrainedModel,
 )
 
-from . import checks
+from . import chat, checks
 from .adapters import Adapter, adapter_class, adapter_for
 from .hooks import ModelLock, lock_of
 from .tiny import TINY_NAMES, tiny_model
@@ -250,29 +250,88 @@ class LanguageModel:
             ids, offsets = ids[:limit], offsets[:limit]
         return ids, offsets  # type: ignore[return-value]
 
+    @functools.cached_property
+    def special_ids(self) -> frozenset[int]:
+        """The ids of the tokenizer's special tokens (``<|im_end|>``, ``[CLS]``...), added ones included.
+
+        Examples
+        --------
+        >>> sorted(load_model("tiny-gpt2").special_ids)
+        [0]
+
+        """
+        ids = set(self.tokenizer.all_special_ids)
+        for token_id, added in getattr(self.tokenizer, "added_tokens_decoder", {}).items():
+            if getattr(added, "special", False):
+                ids.add(int(token_id))
+        return frozenset(ids)
+
+    def _encode_chat(
+        self, messages: Any, add_generation_prompt: bool
+    ) -> tuple[chat.Transcript, list[int], list[tuple[int, int]]]:
+        messages = chat.check_messages(messages)
+        transcript = chat.render(self.tokenizer, messages, add_generation_prompt=add_generation_prompt, name=self.name)
+        # The template writes the special tokens it wants (a BOS among them): none is added, as
+        # apply_chat_template(tokenize=True) does.
+        enc = self.tokenizer(transcript.text, add_special_tokens=False, return_offsets_mapping=self.tokenizer.is_fast)
+        ids = list(enc["input_ids"])
+        offsets = [tuple(o) for o in enc["offset_mapping"]] if "offset_mapping" in enc else _offsets(self, ids)
+        if len(ids) > self.context_length:
+            raise ValueError(
+                f"the transcript is {len(ids)} tokens, past {self.name}'s context of {self.context_length} "
+                "tokens; leave out earlier messages"
+            )
+        return transcript, ids, offsets  # type: ignore[return-value]
+
     # -- tracing -------------------------------------------------------------------------------
-    def trace(self, text: str, *, truncate: bool = False) -> Trace:
-        """Run one forward pass over ``text`` and keep what the views need.
+    def trace(
+        self, text: str | list[dict[str, str]], *, truncate: bool = False, add_generation_prompt: bool = False
+    ) -> Trace:
+        """Run one forward pass over ``text``, or over a chat transcript, and keep what the views need.
 
         Parameters
         ----------
-        text : str
-            The input text (not empty, at most the model's context length in tokens).
+        text : str or list of dict
+            The input text (not empty, at most the model's context length in tokens), or a chat: a list
+            of ``{"role": ..., "content": ...}`` messages, rendered by the tokenizer's chat template.
+            Then ``trace.text`` is the rendered transcript and ``trace.chat`` says of each token which
+            message and role it belongs to, whether the template wrote it, and its characters in its
+            message's content (:class:`~llmasos_widgets.core.chat.ChatTokens`).
         truncate : bool
-            Keep the first ``context_length`` tokens of a longer text instead of raising.
+            Keep the first ``context_length`` tokens of a longer text instead of raising (texts only).
+        add_generation_prompt : bool
+            For a chat: end the transcript with the template's opening of an assistant turn, so that
+            the last position predicts the answer's first token.
 
         Examples
         --------
         >>> trace = load_model("tiny-llama").trace("The capital of France is")
         >>> trace.tokens[:3]
         ['The', ' capital', ' of']
+        >>> model = load_model("smollm2-135m")  # doctest: +SKIP
+        >>> chat = model.trace([{"role": "user", "content": "法国的首都是哪里？"}])  # doctest: +SKIP
+        >>> chat.chat.token_roles[-4], chat.chat.template[-1]  # doctest: +SKIP
+        ('user', True)
 
         """
+        if isinstance(text, (list, tuple)):
+            if truncate:
+                raise ValueError(
+                    "truncate is for a text: a transcript past the context is shortened by leaving out messages"
+                )
+            transcript, ids, offsets = self._encode_chat(text, add_generation_prompt)
+            return Trace.run(self, transcript.text, ids, offsets, generated=[False] * len(ids), transcript=transcript)
+        if add_generation_prompt:
+            raise ValueError("add_generation_prompt is for a chat: pass a list of {'role', 'content'} messages")
         ids, offsets = self._encode(text, truncate)
         return Trace.run(self, text, ids, offsets, generated=[False] * len(ids))
 
-    def generate_trace(self, prompt: str, *, max_new_tokens: int = 20) -> Trace:
+    def generate_trace(self, prompt: str | list[dict[str, str]], *, max_new_tokens: int = 20) -> Trace:
         """Greedily continue ``prompt``, then trace prompt plus generation (generated tokens marked).
+
+        A chat (a list of ``{"role", "content"}`` messages) is answered as the assistant: the template's
+        generation prompt is added, generation stops at the end of the turn, and ``trace.chat.messages``
+        ends with the answer as an ``assistant`` message.
 
         Examples
         --------
@@ -284,7 +343,20 @@ class LanguageModel:
         if not self.is_causal:
             raise ValueError(f"{self.name} is an encoder ({self.adapter.family}); generation needs a causal LM")
         checks.int_in("max_new_tokens", max_new_tokens, 1, self.context_length)
-        ids, offsets = self._encode(prompt, truncate=False)
+        transcript = None
+        stop: dict[str, Any] = {}
+        if isinstance(prompt, (list, tuple)):
+            transcript, ids, offsets = self._encode_chat(prompt, add_generation_prompt=True)
+            prompt = transcript.text
+            # Stop at the end of the turn: the tokenizer's end token, beside the model's own.
+            eos = self.model.generation_config.eos_token_id
+            ends = [*(eos if isinstance(eos, list) else [] if eos is None else [eos])]
+            if self.tokenizer.eos_token_id is not None and self.tokenizer.eos_token_id not in ends:
+                ends.append(self.tokenizer.eos_token_id)
+            if ends:
+                stop["eos_token_id"] = ends
+        else:
+            ids, offsets = self._encode(prompt, truncate=False)
         room = self.context_length - len(ids)
         if max_new_tokens > room:
             raise ValueError(f"prompt of {len(ids)} tokens leaves room for {room} new tokens, not {max_new_tokens}")
@@ -295,11 +367,19 @@ class LanguageModel:
                 max_new_tokens=max_new_tokens,
                 do_sample=False,
                 pad_token_id=self.pad_token_id,
+                **stop,
             )
         new_ids = out[0, len(ids) :].tolist()
         generated_text, new_offsets = self.continuation(new_ids, start=len(prompt))
         generated = [False] * len(ids) + [True] * len(new_ids)
-        return Trace.run(self, prompt + generated_text, ids + new_ids, offsets + new_offsets, generated=generated)
+        return Trace.run(
+            self,
+            prompt + generated_text,
+            ids + new_ids,
+            offsets + new_offsets,
+            generated=generated,
+            transcript=transcript,
+        )
 
     def continuation(self, new_ids: list[int], start: int = 0) -> tuple[str, list[tuple[int, int]]]:
         """The text of generated tokens and each token's character span in it (shifted by ``start``).
@@ -356,21 +436,25 @@ def _offsets(model: LanguageModel, ids: list[int]) -> list[tuple[int, int]]:
 
 
 def load_model(
-    name_or_path: str = DEFAULT_MODEL,
+    name_or_path: str | PreTrainedModel = DEFAULT_MODEL,
     *,
+    tokenizer: Any = None,
     device: str = "auto",
     dtype: torch.dtype | None = None,
     device_map: str | dict[str, Any] | None = None,
 ) -> LanguageModel:
-    """Load a model by bundled name, Hugging Face id, local folder or ``.gguf`` file.
+    """Load a model by bundled name, Hugging Face id, local folder or ``.gguf`` file, or take a model object.
 
     Parameters
     ----------
-    name_or_path : str
+    name_or_path : str or transformers.PreTrainedModel
         ``"smollm2-135m"`` (default), ``"minilm-l6"``, ``"tiny-llama"``, ``"tiny-gpt2"``,
         ``"tiny-bert"``, a tiny mixture of experts (``"tiny-mixtral"``, ``"tiny-qwen2-moe"``,
         ``"tiny-qwen3-moe"``, ``"tiny-olmoe"``), a Hugging Face model id, a local folder, or a path to a
-        ``.gguf`` file.
+        ``.gguf`` file. Or a model you loaded yourself (quantised, a LoRA adapter merged, your own
+        options), passed with its ``tokenizer``: it is used as it is (put in eval mode, never moved or cast).
+    tokenizer : transformers tokenizer, optional
+        The tokenizer of a model object (required then; a name brings its own).
     device : str
         ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         Ignored when ``device_map`` is given.
@@ -383,8 +467,21 @@ def load_model(
     --------
     >>> load_model("tiny-bert")
     LanguageModel('tiny-bert', bert encoder, 2 layers, 4 heads, device=cpu)
+    >>> from llmasos_widgets.core.tiny import tiny_model
+    >>> hf_model, tok = tiny_model("tiny-llama")
+    >>> load_model(hf_model, tokenizer=tok)
+    LanguageModel('LlamaForCausalLM', llama causal, 2 layers, 4 heads, device=cpu)
 
     """
+    if isinstance(name_or_path, torch.nn.Module):
+        if device != "auto" or dtype is not None or device_map is not None:
+            raise ValueError(
+                "device, dtype and device_map are for loading by name; a model object is used as it is "
+                "(move or cast it yourself first, e.g. model.to('cuda'))"
+            )
+        return _from_object(name_or_path, tokenizer)
+    if tokenizer is not None:
+        raise ValueError("tokenizer= goes with a model object; a model loaded by name brings its own tokenizer")
     if not isinstance(name_or_path, str) or not name_or_path.strip():
         raise ValueError(f"name_or_path must be a model name, id or path, got {name_or_path!r}")
     dtype = dtype or torch.float32
@@ -454,6 +551,40 @@ def randomized(model: LanguageModel, seed: int = 0, std: float = 0.02) -> Langua
                     p.copy_(torch.randn(p.shape, generator=generator, dtype=torch.float32) * std)
     suffix = "-randomized" if seed == 0 else f"-randomized-{seed}"
     return LanguageModel(model.name + suffix, hf, model.tokenizer)
+
+
+def _from_object(model: torch.nn.Module, tokenizer: Any) -> LanguageModel:
+    """A LanguageModel over a model the user loaded, after the checks a name gets from how it is loaded."""
+    if any(type(m).__module__.split(".")[0] == "peft" for m in model.modules()):
+        raise ValueError(
+            "this model carries an unmerged PEFT (LoRA) adapter, whose extra weights the exact attention "
+            "and the hooks would not see: merge it first (model = model.merge_and_unload()) and pass that"
+        )
+    if not isinstance(model, PreTrainedModel):
+        raise ValueError(
+            f"the model must be a transformers PreTrainedModel (e.g. AutoModelForCausalLM.from_pretrained(...)), "
+            f"not {type(model).__name__}"
+        )
+    adapter_cls = adapter_class(getattr(model.config, "model_type", "?"))  # the supported families
+    if adapter_cls.causal and model.get_output_embeddings() is None:
+        raise ValueError(
+            f"{type(model).__name__} has no language-model head: pass the *ForCausalLM model "
+            "(AutoModelForCausalLM.from_pretrained(...)), whose predictions the views show"
+        )
+    if tokenizer is None:
+        raise ValueError(
+            "a model object needs its tokenizer: lw.load_model(model, tokenizer=AutoTokenizer.from_pretrained(...))"
+        )
+    if not (callable(tokenizer) and hasattr(tokenizer, "convert_ids_to_tokens") and hasattr(tokenizer, "decode")):
+        raise ValueError(f"tokenizer must be a transformers tokenizer (AutoTokenizer), not {type(tokenizer).__name__}")
+    rows = model.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) > rows:
+        raise ValueError(
+            f"the tokenizer has {len(tokenizer)} tokens but the model's embedding has {rows} rows: "
+            "is it the tokenizer of another model?"
+        )
+    name = str(getattr(model.config, "name_or_path", "") or type(model).__name__)
+    return LanguageModel(name, model, tokenizer)
 
 
 def _resolve_device(device: str) -> torch.device:

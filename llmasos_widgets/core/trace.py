@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from . import checks
+from .chat import ChatTokens, Transcript, tie
 from .hooks import read
 
 if TYPE_CHECKING:
@@ -55,7 +56,8 @@ class Prediction:
 class Trace:
     """The result of one forward pass over a text (or a prompt plus its generation).
 
-    Build it with ``model.trace(text)`` or ``model.generate_trace(prompt)``.
+    Build it with ``model.trace(text)`` or ``model.generate_trace(prompt)``; either takes a chat too (a
+    list of ``{"role", "content"}`` messages), and then ``trace.chat`` ties each token to its message.
 
     Examples
     --------
@@ -83,6 +85,7 @@ class Trace:
         resid: list[Tensor],
         mlp_post: list[Tensor],
         routing: list[Routing] | None = None,
+        transcript: Transcript | None = None,
     ) -> None:
         self.model = model
         self.text = text
@@ -91,6 +94,12 @@ class Trace:
         self.tokens = model.token_texts(text, token_ids, offsets)
         self.offsets = offsets
         self.generated = generated
+        # For a chat: each token's message, role, template flag and characters in its message's content.
+        self.chat: ChatTokens | None = (
+            None
+            if transcript is None
+            else tie(transcript, text, self.tokens, token_ids, generated, set(model.special_ids))
+        )
         self._resid = resid  # n_layers + 1 entries of [pos, d_model]: each block's input, then the final
         self._mlp_post = mlp_post  # n_layers entries of [pos, d_mlp]
         self._routing = routing  # n_layers entries for a mixture of experts, else None
@@ -105,6 +114,7 @@ class Trace:
         token_ids: list[int],
         offsets: list[tuple[int, int]],
         generated: list[bool],
+        transcript: Transcript | None = None,
     ) -> Trace:
         """Run the forward pass with hooks that keep the residual stream and MLP activations."""
         n_layers, device = model.n_layers, model.device
@@ -143,7 +153,7 @@ class Trace:
                 )
                 for layer in range(n_layers)
             ]
-        return cls(model, text, token_ids, offsets, generated, resid, mlp, routing)
+        return cls(model, text, token_ids, offsets, generated, resid, mlp, routing, transcript)
 
     # -- shape and validation ------------------------------------------------------------------
     def __len__(self) -> int:
@@ -152,6 +162,8 @@ class Trace:
     def __repr__(self) -> str:
         n_gen = sum(self.generated)
         gen = f", {n_gen} generated" if n_gen else ""
+        if self.chat is not None:
+            gen += f", chat of {len(self.chat.messages)} messages"
         return f"Trace({self.model.name!r}, {len(self)} tokens{gen}, {self.n_layers} layers)"
 
     @property

@@ -21,11 +21,25 @@ from .assets import bundle, stylesheet
 from .protocol import Reply, RequestSpec, requests_of, watch_interrupts
 
 # The synced traits that describe a trace's text (an Explorer's panels share them with it).
-TEXT_TRAITS = ("tokens", "token_ids", "offsets", "token_bytes", "generated", "model_name")
+# A chat's (trace.chat) travel too: each token's message, role, template flag and offsets into its message's
+# content; empty lists for a plain text.
+TEXT_TRAITS = (
+    "tokens",
+    "token_ids",
+    "offsets",
+    "token_bytes",
+    "generated",
+    "model_name",
+    "token_messages",
+    "token_roles",
+    "template",
+    "message_offsets",
+)
 
 
 def text_traits(trace: Trace) -> dict[str, Any]:
     """The synced traits that describe a trace's text (``TEXT_TRAITS``)."""
+    chat = trace.chat
     return {
         "tokens": trace.tokens,
         "token_ids": trace.token_ids,
@@ -33,6 +47,10 @@ def text_traits(trace: Trace) -> dict[str, Any]:
         "token_bytes": [_hex(trace.model.token_bytes(i)) for i in trace.token_ids],
         "generated": trace.generated,
         "model_name": trace.model.name,
+        "token_messages": [] if chat is None else chat.token_messages,
+        "token_roles": [] if chat is None else chat.token_roles,
+        "template": [] if chat is None else chat.template,
+        "message_offsets": [] if chat is None else [list(o) for o in chat.message_offsets],
     }
 
 
@@ -49,6 +67,12 @@ class ViewBase(anywidget.AnyWidget):
     token_bytes = traitlets.List(traitlets.Unicode()).tag(sync=True)  # hex, where the vocabulary is byte-level
     generated = traitlets.List(traitlets.Bool()).tag(sync=True)
     model_name = traitlets.Unicode("").tag(sync=True)
+    # A chat transcript's tokens (empty for a plain text): the message each belongs to, its role, whether the
+    # chat template wrote it, and its [start, end) in its message's own content ([0, 0] for the template's).
+    token_messages = traitlets.List(traitlets.Int()).tag(sync=True)
+    token_roles = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    template = traitlets.List(traitlets.Bool()).tag(sync=True)
+    message_offsets = traitlets.List(traitlets.List(traitlets.Int())).tag(sync=True)
     selected_token = traitlets.Int(-1).tag(sync=True)
     selected_layer = traitlets.Int(-1).tag(sync=True)
     selected_head = traitlets.Int(-1).tag(sync=True)
