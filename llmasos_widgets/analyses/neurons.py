@@ -173,8 +173,8 @@ def _grad_of_logit(trace: Trace, layer: int, pos: int, target: int) -> Tensor:  
     ids = torch.tensor([trace.token_ids[: pos + 1] if model.is_causal else trace.token_ids], device=model.device)
     with hooked(model, [pre(adapter.mlp_out(layer), make_leaf)]), torch.enable_grad():
         hidden = adapter.base()(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state
-        # The base model's output is already through the final norm; the head maps it to logits.
-        logit = adapter.head()(hidden[0, pos : pos + 1])[0, target]
+        # The base model's output is already through the final norm; the head (soft-capped where capped) maps it.
+        logit = adapter.head_logits(hidden[0, pos : pos + 1])[0, target]
         (grad,) = torch.autograd.grad(logit, kept["leaf"])
     return grad[0, pos].float().cpu()
 

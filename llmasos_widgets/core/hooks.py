@@ -287,7 +287,8 @@ def site(model: _Adapted, name: str) -> Site:
 
     ``blocks.{l}.hook_resid_pre`` (the stream entering block l), ``hook_resid_post`` (leaving it),
     ``mlp.hook_post`` (the MLP's hidden activations: its output projection's input), ``hook_attn_out`` and
-    ``hook_mlp_out`` (what attention and the MLP add), ``attn.hook_z`` (the heads' outputs before the output
+    ``hook_mlp_out`` (what attention and the MLP add to the stream, after their post-norms where a family has them),
+    ``attn.hook_z`` (the heads' outputs before the output
     projection, ``[.., head * head_dim]``).
 
     Examples
@@ -313,10 +314,10 @@ def site(model: _Adapted, name: str) -> Site:
         return Site(canonical, layer, adapter.blocks()[layer], "post")
     if what == "mlp.hook_post":
         return Site(canonical, layer, adapter.mlp_out(layer), "pre")
-    if what == "hook_attn_out":
-        return Site(canonical, layer, adapter.attn_out_proj(layer), "post")
+    if what == "hook_attn_out":  # after a post-attention norm where the family has one (Gemma 2/3, OLMo-2)
+        return Site(canonical, layer, adapter.attn_added(layer), "post")
     if what == "hook_mlp_out":
-        return Site(canonical, layer, adapter.mlp(layer), "post")
+        return Site(canonical, layer, adapter.mlp_added(layer), "post")
     return Site(canonical, layer, adapter.attn_out_proj(layer), "pre")  # attn.hook_z
 
 
