@@ -4,6 +4,9 @@ Each family is a tiny random model built from its HF config (core/tiny.py). The 
 forward (``output_attentions`` / ``output_hidden_states``) and plain hooks on the modules named in ``FAMILIES``
 below: written here from each family's modeling code, never read from our adapter, so an adapter that names the
 wrong module fails. Captum is called directly for attribution. Adding a family: its tiny model and one line.
+
+Each ``measure_*`` returns the largest absolute difference from its reference per quantity (the tests bound them;
+``bench/families.py`` prints them as a family x analysis table).
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ from captum.attr import InputXGradient
 import llmasos_widgets as lw
 from llmasos_widgets.analyses import causal
 from llmasos_widgets.analyses.neurons import neuron_contributions, top_neurons
+from llmasos_widgets.core.adapters import adapter_class
 from llmasos_widgets.core.hooks import read
 from tests._numbers import assert_greedy
-from tests.analyses.test_attribution import captum_ig, close, embeds_forward
+from tests.analyses.test_attribution import captum_ig, embeds_forward
 
 # Where HF keeps each site, {l} the layer: the block, the module whose output is what attention adds
 # (hook_attn_out: after a post-attention norm where the family has one), the output projection (its input is
@@ -108,48 +112,71 @@ def hf_forward(model, ids, *, replace=None, keep=None, eager=False):
             h.remove()
 
 
+def gap(ours, ref) -> float:
+    """The largest absolute difference of two tensors of one shape."""
+    ours, ref = torch.as_tensor(ours).double(), torch.as_tensor(ref).double()
+    assert ours.shape == ref.shape, (ours.shape, ref.shape)
+    return float((ours - ref).abs().max())
+
+
 # -- (1) attention patterns and TransformerLens-named activations ----------------------------------------
-def test_attention_and_activations_equal_hf_eager(model):
+def measure_trace(model) -> dict[str, float]:
     trace = model.trace(TEXT)
     ids = trace.token_ids
     keep: dict = {}
     ref = hf_forward(model, ids, keep=keep, eager=True)
     window = max((model.adapter.window(layer) or 0) for layer in range(model.n_layers))
     assert len(ids) > 2 * window  # the text is longer than any sliding window, so windows show
-    names = [
-        f"blocks.{layer}.{site}"
-        for layer in range(model.n_layers)
-        for site in (
-            "hook_resid_pre",
-            "hook_resid_post",
-            "hook_attn_out",
-            "hook_mlp_out",
-            "attn.hook_z",
-            "mlp.hook_post",
-        )
-    ]
+    sites = {"hook_resid_pre": "resid", "hook_resid_post": "block", "hook_attn_out": "attn", "hook_mlp_out": "mlp",
+             "attn.hook_z": "z", "mlp.hook_post": "post"}  # fmt: skip
+    names = [f"blocks.{layer}.{site}" for layer in range(model.n_layers) for site in sites]
     with torch.no_grad():
         acts = {k: v[0] for k, v in read(model, names, input_ids=torch.tensor([ids])).items()}
-    for layer in range(model.n_layers):
-        assert torch.allclose(trace.attention(layer), ref.attentions[layer][0], atol=1e-5), f"pattern of layer {layer}"
-        assert torch.allclose(trace[f"blocks.{layer}.hook_resid_pre"], ref.hidden_states[layer][0], atol=1e-4)
-        assert torch.allclose(trace[f"blocks.{layer}.mlp.hook_post"], keep[("post", layer)], atol=1e-4)
-        for site, what in (("hook_resid_pre", "resid"), ("hook_resid_post", "block"), ("hook_attn_out", "attn"),
-                           ("hook_mlp_out", "mlp"), ("attn.hook_z", "z"), ("mlp.hook_post", "post")):  # fmt: skip
-            assert torch.allclose(acts[f"blocks.{layer}.{site}"], keep[(what, layer)], atol=1e-4), site
-        # TransformerLens's meaning: the block adds exactly hook_attn_out and hook_mlp_out to the stream.
-        added = acts[f"blocks.{layer}.hook_attn_out"] + acts[f"blocks.{layer}.hook_mlp_out"]
-        assert torch.allclose(acts[f"blocks.{layer}.hook_resid_pre"] + added, keep[("block", layer)], atol=1e-4)
-    assert torch.allclose(trace.logits_at(-1), ref.logits[0, -1], atol=1e-4)  # final norm and soft-cap
+    patterns = torch.stack([ref.attentions[layer][0] for layer in range(model.n_layers)])
+    out = {"attention": gap(torch.stack([trace.attention(layer) for layer in range(model.n_layers)]), patterns)}
+    out["activations"] = max(
+        [gap(trace[f"blocks.{layer}.hook_resid_pre"], ref.hidden_states[layer][0]) for layer in range(model.n_layers)]
+        + [gap(trace[f"blocks.{layer}.mlp.hook_post"], keep[("post", layer)]) for layer in range(model.n_layers)]
+        + [
+            gap(acts[f"blocks.{layer}.{site}"], keep[(what, layer)])
+            for layer in range(model.n_layers)
+            for site, what in sites.items()
+        ]  # fmt: skip
+    )
+    # TransformerLens's meaning: the block adds exactly hook_attn_out and hook_mlp_out to the stream.
+    out["resid_post = pre + attn + mlp"] = max(
+        gap(
+            acts[f"blocks.{layer}.hook_resid_pre"]
+            + acts[f"blocks.{layer}.hook_attn_out"]
+            + acts[f"blocks.{layer}.hook_mlp_out"],
+            keep[("block", layer)],
+        )  # fmt: skip
+        for layer in range(model.n_layers)
+    )
+    out["logits"] = gap(trace.logits_at(-1), ref.logits[0, -1])  # the final norm, and soft-cap
+    # The attention view's index: a token's row and column in every layer and head, and the overview's pooling.
+    index, pos = lw.AttentionIndex(trace), len(ids) // 2
+    out["attention index"] = max(
+        gap(index.rows(pos), patterns[:, :, pos]),
+        gap(index.columns(pos), patterns[..., pos]),
+        gap(index.overview(0, size=len(ids)).thumbs, patterns[0]),
+    )
+    return out
+
+
+def test_attention_and_activations_equal_hf_eager(model):
+    found = measure_trace(model)
+    assert found["attention"] <= 1e-5 and found["attention index"] <= 1e-5, found
+    assert max(found["activations"], found["resid_post = pre + attn + mlp"], found["logits"]) <= 1e-4, found
 
 
 # -- (2) activation patching against a plain hook loop ------------------------------------------------------
-@pytest.mark.parametrize("over", causal.SITES)
-def test_patching_equals_a_plain_hook_loop(model, over):
+def measure_patching(model, over) -> float:
     metric = lw.logit_diff(" cat", " the")
     res = lw.patch(model, CLEAN, CORRUPT, metric=metric, over=over, progress=False)
     ids = {name: model.tokenizer(text)["input_ids"] for name, text in (("clean", CLEAN), ("corrupt", CORRUPT))}
-    assert len(ids["clean"]) == len(ids["corrupt"]) > max((model.adapter.window(i) or 0) for i in range(model.n_layers))
+    windows = [model.adapter.window(i) or 0 for i in range(model.n_layers)]
+    assert len(ids["clean"]) == len(ids["corrupt"]) > max(windows)  # past the window: it shows
     clean: dict = {}
     clean_logits = hf_forward(model, ids["clean"], keep=clean).logits[0, -1]
     bound = metric.bind(model)
@@ -171,64 +198,82 @@ def test_patching_equals_a_plain_hook_loop(model, over):
 
             out = hf_forward(model, ids["corrupt"], replace=(what, layer, fn)).logits[0, -1]
             ref[layer, index] = bound(out[None], clean_logits)[0]
-    assert (res.values - ref).abs().max() <= 1e-4
+    return gap(res.values, ref)
+
+
+@pytest.mark.parametrize("over", causal.SITES)
+def test_patching_equals_a_plain_hook_loop(model, over):
+    assert measure_patching(model, over) <= 1e-4
 
 
 # -- (3) attribution against captum called directly ---------------------------------------------------------
-def test_attribution_equals_captum(model):
+def measure_attribution(model) -> dict[str, float]:
+    """Differences relative to the largest captum score (as tests/analyses/test_attribution.py's ``close``)."""
     text = "The capital of France is"
     ids = model.tokenizer.encode(text)
-    ig = lw.attribute(model, text, target=" Paris", n_steps=8, progress=False)
-    close(ig.scores, captum_ig(model, ids, " Paris", 8))
+    ig = lw.attribute(model, text, target=" Paris", n_steps=8, progress=False).scores
+    ig_ref = captum_ig(model, ids, " Paris", 8)
     x = model.model.get_input_embeddings()(torch.tensor([ids])).detach()  # Gemma's embedding scales by sqrt(d)
-    ixg = lw.attribute(model, text, target=" Paris", method="input_x_gradient", progress=False)
-    close(ixg.scores, InputXGradient(embeds_forward(model, model.tokenizer.encode(" Paris")[0])).attribute(x).sum(-1))
+    ixg = lw.attribute(model, text, target=" Paris", method="input_x_gradient", progress=False).scores
+    forward = embeds_forward(model, model.tokenizer.encode(" Paris")[0])
+    ixg_ref = InputXGradient(forward).attribute(x).sum(-1)
+    return {
+        "integrated gradients": gap(ig, ig_ref) / max(float(ig_ref.abs().max()), 1e-6),
+        "input x gradient": gap(ixg, ixg_ref) / max(float(ixg_ref.abs().max()), 1e-6),
+    }
+
+
+@pytest.mark.filterwarnings("ignore:integrated gradients' completeness gap")
+def test_attribution_equals_captum(model):
+    found = measure_attribution(model)
+    assert max(found.values()) <= 1e-4, found
 
 
 # -- (4) steering --------------------------------------------------------------------------------------------
-def test_steering_at_zero_is_generate_and_steering_is_a_hook(model):
+def measure_steering(model) -> dict[str, float]:
+    """Tokens of the alpha = 0 run that differ from ``generate``; the greedy slack of a steered run under a hook."""
     ids = model.tokenizer.encode("The cat")
     res = lw.steer(model, "The cat", torch.ones(model.d_model), 0.0, layer=1, max_new_tokens=5)
     with torch.no_grad():
         generated = model.model.generate(torch.tensor([ids]), max_new_tokens=5, do_sample=False)[0, len(ids) :]
-    assert res.steered_ids == res.baseline_ids == generated.tolist()
+    differ = sum(a != b for a, b in zip(res.steered_ids, generated.tolist(), strict=True))
+    differ += sum(a != b for a, b in zip(res.baseline_ids, res.steered_ids, strict=True))
     v = torch.randn(model.d_model, generator=torch.Generator().manual_seed(0))
     res = lw.steer(model, "The cat", lw.Direction(v, 1), 4.0, max_new_tokens=5)
     hook = (module(model, "block", 1), lambda m, args, kwargs: ((args[0] + 4.0 * v, *args[1:]), kwargs) if args
             else (args, {**kwargs, "hidden_states": kwargs["hidden_states"] + 4.0 * v}))  # fmt: skip
     assert_greedy(model, ids, res.steered_ids, hook=hook)
+    return {"steering at 0: tokens unlike generate": float(differ)}
+
+
+def test_steering_at_zero_is_generate_and_steering_is_a_hook(model):
+    assert measure_steering(model)["steering at 0: tokens unlike generate"] == 0
 
 
 # -- (5) a sparse autoencoder trains on the family and reads its traces ----------------------------------------
-def test_an_sae_trains_and_reads_the_family(model):
+def measure_sae(model) -> float:
     sae = lw.train_sae(model, lw.sample_texts()[:40], layer=-1, n_latents=64, k=4, batch_tokens=128, progress=False)
-    trace = model.trace(TEXT)
-    ref = hf_forward(model, trace.token_ids, eager=True)
-    last = model.n_layers - 1
-    keep: dict = {}
+    assert sae.layer == model.n_layers - 1 and sae.quality.tokens > 0 and 0 < sae.quality.mean_l0 <= 4
+    assert torch.isfinite(torch.tensor([sae.quality.fvu, sae.quality.ce_sae])).all()
+    trace, keep = model.trace(TEXT), {}
     hf_forward(model, trace.token_ids, keep=keep)
-    assert torch.allclose(sae.encode(trace), sae.encode(keep[("block", last)]), atol=1e-4)
-    assert sae.layer == last and sae.quality.tokens > 0 and 0 < sae.quality.mean_l0 <= 4
-    assert torch.isfinite(torch.tensor(sae.quality.ce_sae)) and ref.logits.isfinite().all()
+    return gap(sae.encode(trace), sae.encode(keep[("block", model.n_layers - 1)]))
+
+
+def test_an_sae_trains_and_reads_the_family(model):
+    assert measure_sae(model) <= 1e-4
 
 
 # -- (6) neurons: the MLP's hidden layer is the down projection's input -----------------------------------------
-def test_neurons_are_the_down_projections_input(model):
+def measure_neurons(model) -> float:
     trace = model.trace(TEXT)
     keep: dict = {}
     hf_forward(model, trace.token_ids, keep=keep)
     layer, pos = model.n_layers - 1, 5
     post = keep[("post", layer)]
-    assert (
-        trace.mlp_post(layer).shape
-        == post.shape
-        == (
-            len(trace),
-            model.model.config.to_dict().get("intermediate_size") or model.model.config.n_inner or 4 * model.d_model,
-        )
-    )
+    width = model.model.config.to_dict().get("intermediate_size") or 4 * model.d_model  # GPT-2: n_inner None
+    assert trace.mlp_post(layer).shape == post.shape == (len(trace), width)
     top = top_neurons(trace, layer, pos, k=3)
-    assert torch.allclose(top.activations, post[pos, top.neurons], atol=1e-4)
     # activation x gradient of the logit, by hand: the down projection's input a leaf in HF's own forward.
     target = int(trace.logits_at(pos).argmax())
     leaf = post[: pos + 1].clone().requires_grad_(True)
@@ -239,5 +284,24 @@ def test_neurons_are_the_down_projections_input(model):
         handle.remove()
     (grad,) = torch.autograd.grad(logit, leaf)
     got = neuron_contributions(trace, layer, pos, target=target, k=3)
-    assert torch.allclose(got.contributions, (post[pos] * grad[pos])[got.neurons], atol=1e-4)
-    assert torch.allclose(got.contributions, (post[pos] * grad[pos]).topk(3).values, atol=1e-4)
+    by_hand = post[pos] * grad[pos]
+    return max(
+        gap(top.activations, post[pos, top.neurons]),
+        gap(got.contributions, by_hand[got.neurons]),
+        gap(got.contributions, by_hand.topk(3).values),
+    )
+
+
+def test_neurons_are_the_down_projections_input(model):
+    assert measure_neurons(model) <= 1e-4
+
+
+def test_an_unknown_family_names_the_supported_ones_and_how_to_add_one():
+    with pytest.raises(ValueError, match="unsupported architecture 'mamba'") as err:
+        adapter_class("mamba")
+    for model_type in ("llama", "gemma2", "gemma3_text", "gpt_neox", "phi3", "olmo2", "gpt2", "bert"):
+        assert model_type in str(err.value)
+    assert "Adding a family" in str(err.value)
+    assert {lw.load_model(name).adapter.family for name in FAMILIES} == {
+        "llama", "gpt2", "gemma", "gemma2", "gemma3", "gpt_neox", "phi3", "olmo2"
+    }  # fmt: skip
