@@ -130,7 +130,7 @@ class AttentionIndex:
         q1 = self.n_tokens if q1 is None else q1
         head = self._check_head(head)
         scores = (q[head, q0:q1] @ k[head].T).mul_(scale)
-        lse = self.adapter.softmax_(scores, q0)
+        lse = self.adapter.softmax_(scores, layer, q0)
         return scores, lse
 
     def lse(self, layer: int) -> Tensor:  # [head, query]
@@ -141,7 +141,7 @@ class AttentionIndex:
                 q, k, scale = self.qk(layer)
                 out = []
                 for head in range(q.shape[0]):
-                    scores = self.adapter.mask_((q[head] @ k[head].T).mul_(scale), 0)
+                    scores = self.adapter.cap_and_mask_((q[head] @ k[head].T).mul_(scale), layer, 0)
                     out.append(torch.logsumexp(scores, dim=-1))
                 self._lse[layer] = torch.stack(out)
             return self._lse[layer]
@@ -154,7 +154,7 @@ class AttentionIndex:
         for layer in range(self.trace.n_layers):
             q, k, scale = self.qk(layer)
             scores = (q[:, pos : pos + 1] @ k.transpose(1, 2)).mul_(scale)  # [head, 1, key]
-            self.adapter.softmax_(scores, pos)
+            self.adapter.softmax_(scores, layer, pos)
             out.append(scores[:, 0])
         return torch.stack(out)
 
@@ -164,12 +164,11 @@ class AttentionIndex:
         out = []
         for layer in range(self.trace.n_layers):
             q, k, scale = self.qk(layer)
-            scores = (q @ k[:, pos : pos + 1].transpose(1, 2)).mul_(scale)[..., 0]  # [head, query]
-            column = (scores - self.lse(layer)).exp_()
-            if self.adapter.causal:
-                column[:, :pos] = 0.0  # earlier queries cannot see a later key
-                if self.adapter.window is not None:
-                    column[:, pos + self.adapter.window :] = 0.0
+            scores = self.adapter.cap_((q @ k[:, pos : pos + 1].transpose(1, 2)).mul_(scale)[..., 0], layer)
+            column = (scores - self.lse(layer)).exp_()  # [head, query]
+            allowed = self.adapter.allowed(layer, torch.arange(self.n_tokens), torch.tensor([pos]))
+            if allowed is not None:  # earlier queries, and those past a sliding window, cannot see the key
+                column[:, ~allowed[:, 0]] = 0.0
             out.append(column)
         return torch.stack(out)
 
@@ -199,7 +198,7 @@ class AttentionIndex:
             q1 = min(n, q0 + block)
             keys = q1 if causal else n
             scores = torch.bmm(q[:, q0:q1], k[:, :keys].transpose(1, 2)).mul_(scale)  # [head, query, key]
-            self.adapter.mask_(scores, q0)
+            self.adapter.cap_and_mask_(scores, layer, q0)
             top = scores.amax(-1)
             pattern = torch.softmax(scores, dim=-1)
             block_lse = top - pattern.amax(-1).log()  # the largest weight is >= 1/n: no underflow

@@ -546,7 +546,7 @@ def _plan(
     elif target is None:
         with model.lock, torch.no_grad():
             out = model.adapter.base()(input_ids=torch.tensor([ids], device=model.device))
-            logits = model.model.get_output_embeddings()(out.last_hidden_state[0, -1])
+            logits = model.adapter.head_logits(out.last_hidden_state[0, -1])
         targets = [int(logits.argmax())]
     else:
         targets = _target_ids(model, target, "target", one=contrast is not None)
@@ -596,7 +596,7 @@ def _objective(model: LanguageModel, problem: _Problem, embeds: Tensor, hook_lay
         pooled = hidden.mean(1)
         return torch.nn.functional.cosine_similarity(pooled, problem.reference_pooled[None], dim=-1)[:, None]
     positions = torch.tensor(problem.positions, device=hidden.device)
-    logits = model.model.get_output_embeddings()(hidden[:, positions])  # [batch, row, vocab]; only rows read
+    logits = model.adapter.head_logits(hidden[:, positions])  # [batch, row, vocab]; only rows read
     logp = torch.log_softmax(logits.float(), dim=-1)
     rows = torch.tensor(problem.rows, device=hidden.device)
     value = logp.gather(-1, rows[None, :, None].expand(logp.shape[0], -1, 1))[..., 0]

@@ -1,7 +1,7 @@
 """MLP neuron analyses: the neurons a token fires, and what a neuron writes to the vocabulary.
 
 A neuron is one coordinate of ``blocks.{layer}.mlp.hook_post`` (the input of the MLP's output
-projection); in a mixture of experts, one expert's hidden unit (core/moe.py: 0 on the tokens the router
+projection); in a mixture of experts, one expert's hidden unit (core/adapters/moe.py: 0 on the tokens the router
 did not send to that expert, taken before the routing weight). Everything here reads a
 :class:`~llmasos_widgets.core.trace.Trace` or the model's weights and returns plain dataclasses. A
 neuron's top contexts over a corpus are :class:`~.neuron_index.NeuronIndex`'s; the logit lens is in lens.py.
@@ -171,8 +171,8 @@ def _grad_of_logit(trace: Trace, layer: int, pos: int, target: int) -> Tensor:  
     ids = torch.tensor([trace.token_ids[: pos + 1] if model.is_causal else trace.token_ids], device=model.device)
     with hooked(model, [adapter.mlp_hook(layer, "hook_post", make_leaf)]), torch.enable_grad():
         hidden = adapter.base()(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state
-        # The base model's output is already through the final norm; the head maps it to logits.
-        logit = adapter.head()(hidden[0, pos : pos + 1])[0, target]
+        # The base model's output is already through the final norm; the head (soft-capped where capped) maps it.
+        logit = adapter.head_logits(hidden[0, pos : pos + 1])[0, target]
         (grad,) = torch.autograd.grad(logit, kept["leaf"])
     return grad[0, pos].float().cpu()
 

@@ -40,7 +40,8 @@ class ChatTokens:
     """What each token of a chat trace is: its message, that message's role, template or content, its characters.
 
     ``messages`` are the messages traced, and for a generation the answer as one more ``assistant``
-    message (for a trace with ``add_generation_prompt``, an empty one: the opening of the answer to come). Per token: ``token_messages`` (the message's index), ``token_roles``, ``template`` (True for
+    message (for a trace with ``add_generation_prompt``, an empty one: the opening of the answer to come).
+    Per token: ``token_messages`` (the message's index), ``token_roles``, ``template`` (True for
     text the chat template wrote: role markers, ``<|im_start|>``, the newlines around them, a default system
     prompt, the end of a turn) and ``message_offsets``: ``[start, end]`` into its message's own
     ``content`` (``[0, 0]`` for a template token; ``[end, end]`` for a token carrying the rest of a split

@@ -246,7 +246,7 @@ def _stop(module: nn.Module, args: Any, output: Any) -> None:
 
 # -- sites by TransformerLens name, and runs that read them -------------------------------------------
 SITES = ("hook_resid_pre", "hook_resid_post", "mlp.hook_post", "hook_attn_out", "hook_mlp_out", "attn.hook_z")
-# A mixture of experts' routing (core/moe.py): TransformerLens's names for the chosen experts and their
+# A mixture of experts' routing (core/adapters/moe.py): TransformerLens's names for the chosen experts and their
 # weights [.., k], and Qwen2-MoE's shared expert's gate [.., 1].
 MOE_SITES = ("mlp.hook_expert_indices", "mlp.hook_expert_weights", "mlp.hook_shared_gate")
 _SITE = re.compile(r"^blocks\.(-?\d+)\.(" + "|".join(re.escape(s) for s in (*SITES, *MOE_SITES)) + ")$")
@@ -293,11 +293,11 @@ def site(model: _Adapted, name: str) -> Site:
 
     ``blocks.{l}.hook_resid_pre`` (the stream entering block l), ``hook_resid_post`` (leaving it),
     ``mlp.hook_post`` (the MLP's hidden activations: its output projection's input), ``hook_attn_out`` and
-    ``hook_mlp_out`` (what attention and the MLP add), ``attn.hook_z`` (the heads' outputs before the output
-    projection, ``[.., head * head_dim]``). A mixture of experts also has ``mlp.hook_expert_indices`` and
-    ``mlp.hook_expert_weights`` (each token's top-k experts and their routing weights, ``[.., k]``) and, with
-    a shared expert, ``mlp.hook_shared_gate`` (``[.., 1]``); its ``mlp.hook_post`` is every expert's hidden
-    units (core/moe.py).
+    ``hook_mlp_out`` (what attention and the MLP add to the stream, after their post-norms where a family has
+    them), ``attn.hook_z`` (the heads' outputs before the output projection, ``[.., head * head_dim]``). A
+    mixture of experts also has ``mlp.hook_expert_indices`` and ``mlp.hook_expert_weights`` (each token's top-k
+    experts and their routing weights, ``[.., k]``) and, with a shared expert, ``mlp.hook_shared_gate``
+    (``[.., 1]``); its ``mlp.hook_post`` is every expert's hidden units (core/adapters/moe.py).
 
     Examples
     --------
@@ -323,10 +323,10 @@ def site(model: _Adapted, name: str) -> Site:
     if what.startswith("mlp."):  # the MLP's units (a mixture's experts' too) and its routing: the adapter knows
         hook = adapter.mlp_hook(layer, what[4:], lambda value: None)  # a ValueError where the model has no such site
         return Site(canonical, layer, hook.module, hook.kind, via=lambda keep: adapter.mlp_hook(layer, what[4:], keep))
-    if what == "hook_attn_out":
-        return Site(canonical, layer, adapter.attn_out_proj(layer), "post")
+    if what == "hook_attn_out":  # after a post-attention norm where the family has one (Gemma 2/3, OLMo-2)
+        return Site(canonical, layer, adapter.attn_added(layer), "post")
     if what == "hook_mlp_out":
-        return Site(canonical, layer, adapter.mlp(layer), "post")
+        return Site(canonical, layer, adapter.mlp_added(layer), "post")
     return Site(canonical, layer, adapter.attn_out_proj(layer), "pre")  # attn.hook_z
 
 

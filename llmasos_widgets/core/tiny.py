@@ -1,7 +1,10 @@
-"""Tiny random models (Llama, GPT-2, BERT, and four mixtures of experts) for tests and docs: instant, seeded, offline.
+"""Tiny random models (one per supported family, four mixtures of experts) for tests and docs: instant, seeded.
 
 Each is built from a config with a fixed seed, and its tokenizer is trained in memory on a short
 fixed corpus, so nothing is read from disk or a hub and every run sees the same weights and ids.
+The families added after Llama, GPT-2 and BERT also draw their norms' weights at random and use larger
+weights (``initializer_range``), so that a norm read in the wrong place, or a soft-cap left out, changes
+the numbers a test compares instead of hiding behind norms of 1 and scores near 0.
 """
 
 from __future__ import annotations
@@ -13,14 +16,26 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from transformers import (
     BertConfig,
     BertForMaskedLM,
+    Gemma2Config,
+    Gemma2ForCausalLM,
+    Gemma3ForCausalLM,
+    Gemma3TextConfig,
+    GemmaConfig,
+    GemmaForCausalLM,
     GPT2Config,
     GPT2LMHeadModel,
+    GPTNeoXConfig,
+    GPTNeoXForCausalLM,
     LlamaConfig,
     LlamaForCausalLM,
     MixtralConfig,
     MixtralForCausalLM,
+    Olmo2Config,
+    Olmo2ForCausalLM,
     OlmoeConfig,
     OlmoeForCausalLM,
+    Phi3Config,
+    Phi3ForCausalLM,
     PreTrainedModel,
     PreTrainedTokenizerFast,
     Qwen2MoeConfig,
@@ -29,9 +44,63 @@ from transformers import (
     Qwen3MoeForCausalLM,
 )
 
-# Mixtures of experts (core/moe.py): 4 experts of 32 hidden units, top-2 routing; Qwen2-MoE adds a shared expert.
+# The families beyond Llama/GPT-2/BERT: (model class, its config's own settings). Shared settings are in
+# `_family_model`. Each exercises what sets its family apart (see each comment).
+_FAMILIES = {
+    # GeGLU MLP, (1 + w) RMSNorm, embeddings scaled by sqrt(d_model); multi-query-ish: 2 kv heads for 4.
+    "tiny-gemma": (GemmaForCausalLM, GemmaConfig, {"hidden_act": "gelu_pytorch_tanh"}),
+    # Soft-capped attention (cap 2) and final logits (cap 5), sliding window 4 on layers 0 and 2 only,
+    # query_pre_attn_scalar 24 != head_dim 16, norms before and after attention and the MLP.
+    "tiny-gemma2": (
+        Gemma2ForCausalLM,
+        Gemma2Config,
+        {
+            "num_hidden_layers": 3,
+            "hidden_activation": "gelu_pytorch_tanh",
+            "query_pre_attn_scalar": 24,
+            "sliding_window": 4,
+            "layer_types": ["sliding_attention", "full_attention", "sliding_attention"],
+            "attn_logit_softcapping": 2.0,
+            "final_logit_softcapping": 5.0,
+        },
+    ),
+    # Per-head q/k norms; sliding (local) layers rotate with base 10, the global layer with base 10,000.
+    "tiny-gemma3": (
+        Gemma3ForCausalLM,
+        Gemma3TextConfig,
+        {
+            "num_hidden_layers": 3,
+            "hidden_activation": "gelu_pytorch_tanh",
+            "query_pre_attn_scalar": 24,
+            "sliding_window": 4,
+            "layer_types": ["sliding_attention", "sliding_attention", "full_attention"],
+            "rope_parameters": {
+                "sliding_attention": {"rope_type": "default", "rope_theta": 10.0},
+                "full_attention": {"rope_type": "default", "rope_theta": 10000.0},
+            },
+        },
+    ),
+    # Fused head-interleaved QKV, rotary on half of each head (8 of 16 features), parallel residual.
+    "tiny-neox": (
+        GPTNeoXForCausalLM,
+        GPTNeoXConfig,
+        {
+            "intermediate_size": 256,
+            "num_key_value_heads": None,
+            "use_parallel_residual": True,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5},
+        },
+    ),
+    # Fused qkv_proj and gate_up_proj; a sliding window of 6 in every layer (Phi-3 mini slides too).
+    "tiny-phi3": (Phi3ForCausalLM, Phi3Config, {"sliding_window": 6}),
+    # Norms after attention and the MLP (none before), q/k norms over the whole projection.
+    "tiny-olmo2": (Olmo2ForCausalLM, Olmo2Config, {}),
+}
+
+# Mixtures of experts (core/adapters/moe.py): 4 experts of 32 hidden units, top-2 routing; Qwen2-MoE adds a
+# shared expert.
 MOE_NAMES = ("tiny-mixtral", "tiny-qwen2-moe", "tiny-qwen3-moe", "tiny-olmoe")
-TINY_NAMES = ("tiny-llama", "tiny-gpt2", "tiny-bert", *MOE_NAMES)
+TINY_NAMES = ("tiny-llama", "tiny-gpt2", "tiny-bert", *_FAMILIES, *MOE_NAMES)
 
 _CORPUS = [
     "The capital of France is Paris. The capital of Italy is Rome. The capital of Spain is Madrid.",
@@ -86,9 +155,11 @@ def tiny_model(name: str, seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTok
     ----------
     name : str
         One of ``"tiny-llama"`` (grouped-query attention: 4 query heads, 2 key-value heads),
-        ``"tiny-gpt2"``, ``"tiny-bert"`` (a masked LM), or a mixture of experts shaped like tiny-llama with
-        4 experts of 32 hidden units and top-2 routing: ``"tiny-mixtral"``, ``"tiny-qwen2-moe"`` (with a
-        shared expert of 48 units), ``"tiny-qwen3-moe"``, ``"tiny-olmoe"``.
+        ``"tiny-gpt2"``, ``"tiny-bert"`` (a masked LM), ``"tiny-gemma"``, ``"tiny-gemma2"``,
+        ``"tiny-gemma3"``, ``"tiny-neox"``, ``"tiny-phi3"`` or ``"tiny-olmo2"`` (see ``_FAMILIES``), or a
+        mixture of experts shaped like tiny-llama with 4 experts of 32 hidden units and top-2 routing:
+        ``"tiny-mixtral"``, ``"tiny-qwen2-moe"`` (with a shared expert of 48 units), ``"tiny-qwen3-moe"``,
+        ``"tiny-olmoe"``.
     seed : int
         Seed for the weights; the same seed gives the same model.
 
@@ -105,8 +176,10 @@ def tiny_model(name: str, seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTok
     vocab = len(tokenizer)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        if name == "tiny-llama":
-            model: PreTrainedModel = LlamaForCausalLM(
+        if name in _FAMILIES:
+            model: PreTrainedModel = _family_model(name, tokenizer)
+        elif name == "tiny-llama":
+            model = LlamaForCausalLM(
                 LlamaConfig(
                     vocab_size=vocab,
                     hidden_size=64,
@@ -174,3 +247,33 @@ def _tiny_moe(name: str, tokenizer: PreTrainedTokenizerFast) -> PreTrainedModel:
             Qwen3MoeConfig(num_experts=4, moe_intermediate_size=32, head_dim=16, norm_topk_prob=True, **shape)
         )
     return OlmoeForCausalLM(OlmoeConfig(num_experts=4, intermediate_size=32, **shape))  # top-k weights not renormalised
+
+
+def _family_model(name: str, tokenizer: PreTrainedTokenizerFast) -> PreTrainedModel:
+    # Called inside tiny_model's seeded RNG. 64 wide, 4 heads of 16, 2 key-value heads where the family
+    # groups queries; weights 10x the usual scale and random norm weights (see the module's docstring).
+    model_class, config_class, settings = _FAMILIES[name]
+    shared = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 16,
+        "max_position_embeddings": 256,
+        "initializer_range": 0.2,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.eos_token_id,
+    }
+    config = {**shared, **settings}
+    config = {k: v for k, v in config.items() if v is not None}
+    model = model_class(config_class(**config))
+    with torch.no_grad():
+        for module in model.modules():
+            if "norm" in type(module).__name__.lower():
+                for tensor in (getattr(module, "weight", None), getattr(module, "bias", None)):
+                    if isinstance(tensor, torch.Tensor):
+                        tensor.add_(0.3 * torch.randn_like(tensor))
+    return model

@@ -1,7 +1,7 @@
 """One forward pass over a text, kept in a form every view and analysis can read.
 
 A Trace holds the residual stream before each block and the MLP hidden activations, both
-[pos, width] per layer, and for a mixture of experts each layer's routing (core/moe.py). Attention
+[pos, width] per layer, and for a mixture of experts each layer's routing (core/adapters/moe.py). Attention
 patterns are not kept: ``attention(layer)`` recomputes one layer's pattern exactly from that layer's
 residual input, so memory grows as layers × tokens × width rather than layers × heads × tokens², and a
 few recent layers are cached.
@@ -121,7 +121,7 @@ class Trace:
         resid_pre = [f"blocks.{layer}.hook_resid_pre" for layer in range(n_layers)]
         mlp_post = [f"blocks.{layer}.mlp.hook_post" for layer in range(n_layers)]
         final = f"blocks.{n_layers - 1}.hook_resid_post"  # what the final norm reads (before the LM head)
-        adapter = model.adapter  # a mixture of experts (core/moe.py) also keeps each layer's routing
+        adapter = model.adapter  # a mixture of experts (core/adapters/moe.py) also keeps each layer's routing
         routes = ["hook_expert_indices", "hook_expert_weights"] if adapter.n_experts else []
         if adapter.n_experts and adapter.d_shared:
             routes.append("hook_shared_gate")

@@ -3,7 +3,7 @@
 The kernel sends one layer at a time, and only a summary of it (each token's top neurons, each
 neuron's peak), never the [pos, neuron] activations: the view asks for one neuron's activations
 over the text when it is clicked. In a mixture of experts a neuron is one expert's hidden unit
-(core/moe.py), and the view also shows where the router sent the selected token in every layer.
+(core/adapters/moe.py), and the view also shows where the router sent the selected token in every layer.
 See DESIGN.md, "NeuronView", for the requests.
 """
 

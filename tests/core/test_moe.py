@@ -1,4 +1,4 @@
-"""Mixtures of experts (core/moe.py) on their tiny random models, against Hugging Face's own numbers.
+"""Mixtures of experts (core/adapters/moe.py) on their tiny random models, against Hugging Face's own numbers.
 
 The router against the model's ``output_router_logits`` (softmax, top-k, the family's renormalisation); the
 expert units against the fused expert weights applied to what HF's experts module received, and against the

@@ -150,9 +150,9 @@ def test_mask_of_a_query_block_equals_the_full_mask(window):
     before = getattr(adapter.config, "sliding_window", None)
     adapter.config.sliding_window = window
     try:
-        full = adapter.mask_(torch.zeros(2, 12, 12), 0)
+        full = adapter.cap_and_mask_(torch.zeros(2, 12, 12), 0, 0)
         for first in (0, 4, 9):  # a block of queries first..first+3 against every key
-            block = adapter.mask_(torch.zeros(2, 3, 12), first)
+            block = adapter.cap_and_mask_(torch.zeros(2, 3, 12), 0, first)
             assert torch.equal(block, full[:, first : first + 3])
     finally:
         adapter.config.sliding_window = before

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ...core.hooks import post, read
@@ -133,7 +132,7 @@ class Engine:
 
     def _kv(self, run: Run, layer: int) -> tuple[Tensor, Tensor]:  # called under the model's lock
         if layer not in run.kv:
-            x = self.adapter.attn_norm(layer)(run.resid[layer])
+            x = self.adapter.attn_input(layer, run.resid[layer])
             _, k, v = self.adapter.qkv(layer, x, torch.arange(x.shape[1], device=x.device))
             run.kv[layer] = (k, v)
         return run.kv[layer]
@@ -179,16 +178,8 @@ class Engine:
             }
             bases = torch.tensor([c.base for c in cells[:entered]], device=device)
             positions = torch.arange(start, T, device=device)
-            x = self._block(layer, x, base, bases, start, positions, self._mask(start, T, device), edits)
+            x = self._block(layer, x, base, bases, start, positions, edits)
         return self.adapter.logits(x[:, -1].to(base.resid[self.n_layers].device))
-
-    def _mask(self, start: int, T: int, device: torch.device) -> Tensor:  # [T - start, T], True = attend
-        q = torch.arange(start, T, device=device)[:, None]
-        k = torch.arange(T, device=device)[None, :]
-        allowed = k <= q
-        if self.adapter.window is not None:
-            allowed &= k > q - self.adapter.window
-        return allowed
 
     def _block(
         self,
@@ -198,30 +189,27 @@ class Engine:
         bases: Tensor,
         start: int,
         positions: Tensor,
-        allowed: Tensor,
         edits: dict[str, list[tuple[int, Edit]]],
     ) -> Tensor:
-        a = self.adapter
-        x = _apply(x, edits["resid"], start)
-        q, k, v = a.qkv(layer, a.attn_norm(layer)(x), positions)
-        if start:  # keys and values before `start` are the base run's
+        """The adapter's block, joined to the base run's keys and values before ``start``, with the cells' edits."""
+
+        def extend_kv(k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
             base_k, base_v = self._kv(base, layer)
-            k = torch.cat([base_k[bases, :, :start], k], dim=2)
-            v = torch.cat([base_v[bases, :, :start], v], dim=2)
-        group = a.n_heads // a.n_kv_heads
-        if group > 1:
-            k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
-        z = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=a.attn_scale(layer))
-        z = z.transpose(1, 2).reshape(x.shape[0], x.shape[1], -1)  # [batch, pos, head * head_dim]
-        if edits["heads"]:
-            head_dim = z.shape[-1] // a.n_heads
-            z = z.clone()
+            return torch.cat([base_k[bases, :, :start], k], dim=2), torch.cat([base_v[bases, :, :start], v], dim=2)
+
+        def edit(site: str, value: Tensor) -> Tensor:
+            if site != "heads":
+                return _apply(value, edits[site], start)
+            if not edits["heads"]:
+                return value
+            head_dim = value.shape[-1] // self.adapter.n_heads
+            value = value.clone()
             for i, e in edits["heads"]:
                 rows = torch.tensor(e.positions) - start
-                z[i, rows, e.head * head_dim : (e.head + 1) * head_dim] = e.value.to(z)
-        attn_out = _apply(a.attn_out_proj(layer)(z), edits["attn"], start)
-        h = x + attn_out
-        return h + _apply(a.mlp(layer)(a.mlp_norm(layer)(h)), edits["mlp"], start)
+                value[i, rows, e.head * head_dim : (e.head + 1) * head_dim] = e.value.to(value)
+            return value
+
+        return self.adapter.block(layer, x, positions, extend_kv=extend_kv if start else None, edit=edit)
 
 
 def _apply(t: Tensor, edits: list[tuple[int, Edit]], start: int) -> Tensor:

@@ -105,12 +105,12 @@ def next_token_loss(
     model: LanguageModel, hidden: Tensor, ids: Tensor, mask: Tensor, where: Tensor
 ) -> tuple[float, int]:
     """Summed next-token cross-entropy of predictions at positions ``where`` [batch, pos], and their count."""
-    head = model.adapter.head()
+    model.adapter.head()  # a ValueError now if the model predicts no tokens
     where = where[:, :-1] & mask[:, 1:].bool()  # the next token must be real, not padding
     rows, targets = hidden[:, :-1][where], ids[:, 1:][where]
     total = 0.0
     for start in range(0, rows.shape[0], 512):  # never a [tokens, vocab] tensor for the whole batch
-        logits = head(rows[start : start + 512]).float()
+        logits = model.adapter.head_logits(rows[start : start + 512]).float()
         total += float(F.cross_entropy(logits, targets[start : start + 512], reduction="sum"))
     return total, int(rows.shape[0])
 

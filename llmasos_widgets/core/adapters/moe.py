@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .adapters import LlamaAdapter
-from .hooks import Hook, post
+from ..hooks import Hook, post
+from .llama import LlamaAdapter
 
 
 class MoEAdapter(LlamaAdapter):
@@ -176,14 +176,12 @@ class OlmoeAdapter(MoEAdapter):
     family = "olmoe"
     model_types = ("olmoe",)
 
+    qk_norm = "clipped"  # normed over the whole projection, then clipped: in project, not in LlamaAdapter.qkv
+
     def project(self, layer: int, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         attn = self.blocks()[layer].self_attn
         q, k, v = attn.q_norm(attn.q_proj(x)), attn.k_norm(attn.k_proj(x)), attn.v_proj(x)
         clip = self.config.clip_qkv
         if clip is not None:
             q, k, v = (t.clamp(min=-clip, max=clip) for t in (q, k, v))
-        shape = (x.shape[0], x.shape[1], -1, attn.head_dim)
-        return q.view(shape), k.view(shape), v.view(shape)
-
-
-MOE_ADAPTERS: tuple[type[MoEAdapter], ...] = (MoEAdapter, Qwen2MoEAdapter, Qwen3MoEAdapter, OlmoeAdapter)
+        return q, k, v
