@@ -313,9 +313,10 @@ def test_neurons_are_the_down_projections_input(model):
 def test_an_unknown_family_names_the_supported_ones_and_how_to_add_one():
     with pytest.raises(ValueError, match="unsupported architecture 'mamba'") as err:
         adapter_class("mamba")
-    for model_type in ("llama", "gemma2", "gemma3_text", "gpt_neox", "phi3", "olmo2", "gpt2", "bert"):
+    for model_type in ("llama", "gemma2", "gemma3_text", "gpt_neox", "phi3", "olmo2", "gpt2", "bert", "mixtral", "olmoe"):
         assert model_type in str(err.value)
     assert "Adding a family" in str(err.value)
     assert {lw.load_model(name).adapter.family for name in FAMILIES} == {
-        "llama", "gpt2", "gemma", "gemma2", "gemma3", "gpt_neox", "phi3", "olmo2"
+        "llama", "gpt2", "gemma", "gemma2", "gemma3", "gpt_neox", "phi3", "olmo2", "mixtral", "qwen2_moe", "qwen3_moe",
+        "olmoe",
     }  # fmt: skip
