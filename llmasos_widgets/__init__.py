@@ -30,6 +30,7 @@ from .analyses.lens import logit_lens
 from .analyses.neuron_index import NeuronIndex
 from .analyses.neurons import neuron_contributions, top_neurons, vocab_projection
 from .analyses.sae import SAE, SAEQuality, load_sae, train_sae
+from .core.build import PUBLISHED, random_model
 from .core.corpus import sample_texts, sample_topics
 from .core.models import BUNDLED, DEFAULT_MODEL, LanguageModel, load_model, randomized
 from .core.trace import Prediction, Trace
@@ -87,6 +88,8 @@ __all__ = [
     "link",
     "load_model",
     "randomized",
+    "random_model",
+    "PUBLISHED",
     "load_sae",
     "logit_lens",
     "neuron_contributions",
