@@ -56,6 +56,15 @@ class Shape:
         itemsize = next(model.model.parameters()).element_size()
         return cls(a.n_layers, a.d_model, d_mlp, a.n_heads, a.n_kv_heads, head_dim, vocab, itemsize)
 
+    def backward_rows(self, rows: int) -> int:
+        """Bytes one block saves for the backward per ``rows`` token rows.
+
+        Queries, keys, values and the attention output; the MLP's gate, up, activation and product; the
+        residual, its two norms and the attention's output; per head one log-sum-exp (sdpa keeps no scores).
+        """
+        qkv = (2 * self.n_heads + 2 * self.n_kv_heads) * self.head_dim
+        return rows * ((qkv + 4 * self.d_mlp + 4 * self.d_model) * self.itemsize + self.n_heads * F32)
+
     def forward_rows(self, rows: int, keys: int) -> int:
         """Bytes one block's forward holds at once for ``rows`` token rows, each attending to ``keys`` keys.
 
@@ -85,6 +94,10 @@ class Estimate:
     @property
     def bytes(self) -> int:
         return int(sum(self.parts.values()))
+
+    def minus(self, other: Estimate) -> Estimate:
+        """This estimate without ``other``'s parts (what is already held, e.g. a trace made before)."""
+        return Estimate(self.what, {k: v for k, v in self.parts.items() if k not in other.parts}, self.smaller)
 
     def __str__(self) -> str:
         lines = [f"{self.what} needs about {_size(self.bytes)}:"]
@@ -117,16 +130,19 @@ def require(estimate: Estimate) -> None:
     >>> require(Estimate("trace", {"activations kept": 2**62}, ["a shorter text"]))
     Traceback (most recent call last):
     ...
-    llmasos_widgets.core.memory.NotEnoughMemory: trace needs about 4611686.0 TB ...
+    llmasos_widgets.core.memory.NotEnoughMemory: trace needs about 4611686.0 TB but only ... is free:
+    ...
+    Try: a shorter text. ...
 
     """
     free = available_bytes()
     if estimate.bytes <= free:
         return
     ways = "; ".join(estimate.smaller) if estimate.smaller else "a smaller model"
+    parts = "\n".join(str(estimate).splitlines()[1:])
     raise NotEnoughMemory(
-        f"{estimate} ... but only {_size(free)} is free. Try: {ways}. (lw.estimate(model, text, what=...) gives "
-        "these numbers before a run.)".replace(":\n", " ...\n", 1)
+        f"{estimate.what} needs about {_size(estimate.bytes)} but only {_size(free)} is free:\n{parts}\n"
+        f"Try: {ways}. (lw.estimate(model, text, what=...) gives these numbers before a run.)"
     )
 
 
