@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrainedModel
 
+from .adapters import adapter_class
 from .meta import empty_model, materialise
 from .models import BUNDLED, LanguageModel, bundled_path, cache_dir
 
@@ -126,6 +127,7 @@ def random_model(
     """
     label = config if isinstance(config, str) else None
     config = _as_config(config)
+    adapter_class(config.model_type)  # an unsupported family is refused before gigabytes are drawn
     if tokenizer is None:
         tokenizer = bundled_tokenizer()
     if len(tokenizer) > config.vocab_size:

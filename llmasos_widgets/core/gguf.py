@@ -42,13 +42,14 @@ def load_gguf(path: str | Path, dtype: torch.dtype) -> PreTrainedModel:
     from gguf import GGUFReader, dequantize
 
     path = Path(path)
-    config = AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config  # the weights are dequantised: the model is a plain one
+    # The config as transformers parses it (read once: the metadata holds the whole vocabulary); the
+    # tokenizer's part is dropped at once.
+    parsed = load_gguf_checkpoint(str(path), return_tensors=False)
+    parsed.pop("tokenizer", None)
+    fields = dict(parsed["config"])
+    config = AutoConfig.for_model(fields.pop("model_type"), **fields)
     model = empty_model(config, dtype)
     materialise(model, dtype, init=False)
-    # The architecture and config as transformers parsed them, for its tensor processor.
-    parsed = load_gguf_checkpoint(str(path), return_tensors=False)
     reader = GGUFReader(str(path))
     architecture = str(reader.fields["general.architecture"].contents())
     processor = TENSOR_PROCESSORS.get(architecture, TensorProcessor)(config=parsed["config"])

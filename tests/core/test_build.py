@@ -123,4 +123,8 @@ def test_gguf_tensor_by_tensor_equals_transformers_loader(tmp_path):
     weights = sum(t.numel() * 4 for t in a.values())
     print(f"peak growth: ours {ours['grew'] / 1e6:.0f} MB, transformers {theirs['grew'] / 1e6:.0f} MB, "
           f"float32 weights {weights / 1e6:.0f} MB")  # fmt: skip
-    assert ours["grew"] < 1.5 * weights
+    # transformers 5.25 also converts each tensor as it reads it: both peaks are the weights plus the file's
+    # metadata (the vocabulary) and its memory map, about 300 MB here. Ours holds no more than one tensor beyond
+    # the model by construction; here it must not cost more than transformers' path.
+    assert ours["grew"] < 1.2 * theirs["grew"]
+    assert ours["grew"] < weights + 450e6
