@@ -146,7 +146,9 @@ def report(rows: list[dict]) -> None:
     base = rows[0]
     names = [r["model"] for r in rows]
     width = 14
-    print(f"\n{'':24}" + "".join(f"{n:>{width}}" for n in names) + "   growth vs smollm2 (" + ", ".join(names[1:]) + ")")
+    print(
+        f"\n{'':24}" + "".join(f"{n:>{width}}" for n in names) + "   growth vs smollm2 (" + ", ".join(names[1:]) + ")"
+    )
     for key, label, fmt in COLUMNS:
         cells = "".join(f"{fmt(r[key]):>{width}}" for r in rows)
         growth = ", ".join(f"{r[key] / base[key]:.1f}x" if base[key] else "-" for r in rows[1:])

@@ -32,8 +32,8 @@ from .analyses.neuron_index import NeuronIndex
 from .analyses.neurons import neuron_contributions, top_neurons, vocab_projection
 from .analyses.sae import SAE, SAEQuality, load_sae, train_sae
 from .core.build import PUBLISHED, random_model
-from .core.memory import Estimate, NotEnoughMemory
 from .core.corpus import sample_texts, sample_topics
+from .core.memory import Estimate, NotEnoughMemory
 from .core.models import BUNDLED, DEFAULT_MODEL, LanguageModel, load_model, randomized
 from .core.trace import Prediction, Trace
 from .views.attention import AttentionView

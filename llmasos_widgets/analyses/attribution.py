@@ -380,8 +380,13 @@ def attribute(
     problem = _plan(model, source, target, contrast, reference)
     require(  # before the run: refused with smaller settings named, rather than the kernel dying
         estimate_tokens(
-            model, len(problem.ids), "attribution", method=method, n_steps=n_steps,
-            internal_batch_size=internal_batch_size, n_rows=len(problem.rows),
+            model,
+            len(problem.ids),
+            "attribution",
+            method=method,
+            n_steps=n_steps,
+            internal_batch_size=internal_batch_size,
+            n_rows=len(problem.rows),
         )
     )
     if problem.matrix and method in PERTURBATION_METHODS:

@@ -23,6 +23,7 @@ def estimate(model: LanguageModel, text: str, what: str = "trace", **settings: A
     Parameters
     ----------
     model : LanguageModel
+        The loaded model (its shapes and its weights' dtype set the sizes).
     text : str
         The text (for ``"patching"``, the clean prompt; the corrupt one has as many tokens).
     what : str
@@ -74,7 +75,9 @@ def _explorer(model: LanguageModel, T: int) -> Estimate:  # noqa: N803
     kept = ((s.n_layers + 1) * s.d_model + s.n_layers * s.d_mlp) * T
     parts["panels' float32 reads of the trace"] = kept * F32
     # AttentionIndex: every layer's queries and keys (float32) and each query's log-sum-exp.
-    parts["attention index (queries, keys, log-sum-exp; float32)"] = s.n_layers * s.n_heads * T * (2 * s.head_dim + 1) * F32
+    parts["attention index (queries, keys, log-sum-exp; float32)"] = (
+        s.n_layers * s.n_heads * T * (2 * s.head_dim + 1) * F32
+    )
     if T <= ROLLOUT_LIMIT:
         parts["attention rollout (float32)"] = s.n_layers * T * T * F32
     # A click unembeds the token after every layer (the lens column): logits, softmax and their top-k.

@@ -12,6 +12,7 @@ copied into its parameter in the target dtype. The file's names are mapped with 
 from __future__ import annotations
 
 from pathlib import Path
+
 import numpy as np
 import torch
 from tqdm.auto import tqdm
@@ -59,7 +60,9 @@ def load_gguf(path: str | Path, dtype: torch.dtype) -> PreTrainedModel:
     with torch.no_grad():
         for tensor in tqdm(reader.tensors, desc=f"Dequantizing {path.name} tensor by tensor", unit="tensor"):
             weights = dequantize(tensor.data, tensor.tensor_type)  # float32, this tensor only
-            result = processor.process(weights=weights, name=tensor.name, tensor_key_mapping=names, parsed_parameters=parsed)
+            result = processor.process(
+                weights=weights, name=tensor.name, tensor_key_mapping=names, parsed_parameters=parsed
+            )
             hf_name = names.get(result.name)
             if hf_name is None or hf_name not in params:
                 continue  # a tensor transformers does not read either (e.g. precomputed rope frequencies)

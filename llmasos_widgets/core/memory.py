@@ -96,7 +96,7 @@ class Estimate:
         return int(sum(self.parts.values()))
 
     def minus(self, other: Estimate) -> Estimate:
-        """This estimate without ``other``'s parts (what is already held, e.g. a trace made before)."""
+        """The estimate without ``other``'s parts (what is already held, e.g. a trace made before)."""
         return Estimate(self.what, {k: v for k, v in self.parts.items() if k not in other.parts}, self.smaller)
 
     def __str__(self) -> str:

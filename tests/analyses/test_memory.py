@@ -27,7 +27,10 @@ def test_estimate_parts_grow_with_the_text():
     [
         (lambda m: m.trace("The capital of France is"), "shorter text"),
         (lambda m: lw.Explorer(m, "The capital of France is"), "fewer panels"),
-        (lambda m: lw.attribute(m, "The capital of France is", n_steps=8, internal_batch_size=8), "internal_batch_size=2"),
+        (
+            lambda m: lw.attribute(m, "The capital of France is", n_steps=8, internal_batch_size=8),
+            "internal_batch_size=2",
+        ),
         (lambda m: lw.patch(m, "The cat is in the", "The dog is in the", metric=lw.prob(" the")), "fewer positions"),
     ],
     ids=["trace", "explorer", "attribution", "patching"],
@@ -40,7 +43,9 @@ def test_entry_points_refuse_before_running(monkeypatch, call, hint):
     assert "only 1.0 kB is free" in str(refused.value)
 
 
-MEASURE = PEAK + """
+MEASURE = (
+    PEAK
+    + """
 import json, time, warnings
 warnings.filterwarnings("ignore")
 import llmasos_widgets as lw
@@ -72,6 +77,7 @@ reset_peak(); before = rss_kib("VmRSS")
 fn()
 print(json.dumps({{"measured": (rss_kib("VmHWM") - before) * 1024, "estimate": estimate}}))
 """
+)
 
 
 @pytest.mark.slow
@@ -88,7 +94,9 @@ def test_estimate_within_measured_peak(what, n):
 def test_refused_under_an_address_space_limit():
     # RLIMIT_AS 1.5 GB above what the process maps: a request estimated far above it is refused before it runs
     # (the process lives on), and a smaller setting the message names then runs under the same limit.
-    row = run_python(PEAK + """
+    row = run_python(
+        PEAK
+        + """
 import json, resource, psutil, warnings
 warnings.filterwarnings("ignore")
 import llmasos_widgets as lw
@@ -108,7 +116,8 @@ except lw.NotEnoughMemory as e:
 smaller = lw.attribute(m, "The capital of France is", n_steps=4, internal_batch_size=1, progress=False)
 out["smaller_ran"] = smaller.scores.shape[-1]
 print(json.dumps(out))
-""")
+"""
+    )
     assert "internal_batch_size=16" in row["attribution"] and "is free" in row["attribution"]
     assert "a shorter text" in row["explorer"] and "fewer panels" in row["explorer"]
     assert row["smaller_ran"] > 0

@@ -76,7 +76,9 @@ def test_published_configs_have_the_published_sizes():
 @pytest.mark.slow
 def test_random_model_peak_is_the_weights_size():
     # ~290 M parameters in bfloat16 (580 MB): a float32 copy on the way would show as 2x or more.
-    row = run_python(PEAK + """
+    row = run_python(
+        PEAK
+        + """
 import json, torch, llmasos_widgets as lw
 tok = lw.load_model("tiny-llama").tokenizer
 config = {"model_type": "llama", "hidden_size": 1024, "num_hidden_layers": 16, "num_attention_heads": 16,
@@ -86,13 +88,16 @@ model = lw.random_model(config, dtype=torch.bfloat16, tokenizer=tok)
 grew = (rss_kib("VmHWM") - before) * 1024
 weights = sum(p.numel() * p.element_size() for p in model.model.parameters())
 print(json.dumps({"grew": grew, "weights": weights}))
-""")
+"""
+    )
     ratio = row["grew"] / row["weights"]
     print(f"peak growth {row['grew'] / 1e6:.0f} MB for {row['weights'] / 1e6:.0f} MB of weights: {ratio:.2f}x")
     assert 0.9 < ratio < 1.3
 
 
-GGUF_LOAD = PEAK + """
+GGUF_LOAD = (
+    PEAK
+    + """
 import json, torch
 from safetensors.torch import save_file
 from llmasos_widgets.core.models import bundled_path
@@ -109,6 +114,7 @@ state = {{k: v.contiguous() for k, v in model.state_dict().items() if k != "lm_h
 save_file(state, {out!r})
 print(json.dumps({{"grew": grew}}))
 """
+)
 
 
 @pytest.mark.slow
