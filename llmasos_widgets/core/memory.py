@@ -50,7 +50,8 @@ class Shape:
 
         """
         a, config = model.adapter, model.model.config
-        d_mlp = int(a.neuron_output_weights(0).shape[0])  # the width of mlp.hook_post (all experts' units)
+        # The width of mlp.hook_post, from shapes alone (an expert layer's weights would be copied to read it).
+        d_mlp = a.n_experts * a.d_expert + a.d_shared if a.n_experts else int(a.neuron_output_weights(0).shape[0])
         head_dim = getattr(config, "head_dim", None) or a.d_model // a.n_heads
         vocab = int(model.model.get_input_embeddings().weight.shape[0])
         itemsize = next(model.model.parameters()).element_size()
