@@ -27,10 +27,13 @@ from .analyses.causal import (
 from .analyses.concepts import CAV, Concept, TCAVResult, tcav, train_cav
 from .analyses.features import FeatureIndex
 from .analyses.lens import logit_lens
+from .analyses.memory import estimate
 from .analyses.neuron_index import NeuronIndex
 from .analyses.neurons import neuron_contributions, top_neurons, vocab_projection
 from .analyses.sae import SAE, SAEQuality, load_sae, train_sae
+from .core.build import PUBLISHED, random_model
 from .core.corpus import sample_texts, sample_topics
+from .core.memory import Estimate, NotEnoughMemory
 from .core.models import BUNDLED, DEFAULT_MODEL, LanguageModel, load_model, randomized
 from .core.trace import Prediction, Trace
 from .views.attention import AttentionView
@@ -87,6 +90,11 @@ __all__ = [
     "link",
     "load_model",
     "randomized",
+    "random_model",
+    "estimate",
+    "Estimate",
+    "NotEnoughMemory",
+    "PUBLISHED",
     "load_sae",
     "logit_lens",
     "neuron_contributions",

@@ -30,7 +30,9 @@ from tqdm.auto import tqdm
 
 from ..core import checks
 from ..core.hooks import hooked, inputs_only, post
+from ..core.memory import require
 from ..core.trace import Trace
+from .memory import estimate_tokens, fitting_batch
 
 if TYPE_CHECKING:
     from ..core.models import LanguageModel
@@ -376,6 +378,17 @@ def attribute(
         progress=progress,
     )
     problem = _plan(model, source, target, contrast, reference)
+    require(  # before the run: refused with smaller settings named, rather than the kernel dying
+        estimate_tokens(
+            model,
+            len(problem.ids),
+            "attribution",
+            method=method,
+            n_steps=n_steps,
+            internal_batch_size=internal_batch_size,
+            n_rows=len(problem.rows),
+        )
+    )
     if problem.matrix and method in PERTURBATION_METHODS:
         raise ValueError(
             f"method {method!r} does not apply to a generation matrix (it would perturb every token for every "
@@ -686,8 +699,9 @@ class _Path:
         n_var = start.shape[0]
         self.causal = (torch.arange(n_var)[None, :] <= torch.tensor(problem.positions)[:, None]).float()
         # Points per forward pass: all of them for short inputs, fewer for long ones, so that one
-        # batch holds at most about 2,048 positions (a backward keeps every layer's activations).
-        self.batch = internal_batch_size or max(1, 2048 // x.shape[0])
+        # batch holds at most about 2,048 positions (a backward keeps every layer's activations),
+        # and fewer again where that would not fit in half the free memory (an 8B model).
+        self.batch = internal_batch_size or fitting_batch(model, x.shape[0], max(1, 2048 // x.shape[0]))
         # [2, row]: f(baseline), f(x) for a path; a gradient at x alone reads f(x) from its own pass.
         self.objective = None
         if start is not end:

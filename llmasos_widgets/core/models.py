@@ -31,6 +31,7 @@ from transformers import (
 
 from . import chat, checks
 from .adapters import Adapter, adapter_class, adapter_for
+from .gguf import load_gguf
 from .hooks import ModelLock, lock_of
 from .tiny import TINY_NAMES, tiny_model
 from .trace import Trace
@@ -497,9 +498,12 @@ def load_model(
         if not path.is_file():
             raise ValueError(f"GGUF file not found: {path}")
         tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-        model = AutoModelForCausalLM.from_pretrained(
-            str(path.parent), gguf_file=path.name, dtype=dtype, device_map=device_map, attn_implementation="sdpa"
-        )
+        if device_map is None:  # dequantised tensor by tensor into dtype (core/gguf.py): no float32 copy
+            model = load_gguf(path, dtype)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(
+                str(path.parent), gguf_file=path.name, dtype=dtype, device_map=device_map, attn_implementation="sdpa"
+            )
     else:
         model, tokenizer = _load_pretrained(name_or_path, dtype, device_map)
     if device_map is None:
@@ -640,7 +644,7 @@ def _dequantize_to_cache(gguf: Path, target: Path) -> None:
     with tqdm(total=3, desc=f"First load of {target.name}: dequantizing once", unit="step") as bar:
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         bar.update()
-        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        model = load_gguf(gguf, torch.float32)  # tensor by tensor (core/gguf.py)
         bar.update()
         tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
         try:

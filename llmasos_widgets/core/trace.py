@@ -20,6 +20,7 @@ from torch import Tensor
 from . import checks
 from .chat import ChatTokens, Transcript, tie
 from .hooks import read
+from .memory import require, trace_estimate
 
 if TYPE_CHECKING:
     from .models import LanguageModel
@@ -117,6 +118,7 @@ class Trace:
         transcript: Transcript | None = None,
     ) -> Trace:
         """Run the forward pass with hooks that keep the residual stream and MLP activations."""
+        require(trace_estimate(model, len(token_ids)))  # refuse before the run, naming a smaller setting
         n_layers, device = model.n_layers, model.device
         resid_pre = [f"blocks.{layer}.hook_resid_pre" for layer in range(n_layers)]
         mlp_post = [f"blocks.{layer}.mlp.hook_post" for layer in range(n_layers)]

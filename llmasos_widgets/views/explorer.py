@@ -13,6 +13,8 @@ from typing import Any
 
 import traitlets
 
+from ..analyses.memory import estimate, estimate_tokens
+from ..core.memory import require, trace_estimate
 from ..core.models import LanguageModel
 from ..core.trace import Trace
 from .base import TEXT_TRAITS, ViewBase
@@ -99,7 +101,11 @@ class Explorer(ViewBase):
                 f"Explorer() got unexpected keyword argument(s): {', '.join(unknown)}; the panels take "
                 f"{', '.join(sorted(known_inputs))}"
             )
+        if isinstance(source, LanguageModel) and isinstance(text, str):
+            require(estimate(source, text, "explorer"))  # before the trace: the whole Explorer must fit
         trace = _trace_of(source, text)
+        if trace is source:  # a trace already held: what the panels add must fit
+            require(estimate_tokens(trace.model, len(trace), "explorer").minus(trace_estimate(trace.model, len(trace))))
         wanted = list(registry if panels is None else panels)
         bad = [p for p in [*wanted, *collapsed] if p not in registry]
         if bad or not wanted or len(set(wanted)) != len(wanted):

@@ -13,6 +13,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ...core import checks
+from ...core.memory import require
+from ..memory import estimate_tokens
 
 if TYPE_CHECKING:
     from ...core.models import LanguageModel
@@ -172,6 +174,8 @@ class Patching:
             self.positions = sorted({checks.index(p, T, "position", "the prompts have positions") for p in positions})
             if not self.positions:
                 raise ValueError("positions is empty: give at least one position")
+        # Before the runs: a sweep that would not fit is refused, naming fewer positions or attribution.
+        require(estimate_tokens(model, T, "patching", over=over, positions=len(self.positions)))
         metric = Metric.of(metric)
         self.metric_name = metric.name
         self._metric = metric.bind(model)
