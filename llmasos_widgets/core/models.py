@@ -32,6 +32,7 @@ from transformers import (
 from . import chat, checks
 from .adapters import Adapter, adapter_class, adapter_for
 from .hooks import ModelLock, lock_of
+from .offload import execution_device
 from .tiny import TINY_NAMES, tiny_model
 from .trace import Trace
 
@@ -148,7 +149,8 @@ class LanguageModel:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        """Where input ids go: the embedding's execution device (accelerate's, when the model is offloaded)."""
+        return execution_device(self.model.get_input_embeddings())
 
     # -- tokens --------------------------------------------------------------------------------
     def decode_token(self, token_id: int) -> str:
@@ -442,6 +444,7 @@ def load_model(
     device: str = "auto",
     dtype: torch.dtype | None = None,
     device_map: str | dict[str, Any] | None = None,
+    offload_folder: str | os.PathLike[str] | None = None,
 ) -> LanguageModel:
     """Load a model by bundled name, Hugging Face id, local folder or ``.gguf`` file, or take a model object.
 
@@ -461,7 +464,11 @@ def load_model(
     dtype : torch.dtype, optional
         Weights' dtype; float32 when not given.
     device_map : str or dict, optional
-        Passed to ``from_pretrained`` (e.g. ``"auto"`` shards the model over GPUs and CPU).
+        Passed to ``from_pretrained`` (e.g. ``"auto"`` shards the model over GPUs and CPU; a dict places
+        modules by name on a GPU, ``"cpu"`` or ``"disk"``). Offloaded modules work in every analysis
+        (core/offload.py).
+    offload_folder : str or path, optional
+        Where accelerate keeps the weights of modules placed on ``"disk"`` (needed with them).
 
     Examples
     --------
@@ -474,7 +481,7 @@ def load_model(
 
     """
     if isinstance(name_or_path, torch.nn.Module):
-        if device != "auto" or dtype is not None or device_map is not None:
+        if device != "auto" or dtype is not None or device_map is not None or offload_folder is not None:
             raise ValueError(
                 "device, dtype and device_map are for loading by name; a model object is used as it is "
                 "(move or cast it yourself first, e.g. model.to('cuda'))"
@@ -485,23 +492,26 @@ def load_model(
     if not isinstance(name_or_path, str) or not name_or_path.strip():
         raise ValueError(f"name_or_path must be a model name, id or path, got {name_or_path!r}")
     dtype = dtype or torch.float32
+    if offload_folder is not None and device_map is None:
+        raise ValueError("offload_folder goes with a device_map that places modules on 'disk'")
+    placement = {"device_map": device_map} if offload_folder is None else {"device_map": device_map, "offload_folder": str(offload_folder)}
     if name_or_path in TINY_NAMES:
         model, tokenizer = tiny_model(name_or_path)
         model = model.to(dtype)
     elif name_or_path == "smollm2-135m":
-        model, tokenizer = _load_bundled_gguf(name_or_path, dtype, device_map)
+        model, tokenizer = _load_bundled_gguf(name_or_path, dtype, placement)
     elif name_or_path == "minilm-l6":
-        model, tokenizer = _load_pretrained(str(bundled_path(name_or_path)), dtype, device_map)
+        model, tokenizer = _load_pretrained(str(bundled_path(name_or_path)), dtype, placement)
     elif name_or_path.endswith(".gguf"):
         path = Path(name_or_path).expanduser()
         if not path.is_file():
             raise ValueError(f"GGUF file not found: {path}")
         tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
         model = AutoModelForCausalLM.from_pretrained(
-            str(path.parent), gguf_file=path.name, dtype=dtype, device_map=device_map, attn_implementation="sdpa"
+            str(path.parent), gguf_file=path.name, dtype=dtype, attn_implementation="sdpa", **placement
         )
     else:
-        model, tokenizer = _load_pretrained(name_or_path, dtype, device_map)
+        model, tokenizer = _load_pretrained(name_or_path, dtype, placement)
     if device_map is None:
         model = model.to(_resolve_device(device))
     return LanguageModel(name_or_path, model, tokenizer)
@@ -596,7 +606,7 @@ def _resolve_device(device: str) -> torch.device:
         raise ValueError(f"unknown device {device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'") from e
 
 
-def _load_pretrained(name: str, dtype: torch.dtype, device_map: Any) -> tuple[PreTrainedModel, Any]:
+def _load_pretrained(name: str, dtype: torch.dtype, placement: dict[str, Any]) -> tuple[PreTrainedModel, Any]:
     try:
         config = AutoConfig.from_pretrained(name)
     except OSError as e:
@@ -614,18 +624,19 @@ def _load_pretrained(name: str, dtype: torch.dtype, device_map: Any) -> tuple[Pr
         auto = AutoModelForMaskedLM
     else:
         auto = AutoModel  # a headless encoder (e.g. a sentence embedder): no token predictions
-    model = auto.from_pretrained(name, dtype=dtype, device_map=device_map, attn_implementation="sdpa")
+    # transformers' default attention: SDPA where the family supports it, eager where not (Gemma 2 refuses SDPA).
+    model = auto.from_pretrained(name, dtype=dtype, **placement)
     tokenizer = AutoTokenizer.from_pretrained(name)
     return model, tokenizer
 
 
-def _load_bundled_gguf(name: str, dtype: torch.dtype, device_map: Any) -> tuple[PreTrainedModel, Any]:
+def _load_bundled_gguf(name: str, dtype: torch.dtype, placement: dict[str, Any]) -> tuple[PreTrainedModel, Any]:
     gguf = bundled_path(name)
     cached = cache_dir() / f"{name}-{BUNDLED[name][1]}"
     if not (cached / "model.safetensors").exists():
         _dequantize_to_cache(gguf, cached)
     model = AutoModelForCausalLM.from_pretrained(
-        str(cached), dtype=dtype, device_map=device_map, attn_implementation="sdpa"
+        str(cached), dtype=dtype, attn_implementation="sdpa", **placement
     )
     return model, AutoTokenizer.from_pretrained(str(cached))
 

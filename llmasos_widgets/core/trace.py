@@ -20,6 +20,7 @@ from torch import Tensor
 from . import checks
 from .chat import ChatTokens, Transcript, tie
 from .hooks import read
+from .offload import execution_device
 
 if TYPE_CHECKING:
     from .models import LanguageModel
@@ -231,7 +232,7 @@ class Trace:
             if layer in self._attention:
                 self._attention.move_to_end(layer)
                 return self._attention[layer]
-            block_device = next(self.model.adapter.blocks()[layer].parameters()).device
+            block_device = execution_device(self.model.adapter.blocks()[layer])
             pattern = self.model.adapter.attention_pattern(layer, self._resid[layer].to(block_device)).float().cpu()
             self._attention[layer] = pattern
             while (
