@@ -31,6 +31,7 @@ from transformers import (
 
 from . import chat, checks
 from .adapters import Adapter, adapter_class, adapter_for
+from .backends import NNsightBackend, TorchBackend, backend_for
 from .hooks import ModelLock, lock_of
 from .offload import execution_device
 from .tiny import TINY_NAMES, tiny_model
@@ -95,11 +96,15 @@ class LanguageModel:
 
     """
 
-    def __init__(self, name: str, model: PreTrainedModel, tokenizer: Any) -> None:
+    def __init__(
+        self, name: str, model: PreTrainedModel, tokenizer: Any, backend: TorchBackend | NNsightBackend | None = None
+    ) -> None:
         self.name = name
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.adapter: Adapter = adapter_for(model)
+        # Where runs go (core/backends.py): torch hooks here, or nnsight's graph (locally or on NDIF).
+        self.backend = backend or TorchBackend()
         # Held by every run of the model's modules (hooks.py): views and cells share one model.
         self.lock: ModelLock = lock_of(self.model)
 
@@ -445,6 +450,8 @@ def load_model(
     dtype: torch.dtype | None = None,
     device_map: str | dict[str, Any] | None = None,
     offload_folder: str | os.PathLike[str] | None = None,
+    backend: str = "torch",
+    remote: bool | str = False,
 ) -> LanguageModel:
     """Load a model by bundled name, Hugging Face id, local folder or ``.gguf`` file, or take a model object.
 
@@ -469,6 +476,12 @@ def load_model(
         (core/offload.py).
     offload_folder : str or path, optional
         Where accelerate keeps the weights of modules placed on ``"disk"`` (needed with them).
+    backend : str
+        ``"torch"`` (runs here under hooks) or ``"nnsight"``: the Trace's activations and ``patch`` go through
+        nnsight's intervention graph (core/backends.py).
+    remote : bool or str
+        With ``backend="nnsight"``: ``True`` runs them on NDIF (``nnsight.CONFIG.set_default_api_key`` first),
+        ``"local"`` is nnsight's dry run of that request here.
 
     Examples
     --------
@@ -486,7 +499,9 @@ def load_model(
                 "device, dtype and device_map are for loading by name; a model object is used as it is "
                 "(move or cast it yourself first, e.g. model.to('cuda'))"
             )
-        return _from_object(name_or_path, tokenizer)
+        found = _from_object(name_or_path, tokenizer)
+        found.backend = backend_for(backend, found.model, found.tokenizer, remote)
+        return found
     if tokenizer is not None:
         raise ValueError("tokenizer= goes with a model object; a model loaded by name brings its own tokenizer")
     if not isinstance(name_or_path, str) or not name_or_path.strip():
@@ -514,7 +529,7 @@ def load_model(
         model, tokenizer = _load_pretrained(name_or_path, dtype, placement)
     if device_map is None:
         model = model.to(_resolve_device(device))
-    return LanguageModel(name_or_path, model, tokenizer)
+    return LanguageModel(name_or_path, model, tokenizer, backend_for(backend, model, tokenizer, remote))
 
 
 def randomized(model: LanguageModel, seed: int = 0, std: float = 0.02) -> LanguageModel:

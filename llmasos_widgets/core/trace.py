@@ -19,7 +19,6 @@ from torch import Tensor
 
 from . import checks
 from .chat import ChatTokens, Transcript, tie
-from .hooks import read
 from .offload import execution_device
 
 if TYPE_CHECKING:
@@ -130,11 +129,8 @@ class Trace:
         with torch.no_grad():
             # The base model only, to the last block: logits are derived on demand from the final residual
             # stream, which saves a [pos, vocab] tensor on long texts.
-            acts = read(
-                model,
-                [*resid_pre, *mlp_post, final, *routers],
-                input_ids=torch.tensor([token_ids], device=device),
-                attention_mask=torch.ones(1, len(token_ids), dtype=torch.long, device=device),
+            acts = model.backend.read(  # torch hooks, or nnsight's graph (core/backends.py)
+                model, [*resid_pre, *mlp_post, final, *routers], torch.tensor([token_ids], device=device)
             )
         resid = [acts[name][0].detach() for name in (*resid_pre, final)]
         mlp = [acts[name][0].detach() for name in mlp_post]

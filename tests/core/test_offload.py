@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 from accelerate import cpu_offload
+from accelerate.hooks import AlignDevicesHook, add_hook_to_module
 
 import llmasos_widgets as lw
 from llmasos_widgets.analyses import causal
@@ -19,7 +20,13 @@ from llmasos_widgets.core.offload import is_offloaded, materialized
 from llmasos_widgets.core.tiny import tiny_model
 from tests.core import test_families as fam
 
-CASES = [("tiny-llama", "disk"), ("tiny-gemma2", "disk"), ("tiny-llama", "cpu_offload"), ("tiny-gemma2", "cpu_offload")]
+CASES = [
+    ("tiny-llama", "disk"),
+    ("tiny-gemma2", "disk"),
+    ("tiny-llama", "cpu_offload"),
+    ("tiny-gemma2", "cpu_offload"),
+    ("tiny-llama", "whole_blocks"),
+]
 
 
 def offloaded(name: str, how: str, folder) -> lw.LanguageModel:
@@ -27,6 +34,10 @@ def offloaded(name: str, how: str, folder) -> lw.LanguageModel:
     hf, tok = tiny_model(name)
     if how == "cpu_offload":
         return lw.LanguageModel(name, cpu_offload(hf, execution_device="cpu"), tok)
+    if how == "whole_blocks":  # one hook per block that loads all its parts (accelerate's place_submodules):
+        for block in hf.model.layers:  # a part called alone finds its weights on meta unless materialized
+            add_hook_to_module(block, AlignDevicesHook(execution_device="cpu", offload=True, place_submodules=True))
+        return lw.LanguageModel(name, hf, tok)
     hf.save_pretrained(folder)
     tok.save_pretrained(folder)
     # Every other block on disk, the final norm too: the engine crosses from one kind to the other.
