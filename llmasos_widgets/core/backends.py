@@ -15,6 +15,7 @@ the remote path: the request is serialized and deserialized with this package hi
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -77,7 +78,14 @@ class NNsightBackend:
         with warnings.catch_warnings():  # 0.8 calls LanguageModel deprecated; it is the wrapper of a model object
             warnings.simplefilter("ignore", nnsight.NNsightDeprecationWarning)
             self.nn = nnsight.LanguageModel(model, tokenizer=tokenizer)
+        repo_id = getattr(self.nn, "repo_id", None) or ""
+        if remote is True and (not repo_id or os.path.exists(repo_id)):
+            raise ValueError(
+                "remote=True runs a model NDIF hosts, named by its Hugging Face id: load it by that id "
+                "(lw.load_model('org/name', backend='nnsight', remote=True)); a model object's name_or_path must be that id"
+            )
         self.remote = remote
+        self.received_bytes = 0  # what the last run brought back: the saved values (all that NDIF returns)
         self._paths = {id(m): path for path, m in model.named_modules()}
 
     def envoy(self, module: nn.Module) -> Any:
@@ -110,9 +118,11 @@ class NNsightBackend:
         plan = [(envoy, is_input) for _, envoy, is_input in wheres]  # plain values: what a remote request carries
         saved: list[Tensor] = []  # a name first bound inside a trace is not visible after it
         inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
-        with model.lock, torch.no_grad(), self.nn.trace(inputs, remote=self.remote):
+        graph = self.nn
+        with model.lock, torch.no_grad(), graph.trace(inputs, remote=self.remote):
             for envoy, is_input in plan:
                 saved.append((envoy.input if is_input else envoy.output).save())
+        self.received_bytes = sum(_hidden(v).nbytes for v in saved)
         return {name: _hidden(value) for (name, _, _), value in zip(wheres, saved, strict=True)}
 
     def patch_grid(
@@ -139,7 +149,7 @@ class NNsightBackend:
                   "heads": adapter.attn_out_proj}[over]  # fmt: skip
         sites = [self.envoy(module(layer)) for layer in range(L)]
         on_input = over in ("resid", "heads")
-        head = self.envoy(adapter.head())
+        graph = self.nn  # the model's own output: its logits soft-capped where the family caps (Gemma 2/3)
         base, source = (corrupt_ids, clean_ids) if direction == "denoise" else (clean_ids, corrupt_ids)
         base_t, source_t, clean_t = torch.tensor([list(base)]), torch.tensor([list(source)]), torch.tensor([list(clean_ids)])
         corrupt_t = torch.tensor([list(corrupt_ids)])
@@ -150,20 +160,20 @@ class NNsightBackend:
             cells = [[(p, None)] for p in positions if p >= first_difference]
         values: list[Tensor] = []  # per layer, saved: the grid is all that travels back
         ends: list[Tensor] = []
-        with model.lock, torch.no_grad(), self.nn.session(remote=self.remote):
+        with model.lock, torch.no_grad(), graph.session(remote=self.remote):
             kept = []
-            with self.nn.trace(source_t):
+            with graph.trace(source_t):
                 for layer in range(L):
                     kept.append((sites[layer].input if on_input else sites[layer].output).clone())
-            with self.nn.trace(clean_t):
-                clean_logits = head.output[:, -1]
-            with self.nn.trace(corrupt_t):
-                corrupt_logits = head.output[:, -1]
+            with graph.trace(clean_t):
+                clean_logits = graph.output.logits[:, -1]
+            with graph.trace(corrupt_t):
+                corrupt_logits = graph.output.logits[:, -1]
             ends.append(torch.cat([metric(clean_logits, clean_logits[0]), metric(corrupt_logits, clean_logits[0])]).save())
             for layer in range(L):
                 row = []
                 if cells:
-                    with self.nn.trace() as tracer:
+                    with graph.trace() as tracer:
                         for cell in cells:
                             with tracer.invoke(base_t):
                                 index, where = cell[0]
@@ -173,8 +183,9 @@ class NNsightBackend:
                                 else:
                                     d = value.shape[-1] // H
                                     value[:, where, index * d : (index + 1) * d] = kept[layer][:, where, index * d : (index + 1) * d]
-                                row.append(metric(head.output[:, -1], clean_logits[0]))
+                                row.append(metric(graph.output.logits[:, -1], clean_logits[0]))
                     values.append(torch.cat(row).save())
+        self.received_bytes = sum(v.nbytes for v in (*values, *ends))
         clean_metric, corrupt_metric = (float(v) for v in ends[0])
         base_metric = corrupt_metric if direction == "denoise" else clean_metric
         grid = torch.full((L, H if over == "heads" else len(clean_ids)), float("nan"))
