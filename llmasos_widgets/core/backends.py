@@ -61,7 +61,8 @@ class NNsightBackend:
     --------
     >>> import torch, llmasos_widgets as lw
     >>> model = lw.load_model("tiny-llama", backend="nnsight")
-    >>> model.backend.read(model, ["blocks.1.hook_resid_pre"], torch.tensor([[1, 2, 3]]))["blocks.1.hook_resid_pre"].shape
+    >>> acts = model.backend.read(model, ["blocks.1.hook_resid_pre"], torch.tensor([[1, 2, 3]]))
+    >>> acts["blocks.1.hook_resid_pre"].shape
     torch.Size([1, 3, 64])
 
     """
@@ -82,14 +83,15 @@ class NNsightBackend:
         if remote is True and (not repo_id or os.path.exists(repo_id)):
             raise ValueError(
                 "remote=True runs a model NDIF hosts, named by its Hugging Face id: load it by that id "
-                "(lw.load_model('org/name', backend='nnsight', remote=True)); a model object's name_or_path must be that id"
+                "(lw.load_model('org/name', backend='nnsight', remote=True)); a model object's name_or_path must "
+                "be that id"
             )
         self.remote = remote
         self.received_bytes = 0  # what the last run brought back: the saved values (all that NDIF returns)
         self._paths = {id(m): path for path, m in model.named_modules()}
 
     def envoy(self, module: nn.Module) -> Any:
-        """nnsight's Envoy of one of the model's modules (its ``.input`` / ``.output`` in a trace)."""
+        """The nnsight Envoy of one of the model's modules (its ``.input`` / ``.output`` in a trace)."""
         path = self._paths.get(id(module))
         if path is None:
             raise ValueError(f"{type(module).__name__} is not a module of this model")
@@ -151,7 +153,11 @@ class NNsightBackend:
         on_input = over in ("resid", "heads")
         graph = self.nn  # the model's own output: its logits soft-capped where the family caps (Gemma 2/3)
         base, source = (corrupt_ids, clean_ids) if direction == "denoise" else (clean_ids, corrupt_ids)
-        base_t, source_t, clean_t = torch.tensor([list(base)]), torch.tensor([list(source)]), torch.tensor([list(clean_ids)])
+        base_t, source_t, clean_t = (
+            torch.tensor([list(base)]),
+            torch.tensor([list(source)]),
+            torch.tensor([list(clean_ids)]),
+        )
         corrupt_t = torch.tensor([list(corrupt_ids)])
         if over == "heads":  # one cell per head: its output at every patched position from the first difference
             rows = [p for p in positions if p >= first_difference]
@@ -169,7 +175,9 @@ class NNsightBackend:
                 clean_logits = graph.output.logits[:, -1]
             with graph.trace(corrupt_t):
                 corrupt_logits = graph.output.logits[:, -1]
-            ends.append(torch.cat([metric(clean_logits, clean_logits[0]), metric(corrupt_logits, clean_logits[0])]).save())
+            ends.append(
+                torch.cat([metric(clean_logits, clean_logits[0]), metric(corrupt_logits, clean_logits[0])]).save()
+            )
             for layer in range(L):
                 row = []
                 if cells:
@@ -182,7 +190,9 @@ class NNsightBackend:
                                     value[:, index] = kept[layer][:, index]
                                 else:
                                     d = value.shape[-1] // H
-                                    value[:, where, index * d : (index + 1) * d] = kept[layer][:, where, index * d : (index + 1) * d]
+                                    value[:, where, index * d : (index + 1) * d] = kept[layer][
+                                        :, where, index * d : (index + 1) * d
+                                    ]
                                 row.append(metric(graph.output.logits[:, -1], clean_logits[0]))
                     values.append(torch.cat(row).save())
         self.received_bytes = sum(v.nbytes for v in (*values, *ends))

@@ -509,7 +509,11 @@ def load_model(
     dtype = dtype or torch.float32
     if offload_folder is not None and device_map is None:
         raise ValueError("offload_folder goes with a device_map that places modules on 'disk'")
-    placement = {"device_map": device_map} if offload_folder is None else {"device_map": device_map, "offload_folder": str(offload_folder)}
+    placement = (
+        {"device_map": device_map}
+        if offload_folder is None
+        else {"device_map": device_map, "offload_folder": str(offload_folder)}
+    )
     if name_or_path in TINY_NAMES:
         model, tokenizer = tiny_model(name_or_path)
         model = model.to(dtype)
@@ -650,9 +654,7 @@ def _load_bundled_gguf(name: str, dtype: torch.dtype, placement: dict[str, Any])
     cached = cache_dir() / f"{name}-{BUNDLED[name][1]}"
     if not (cached / "model.safetensors").exists():
         _dequantize_to_cache(gguf, cached)
-    model = AutoModelForCausalLM.from_pretrained(
-        str(cached), dtype=dtype, attn_implementation="sdpa", **placement
-    )
+    model = AutoModelForCausalLM.from_pretrained(str(cached), dtype=dtype, attn_implementation="sdpa", **placement)
     return model, AutoTokenizer.from_pretrained(str(cached))
 
 

@@ -1,4 +1,4 @@
-"""Weights that accelerate offloaded (``device_map`` with ``"cpu"`` or ``"disk"``, ``cpu_offload``), used outside a forward.
+"""Weights accelerate offloaded (``device_map`` with ``"cpu"`` or ``"disk"``, ``cpu_offload``), used outside a forward.
 
 An offloaded module keeps its weights on the ``meta`` device and an accelerate hook (``module._hf_hook``, an
 ``AlignDevicesHook`` with ``offload=True``) loads them onto the execution device for each of its own forward

@@ -44,7 +44,9 @@ def test_patching_through_nnsight_equals_the_default(name, over):
     theirs = lw.patch(graph, CLEAN, CORRUPT, metric=metric, over=over, progress=False)
     assert theirs.values.shape == ours.values.shape
     assert torch.allclose(theirs.values, ours.values, atol=1e-4), (theirs.values - ours.values).abs().max()
-    assert abs(theirs.clean_metric - ours.clean_metric) < 1e-4 and abs(theirs.corrupt_metric - ours.corrupt_metric) < 1e-4
+    assert (
+        abs(theirs.clean_metric - ours.clean_metric) < 1e-4 and abs(theirs.corrupt_metric - ours.corrupt_metric) < 1e-4
+    )
     # What came back from nnsight's run: one float32 per computed cell (from the first differing token on; every
     # head) and the two end metrics. Never an activation.
     ids = [default.tokenizer.encode(t) for t in (CLEAN, CORRUPT)]
@@ -54,7 +56,9 @@ def test_patching_through_nnsight_equals_the_default(name, over):
 
 
 def test_noising_and_a_subset_of_positions_through_nnsight(smollm2):
-    graph = lw.LanguageModel(smollm2.name, smollm2.model, smollm2.tokenizer, NNsightBackend(smollm2.model, smollm2.tokenizer))
+    graph = lw.LanguageModel(
+        smollm2.name, smollm2.model, smollm2.tokenizer, NNsightBackend(smollm2.model, smollm2.tokenizer)
+    )
     metric = lw.logit_diff(" cat", " dog")
     kw = dict(metric=metric, direction="noise", positions=[2, 5, -1], progress=False)
     ours, theirs = lw.patch(smollm2, CLEAN, CORRUPT, **kw), lw.patch(graph, CLEAN, CORRUPT, **kw)
@@ -63,7 +67,10 @@ def test_noising_and_a_subset_of_positions_through_nnsight(smollm2):
 
 
 def test_the_dry_run_of_a_remote_request_equals_the_local_run():
-    local, dry = lw.load_model("tiny-llama", backend="nnsight"), lw.load_model("tiny-llama", backend="nnsight", remote="local")
+    local, dry = (
+        lw.load_model("tiny-llama", backend="nnsight"),
+        lw.load_model("tiny-llama", backend="nnsight", remote="local"),
+    )
     metric = lw.logit_diff(" cat", " the")
     a = lw.patch(local, CLEAN, CORRUPT, metric=metric, progress=False)
     b = lw.patch(dry, CLEAN, CORRUPT, metric=metric, progress=False)  # serialized, package hidden, deserialized, run

@@ -436,15 +436,23 @@ def _patch_in_graph(
         raise ValueError(f"over must be one of {', '.join(SITES)}; got {over!r}")
     if direction not in DIRECTIONS:
         raise ValueError(f"direction must be 'denoise' or 'noise'; got {direction!r}")
-    experiment = None if model.backend.remote is True else Patching(
-        model, clean, corrupt, metric, over=over, direction=direction, positions=positions
+    experiment = (
+        None
+        if model.backend.remote is True
+        else Patching(model, clean, corrupt, metric, over=over, direction=direction, positions=positions)
     )
-    (clean_ids, clean_offsets), (corrupt_ids, corrupt_offsets) = (model._encode(t, truncate=False) for t in (clean, corrupt))
+    (clean_ids, clean_offsets), (corrupt_ids, corrupt_offsets) = (
+        model._encode(t, truncate=False) for t in (clean, corrupt)
+    )
     differ = [i for i, (a, b) in enumerate(zip(clean_ids, corrupt_ids, strict=False)) if a != b]
     if len(clean_ids) != len(corrupt_ids) or not differ:
         raise ValueError("the clean and corrupt prompts must have the same number of tokens and differ in one at least")
     T = len(clean_ids)
-    where = list(range(T)) if positions is None else sorted({checks.index(p, T, "position", "the prompts have positions") for p in positions})
+    where = (
+        list(range(T))
+        if positions is None
+        else sorted({checks.index(p, T, "position", "the prompts have positions") for p in positions})
+    )
     bound = Metric.of(metric)
     values, clean_metric, corrupt_metric = model.backend.patch_grid(
         model, clean_ids, corrupt_ids, over=over, direction=direction, positions=where,
