@@ -517,6 +517,8 @@ def load_model(
     if name_or_path in TINY_NAMES:
         model, tokenizer = tiny_model(name_or_path)
         model = model.to(dtype)
+        if device_map is not None:  # built here, not loaded: placed by accelerate as from_pretrained would
+            model = _dispatch_tiny(name_or_path, model, device_map, offload_folder)
     elif name_or_path == "smollm2-135m":
         model, tokenizer = _load_bundled_gguf(name_or_path, dtype, placement)
     elif name_or_path == "minilm-l6":
@@ -614,6 +616,19 @@ def _from_object(model: torch.nn.Module, tokenizer: Any) -> LanguageModel:
         )
     name = str(getattr(model.config, "name_or_path", "") or type(model).__name__)
     return LanguageModel(name, model, tokenizer)
+
+
+def _dispatch_tiny(name: str, model: PreTrainedModel, device_map: Any, offload_folder: Any) -> PreTrainedModel:
+    from accelerate import dispatch_model
+
+    if not isinstance(device_map, dict):
+        raise ValueError(
+            f"a tiny model takes a device_map dict (module name -> device, 'cpu' or 'disk'), got {device_map!r}; "
+            f"its modules: {', '.join(n for n, _ in model.named_modules() if n.count('.') <= 2 and n)}"
+        )
+    if "disk" in device_map.values() and offload_folder is None:
+        raise ValueError(f"{name}: a device_map with 'disk' needs offload_folder=")
+    return dispatch_model(model, device_map, offload_dir=None if offload_folder is None else str(offload_folder))
 
 
 def _resolve_device(device: str) -> torch.device:

@@ -99,3 +99,17 @@ def test_neurons_and_their_output_weights(model):
     assert fam.measure_neurons(model) <= 1e-4
     plain = lw.load_model(model.name)
     assert torch.equal(neuron_output_weights(model, 0), neuron_output_weights(plain, 0))
+
+
+def test_a_tiny_model_by_name_takes_a_device_map(tmp_path):
+    device_map = {"model.embed_tokens": "cpu", "model.rotary_emb": "cpu", "model.layers.0": "disk",
+                  "model.layers.1": "cpu", "model.norm": "disk", "lm_head": "cpu"}  # fmt: skip
+    model = lw.load_model("tiny-llama", device_map=device_map, offload_folder=tmp_path)
+    assert is_offloaded(model.model) and model.device == torch.device("cpu")
+    ours, plain = model.trace("The cat sat on the mat"), lw.load_model("tiny-llama").trace("The cat sat on the mat")
+    assert torch.allclose(ours.residual, plain.residual, atol=1e-6)
+    assert torch.allclose(ours.attention(0), plain.attention(0), atol=1e-6)
+    with pytest.raises(ValueError, match="a tiny model takes a device_map dict"):
+        lw.load_model("tiny-llama", device_map="auto")
+    with pytest.raises(ValueError, match="needs offload_folder"):
+        lw.load_model("tiny-llama", device_map=device_map)
