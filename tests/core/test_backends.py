@@ -35,8 +35,12 @@ def test_a_trace_through_nnsight_equals_the_default(name):
     assert [p.token for p in ours.top_predictions(-1)] == [p.token for p in theirs.top_predictions(-1)]
 
 
-@pytest.mark.parametrize("name", ["tiny-llama", "tiny-gpt2", "tiny-gemma2"])
-@pytest.mark.parametrize("over", ["resid", "attn", "mlp", "heads"])
+# Every site on tiny-llama; GPT-2's Conv1D blocks and Gemma 2's soft-capped logits on the resid and head grids.
+PATCH_CASES = [("tiny-llama", over) for over in ("resid", "attn", "mlp", "heads")]
+PATCH_CASES += [(name, over) for name in ("tiny-gpt2", "tiny-gemma2") for over in ("resid", "heads")]
+
+
+@pytest.mark.parametrize(("name", "over"), PATCH_CASES)
 def test_patching_through_nnsight_equals_the_default(name, over):
     default, graph = both(name)
     metric = lw.logit_diff(" cat", " the")
