@@ -166,6 +166,8 @@ class NNsightBackend:
             cells = [[(p, None)] for p in positions if p >= first_difference]
         values: list[Tensor] = []  # per layer, saved: the grid is all that travels back
         ends: list[Tensor] = []
+        # One statement a line inside the session: nnsight's dry run (remote="local") maps the inner traces to the
+        # file's lines and goes astray after a statement that spans several (nnsight 0.8.1).
         with model.lock, torch.no_grad(), graph.session(remote=self.remote):
             kept = []
             with graph.trace(source_t):
@@ -175,9 +177,8 @@ class NNsightBackend:
                 clean_logits = graph.output.logits[:, -1]
             with graph.trace(corrupt_t):
                 corrupt_logits = graph.output.logits[:, -1]
-            ends.append(
-                torch.cat([metric(clean_logits, clean_logits[0]), metric(corrupt_logits, clean_logits[0])]).save()
-            )
+            both = [metric(clean_logits, clean_logits[0]), metric(corrupt_logits, clean_logits[0])]
+            ends.append(torch.cat(both).save())
             for layer in range(L):
                 row = []
                 if cells:
@@ -189,10 +190,8 @@ class NNsightBackend:
                                 if where is None:
                                     value[:, index] = kept[layer][:, index]
                                 else:
-                                    d = value.shape[-1] // H
-                                    value[:, where, index * d : (index + 1) * d] = kept[layer][
-                                        :, where, index * d : (index + 1) * d
-                                    ]
+                                    cols = slice(index * value.shape[-1] // H, (index + 1) * value.shape[-1] // H)
+                                    value[:, where, cols] = kept[layer][:, where, cols]
                                 row.append(metric(graph.output.logits[:, -1], clean_logits[0]))
                     values.append(torch.cat(row).save())
         self.received_bytes = sum(v.nbytes for v in (*values, *ends))

@@ -59,15 +59,24 @@ def test_patching_through_nnsight_equals_the_default(name, over):
     assert graph.backend.received_bytes == 4 * (cells + 2)
 
 
-def test_noising_and_a_subset_of_positions_through_nnsight(smollm2):
+def test_noising_and_a_subset_of_positions_through_nnsight():
+    default, graph = both("tiny-gpt2")
+    kw = dict(metric=lw.logit_diff(" cat", " dog"), direction="noise", positions=[2, 5, -1], progress=False)
+    ours, theirs = lw.patch(default, CLEAN, CORRUPT, **kw), lw.patch(graph, CLEAN, CORRUPT, **kw)
+    assert torch.allclose(theirs.values, ours.values, atol=1e-4, equal_nan=True)
+    assert theirs.values.isnan().sum() == ours.values.isnan().sum() > 0
+
+
+def test_smollm2_traced_through_nnsight_equals_the_default(smollm2):
     graph = lw.LanguageModel(
         smollm2.name, smollm2.model, smollm2.tokenizer, NNsightBackend(smollm2.model, smollm2.tokenizer)
     )
-    metric = lw.logit_diff(" cat", " dog")
-    kw = dict(metric=metric, direction="noise", positions=[2, 5, -1], progress=False)
-    ours, theirs = lw.patch(smollm2, CLEAN, CORRUPT, **kw), lw.patch(graph, CLEAN, CORRUPT, **kw)
-    assert torch.allclose(theirs.values, ours.values, atol=1e-3, equal_nan=True)
-    assert theirs.values.isnan().sum() == ours.values.isnan().sum() > 0
+    ours, theirs = smollm2.trace(TEXT), graph.trace(TEXT)
+    assert torch.allclose(ours.residual, theirs.residual, atol=1e-4)
+    assert torch.allclose(ours.mlp_post(29), theirs.mlp_post(29), atol=1e-4)
+    assert torch.allclose(ours.attention(15), theirs.attention(15), atol=1e-5)
+    assert torch.allclose(ours.logits_at(-1), theirs.logits_at(-1), atol=1e-3)
+    assert graph.backend.received_bytes == 4 * len(ours) * (31 * 576 + 30 * 1536)  # the stream and MLP units
 
 
 def test_the_dry_run_of_a_remote_request_equals_the_local_run():
