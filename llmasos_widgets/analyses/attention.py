@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..core import checks
+from ..core.offload import execution_device
 from ..core.trace import Trace
 
 SCORE_NAMES = ("entropy", "prev_token", "sink")
@@ -115,7 +116,7 @@ class AttentionIndex:
         with self._lock:
             if layer not in self._qk:
                 block = self.adapter.blocks()[layer]
-                device = next(block.parameters()).device
+                device = execution_device(block)
                 with self.trace.model.lock, torch.no_grad():
                     q, k, scale = self.adapter.attention_qk(layer, self.trace.resid_pre(layer).to(device))
                 self._qk[layer] = (q.float().cpu(), k.float().cpu(), scale)

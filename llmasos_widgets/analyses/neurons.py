@@ -17,6 +17,7 @@ from torch import Tensor
 
 from ..core import checks
 from ..core.hooks import hooked
+from ..core.offload import materialized
 from ..core.trace import Trace
 
 if TYPE_CHECKING:
@@ -81,8 +82,9 @@ def unembedding(model: LanguageModel) -> tuple[Tensor, Tensor | None]:  # [vocab
         raise ValueError(f"{model.name} has no language-model head, so its neurons write to no vocabulary")
     decoder = getattr(getattr(head, "predictions", head), "decoder", head)
     norm = model.adapter.final_norm()
-    gain = getattr(norm, "weight", None) if norm is not None else None
-    return decoder.weight.detach(), (gain.detach() if gain is not None else None)
+    with model.lock, materialized(head, norm):  # offloaded weights (core/offload.py): the tensors outlive the load
+        gain = getattr(norm, "weight", None) if norm is not None else None
+        return decoder.weight.detach(), (gain.detach() if gain is not None else None)
 
 
 # -- per token ---------------------------------------------------------------------------------

@@ -31,8 +31,10 @@ from transformers import (
 
 from . import chat, checks
 from .adapters import Adapter, adapter_class, adapter_for
+from .backends import NNsightBackend, TorchBackend, backend_for
 from .gguf import load_gguf
 from .hooks import ModelLock, lock_of
+from .offload import execution_device
 from .tiny import TINY_NAMES, tiny_model
 from .trace import Trace
 
@@ -95,11 +97,15 @@ class LanguageModel:
 
     """
 
-    def __init__(self, name: str, model: PreTrainedModel, tokenizer: Any) -> None:
+    def __init__(
+        self, name: str, model: PreTrainedModel, tokenizer: Any, backend: TorchBackend | NNsightBackend | None = None
+    ) -> None:
         self.name = name
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.adapter: Adapter = adapter_for(model)
+        # Where runs go (core/backends.py): torch hooks here, or nnsight's graph (locally or on NDIF).
+        self.backend = backend or TorchBackend()
         # Held by every run of the model's modules (hooks.py): views and cells share one model.
         self.lock: ModelLock = lock_of(self.model)
 
@@ -149,7 +155,8 @@ class LanguageModel:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        """Where input ids go: the embedding's execution device (accelerate's, when the model is offloaded)."""
+        return execution_device(self.model.get_input_embeddings())
 
     # -- tokens --------------------------------------------------------------------------------
     def decode_token(self, token_id: int) -> str:
@@ -443,6 +450,9 @@ def load_model(
     device: str = "auto",
     dtype: torch.dtype | None = None,
     device_map: str | dict[str, Any] | None = None,
+    offload_folder: str | os.PathLike[str] | None = None,
+    backend: str = "torch",
+    remote: bool | str = False,
 ) -> LanguageModel:
     """Load a model by bundled name, Hugging Face id, local folder or ``.gguf`` file, or take a model object.
 
@@ -462,7 +472,17 @@ def load_model(
     dtype : torch.dtype, optional
         Weights' dtype; float32 when not given.
     device_map : str or dict, optional
-        Passed to ``from_pretrained`` (e.g. ``"auto"`` shards the model over GPUs and CPU).
+        Passed to ``from_pretrained`` (e.g. ``"auto"`` shards the model over GPUs and CPU; a dict places
+        modules by name on a GPU, ``"cpu"`` or ``"disk"``). Offloaded modules work in every analysis
+        (core/offload.py).
+    offload_folder : str or path, optional
+        Where accelerate keeps the weights of modules placed on ``"disk"`` (needed with them).
+    backend : str
+        ``"torch"`` (runs here under hooks) or ``"nnsight"``: the Trace's activations and ``patch`` go through
+        nnsight's intervention graph (core/backends.py).
+    remote : bool or str
+        With ``backend="nnsight"``: ``True`` runs them on NDIF (``nnsight.CONFIG.set_default_api_key`` first),
+        ``"local"`` is nnsight's dry run of that request here.
 
     Examples
     --------
@@ -475,24 +495,35 @@ def load_model(
 
     """
     if isinstance(name_or_path, torch.nn.Module):
-        if device != "auto" or dtype is not None or device_map is not None:
+        if device != "auto" or dtype is not None or device_map is not None or offload_folder is not None:
             raise ValueError(
                 "device, dtype and device_map are for loading by name; a model object is used as it is "
                 "(move or cast it yourself first, e.g. model.to('cuda'))"
             )
-        return _from_object(name_or_path, tokenizer)
+        found = _from_object(name_or_path, tokenizer)
+        found.backend = backend_for(backend, found.model, found.tokenizer, remote)
+        return found
     if tokenizer is not None:
         raise ValueError("tokenizer= goes with a model object; a model loaded by name brings its own tokenizer")
     if not isinstance(name_or_path, str) or not name_or_path.strip():
         raise ValueError(f"name_or_path must be a model name, id or path, got {name_or_path!r}")
     dtype = dtype or torch.float32
+    if offload_folder is not None and device_map is None:
+        raise ValueError("offload_folder goes with a device_map that places modules on 'disk'")
+    placement = (
+        {"device_map": device_map}
+        if offload_folder is None
+        else {"device_map": device_map, "offload_folder": str(offload_folder)}
+    )
     if name_or_path in TINY_NAMES:
         model, tokenizer = tiny_model(name_or_path)
         model = model.to(dtype)
+        if device_map is not None:  # built here, not loaded: placed by accelerate as from_pretrained would
+            model = _dispatch_tiny(name_or_path, model, device_map, offload_folder)
     elif name_or_path == "smollm2-135m":
-        model, tokenizer = _load_bundled_gguf(name_or_path, dtype, device_map)
+        model, tokenizer = _load_bundled_gguf(name_or_path, dtype, placement)
     elif name_or_path == "minilm-l6":
-        model, tokenizer = _load_pretrained(str(bundled_path(name_or_path)), dtype, device_map)
+        model, tokenizer = _load_pretrained(str(bundled_path(name_or_path)), dtype, placement)
     elif name_or_path.endswith(".gguf"):
         path = Path(name_or_path).expanduser()
         if not path.is_file():
@@ -502,13 +533,13 @@ def load_model(
             model = load_gguf(path, dtype)
         else:
             model = AutoModelForCausalLM.from_pretrained(
-                str(path.parent), gguf_file=path.name, dtype=dtype, device_map=device_map, attn_implementation="sdpa"
+                str(path.parent), gguf_file=path.name, dtype=dtype, attn_implementation="sdpa", **placement
             )
     else:
-        model, tokenizer = _load_pretrained(name_or_path, dtype, device_map)
+        model, tokenizer = _load_pretrained(name_or_path, dtype, placement)
     if device_map is None:
         model = model.to(_resolve_device(device))
-    return LanguageModel(name_or_path, model, tokenizer)
+    return LanguageModel(name_or_path, model, tokenizer, backend_for(backend, model, tokenizer, remote))
 
 
 def randomized(model: LanguageModel, seed: int = 0, std: float = 0.02) -> LanguageModel:
@@ -591,6 +622,19 @@ def _from_object(model: torch.nn.Module, tokenizer: Any) -> LanguageModel:
     return LanguageModel(name, model, tokenizer)
 
 
+def _dispatch_tiny(name: str, model: PreTrainedModel, device_map: Any, offload_folder: Any) -> PreTrainedModel:
+    from accelerate import dispatch_model
+
+    if not isinstance(device_map, dict):
+        raise ValueError(
+            f"a tiny model takes a device_map dict (module name -> device, 'cpu' or 'disk'), got {device_map!r}; "
+            f"its modules: {', '.join(n for n, _ in model.named_modules() if n.count('.') <= 2 and n)}"
+        )
+    if "disk" in device_map.values() and offload_folder is None:
+        raise ValueError(f"{name}: a device_map with 'disk' needs offload_folder=")
+    return dispatch_model(model, device_map, offload_dir=None if offload_folder is None else str(offload_folder))
+
+
 def _resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -600,7 +644,7 @@ def _resolve_device(device: str) -> torch.device:
         raise ValueError(f"unknown device {device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'") from e
 
 
-def _load_pretrained(name: str, dtype: torch.dtype, device_map: Any) -> tuple[PreTrainedModel, Any]:
+def _load_pretrained(name: str, dtype: torch.dtype, placement: dict[str, Any]) -> tuple[PreTrainedModel, Any]:
     try:
         config = AutoConfig.from_pretrained(name)
     except OSError as e:
@@ -618,19 +662,18 @@ def _load_pretrained(name: str, dtype: torch.dtype, device_map: Any) -> tuple[Pr
         auto = AutoModelForMaskedLM
     else:
         auto = AutoModel  # a headless encoder (e.g. a sentence embedder): no token predictions
-    model = auto.from_pretrained(name, dtype=dtype, device_map=device_map, attn_implementation="sdpa")
+    # transformers' default attention: SDPA where the family supports it, eager where not (Gemma 2 refuses SDPA).
+    model = auto.from_pretrained(name, dtype=dtype, **placement)
     tokenizer = AutoTokenizer.from_pretrained(name)
     return model, tokenizer
 
 
-def _load_bundled_gguf(name: str, dtype: torch.dtype, device_map: Any) -> tuple[PreTrainedModel, Any]:
+def _load_bundled_gguf(name: str, dtype: torch.dtype, placement: dict[str, Any]) -> tuple[PreTrainedModel, Any]:
     gguf = bundled_path(name)
     cached = cache_dir() / f"{name}-{BUNDLED[name][1]}"
     if not (cached / "model.safetensors").exists():
         _dequantize_to_cache(gguf, cached)
-    model = AutoModelForCausalLM.from_pretrained(
-        str(cached), dtype=dtype, device_map=device_map, attn_implementation="sdpa"
-    )
+    model = AutoModelForCausalLM.from_pretrained(str(cached), dtype=dtype, attn_implementation="sdpa", **placement)
     return model, AutoTokenizer.from_pretrained(str(cached))
 
 

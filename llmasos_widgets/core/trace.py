@@ -19,8 +19,8 @@ from torch import Tensor
 
 from . import checks
 from .chat import ChatTokens, Transcript, tie
-from .hooks import read
 from .memory import require, trace_estimate
+from .offload import execution_device
 
 if TYPE_CHECKING:
     from .models import LanguageModel
@@ -131,11 +131,8 @@ class Trace:
         with torch.no_grad():
             # The base model only, to the last block: logits are derived on demand from the final residual
             # stream, which saves a [pos, vocab] tensor on long texts.
-            acts = read(
-                model,
-                [*resid_pre, *mlp_post, final, *routers],
-                input_ids=torch.tensor([token_ids], device=device),
-                attention_mask=torch.ones(1, len(token_ids), dtype=torch.long, device=device),
+            acts = model.backend.read(  # torch hooks, or nnsight's graph (core/backends.py)
+                model, [*resid_pre, *mlp_post, final, *routers], torch.tensor([token_ids], device=device)
             )
         resid = [acts[name][0].detach() for name in (*resid_pre, final)]
         mlp = [acts[name][0].detach() for name in mlp_post]
@@ -233,7 +230,7 @@ class Trace:
             if layer in self._attention:
                 self._attention.move_to_end(layer)
                 return self._attention[layer]
-            block_device = next(self.model.adapter.blocks()[layer].parameters()).device
+            block_device = execution_device(self.model.adapter.blocks()[layer])
             pattern = self.model.adapter.attention_pattern(layer, self._resid[layer].to(block_device)).float().cpu()
             self._attention[layer] = pattern
             while (

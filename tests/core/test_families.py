@@ -219,15 +219,19 @@ def test_patching_equals_a_plain_hook_loop(model, over):
 
 
 # -- (3) attribution against captum called directly ---------------------------------------------------------
-def measure_attribution(model) -> dict[str, float]:
-    """Differences relative to the largest captum score (as tests/analyses/test_attribution.py's ``close``)."""
-    text = "The capital of France is"
+def measure_attribution(model, reference=None) -> dict[str, float]:
+    """Differences relative to the largest captum score (as tests/analyses/test_attribution.py's ``close``).
+
+    Captum runs on ``reference`` (default: the model itself), a model of the same weights where captum cannot
+    run ``model`` (it puts inputs on the first weight's device: ``meta`` for a model offloaded whole).
+    """
+    text, reference = "The capital of France is", reference or model
     ids = model.tokenizer.encode(text)
     ig = lw.attribute(model, text, target=" Paris", n_steps=8, progress=False).scores
-    ig_ref = captum_ig(model, ids, " Paris", 8)
-    x = model.model.get_input_embeddings()(torch.tensor([ids])).detach()  # Gemma's embedding scales by sqrt(d)
+    ig_ref = captum_ig(reference, ids, " Paris", 8)
+    x = reference.model.get_input_embeddings()(torch.tensor([ids])).detach()  # Gemma's embedding scales by sqrt(d)
     ixg = lw.attribute(model, text, target=" Paris", method="input_x_gradient", progress=False).scores
-    forward = embeds_forward(model, model.tokenizer.encode(" Paris")[0])
+    forward = embeds_forward(reference, model.tokenizer.encode(" Paris")[0])
     ixg_ref = InputXGradient(forward).attribute(x).sum(-1)
     return {
         "integrated gradients": gap(ig, ig_ref) / max(float(ig_ref.abs().max()), 1e-6),
@@ -313,7 +317,18 @@ def test_neurons_are_the_down_projections_input(model):
 def test_an_unknown_family_names_the_supported_ones_and_how_to_add_one():
     with pytest.raises(ValueError, match="unsupported architecture 'mamba'") as err:
         adapter_class("mamba")
-    for model_type in ("llama", "gemma2", "gemma3_text", "gpt_neox", "phi3", "olmo2", "gpt2", "bert", "mixtral", "olmoe"):
+    for model_type in (
+        "llama",
+        "gemma2",
+        "gemma3_text",
+        "gpt_neox",
+        "phi3",
+        "olmo2",
+        "gpt2",
+        "bert",
+        "mixtral",
+        "olmoe",
+    ):
         assert model_type in str(err.value)
     assert "Adding a family" in str(err.value)
     assert {lw.load_model(name).adapter.family for name in FAMILIES} == {

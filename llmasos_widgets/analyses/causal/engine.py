@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from ...core.hooks import post, read
+from ...core.offload import materialized
 
 if TYPE_CHECKING:
     from ...core.models import LanguageModel
@@ -132,8 +133,9 @@ class Engine:
 
     def _kv(self, run: Run, layer: int) -> tuple[Tensor, Tensor]:  # called under the model's lock
         if layer not in run.kv:
-            x = self.adapter.attn_input(layer, run.resid[layer])
-            _, k, v = self.adapter.qkv(layer, x, torch.arange(x.shape[1], device=x.device))
+            with materialized(self.adapter.blocks()[layer]):  # offloaded weights (core/offload.py)
+                x = self.adapter.attn_input(layer, run.resid[layer])
+                _, k, v = self.adapter.qkv(layer, x, torch.arange(x.shape[1], device=x.device))
             run.kv[layer] = (k, v)
         return run.kv[layer]
 

@@ -415,5 +415,64 @@ def patch(
     """
     if method not in METHODS:
         raise ValueError(f"method must be 'exact' or 'attribution'; got {method!r}")
+    if model.backend.name == "nnsight" and method == "exact":
+        return _patch_in_graph(model, clean, corrupt, metric, over, direction, positions)
     experiment = Patching(model, clean, corrupt, metric, over=over, direction=direction, positions=positions)
     return experiment.exact(progress=progress) if method == "exact" else experiment.attribution()
+
+
+def _patch_in_graph(
+    model: LanguageModel,
+    clean: str,
+    corrupt: str,
+    metric: Metric | Callable[[Tensor], Tensor],
+    over: str,
+    direction: str,
+    positions: Sequence[int] | None,
+) -> PatchResult:
+    """Exact patching through the model's nnsight backend: every patched run and its metric where the model runs.
+
+    Locally the result also holds a :class:`Patching` (a view's cell click re-runs one cell here); on NDIF it
+    holds None, and only the grid and the two end metrics came back (core/backends.py).
+    """
+    began = time.perf_counter()
+    if over not in SITES:
+        raise ValueError(f"over must be one of {', '.join(SITES)}; got {over!r}")
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be 'denoise' or 'noise'; got {direction!r}")
+    experiment = (
+        None
+        if model.backend.remote is True
+        else Patching(model, clean, corrupt, metric, over=over, direction=direction, positions=positions)
+    )
+    (clean_ids, clean_offsets), (corrupt_ids, corrupt_offsets) = (
+        model._encode(t, truncate=False) for t in (clean, corrupt)
+    )
+    differ = [i for i, (a, b) in enumerate(zip(clean_ids, corrupt_ids, strict=False)) if a != b]
+    if len(clean_ids) != len(corrupt_ids) or not differ:
+        raise ValueError("the clean and corrupt prompts must have the same number of tokens and differ in one at least")
+    T = len(clean_ids)
+    where = (
+        list(range(T))
+        if positions is None
+        else sorted({checks.index(p, T, "position", "the prompts have positions") for p in positions})
+    )
+    bound = Metric.of(metric)
+    values, clean_metric, corrupt_metric = model.backend.patch_grid(
+        model, clean_ids, corrupt_ids, over=over, direction=direction, positions=where,
+        first_difference=differ[0], metric=bound.bind(model),
+    )  # fmt: skip
+    return PatchResult(
+        over=over,
+        method="exact",
+        direction=direction,
+        metric=bound.name,
+        scores=(values - corrupt_metric) / (clean_metric - corrupt_metric),
+        values=values,
+        clean_metric=clean_metric,
+        corrupt_metric=corrupt_metric,
+        tokens=model.token_texts(clean, clean_ids, clean_offsets),
+        corrupt_tokens=model.token_texts(corrupt, corrupt_ids, corrupt_offsets),
+        seconds=time.perf_counter() - began,
+        experiment=experiment,  # type: ignore[arg-type]
+    )

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..hooks import Hook, pre
+from ..offload import materialized
 
 Edit = Callable[[str, Tensor], Tensor]  # (site, activation) -> activation; sites "resid", "heads", "attn", "mlp"
 
@@ -123,7 +124,8 @@ class Adapter:
     def neuron_output_weights(self, layer: int) -> Tensor:  # [neuron, d_model]
         """What each unit of ``mlp.hook_post`` adds to the residual stream per unit of activation."""
         proj = self.mlp_out(layer)
-        weight = proj.weight.detach()
+        with materialized(self.blocks()[layer]):  # offloaded weights (core/offload.py): the tensor outlives the load
+            weight = proj.weight.detach()
         # nn.Linear stores [out, in]; GPT-2's Conv1D stores [in, out].
         return weight if type(proj).__name__ == "Conv1D" else weight.T
 
@@ -148,14 +150,16 @@ class Adapter:
 
     def head_logits(self, normed: Tensor) -> Tensor:  # [..., d_model] -> [..., vocab]
         """Logits from the final *normed* stream (the base model's output), soft-capped where the family caps them."""
-        logits = self.head()(normed)
+        with materialized(self.head()):  # weights offloaded by accelerate are loaded for the call
+            logits = self.head()(normed)
         cap = getattr(self.config, "final_logit_softcapping", None)  # Gemma 2 and 3: tanh(logits / cap) * cap
         return logits if cap is None else torch.tanh(logits / cap) * cap
 
     def logits(self, resid_final: Tensor) -> Tensor:  # [pos, d_model] -> [pos, vocab]
         """Logits from the final residual stream before the final norm (``blocks.{L-1}.hook_resid_post``)."""
         norm = self.final_norm()
-        return self.head_logits(norm(resid_final) if norm is not None else resid_final)
+        with materialized(norm):
+            return self.head_logits(norm(resid_final) if norm is not None else resid_final)
 
     # -- the parts of a block ------------------------------------------------------------------
     def attn_norm(self, layer: int) -> nn.Module | None:
@@ -272,6 +276,10 @@ class Adapter:
         True
 
         """
+        with materialized(self.blocks()[layer]):  # parts called directly: offloaded weights loaded for the block
+            return self._block(layer, x, positions, extend_kv, edit)
+
+    def _block(self, layer: int, x: Tensor, positions: Tensor, extend_kv: Any, edit: Edit) -> Tensor:
         x = edit("resid", x)
         q, k, v = self.qkv(layer, self.attn_input(layer, x), positions)
         if extend_kv is not None:
@@ -290,8 +298,9 @@ class Adapter:
         ``q`` and ``k`` are [head, pos, head_dim], keys already repeated over grouped query heads
         and rotated where the family uses RoPE, so that ``scores = q @ k.T * scale`` (then ``cap_and_mask_``).
         """
-        x = self.attn_input(layer, resid_pre)[None]  # [1, pos, d_model]
-        q, k, _ = self.qkv(layer, x, torch.arange(x.shape[1], device=x.device))
+        with materialized(self.blocks()[layer]):
+            x = self.attn_input(layer, resid_pre)[None]  # [1, pos, d_model]
+            q, k, _ = self.qkv(layer, x, torch.arange(x.shape[1], device=x.device))
         k = k.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)  # GQA: kv head j serves queries j*g..
         return q[0], k[0], self.attn_scale(layer)
 
