@@ -299,11 +299,22 @@ def evaluate(
     for i, (text, target) in enumerate(tqdm(list(zip(prompts, targets, strict=True)), disable=not progress)):
         results.append(
             _evaluate_prompt(
-                model, text, target, methods, baseline, baseline_id, bins, infidelity_samples,
-                infidelity_drop, args, seed + i,
+                model,
+                text,
+                target,
+                methods,
+                baseline,
+                baseline_id,
+                bins,
+                infidelity_samples,
+                infidelity_drop,
+                args,
+                seed + i,
             )
         )
-    settings = dict(infidelity_samples=infidelity_samples, infidelity_drop=infidelity_drop, attribute_args=args, seed=seed)
+    settings = dict(
+        infidelity_samples=infidelity_samples, infidelity_drop=infidelity_drop, attribute_args=args, seed=seed
+    )
     return Evaluation(model.name, methods, baseline, baseline_id, bins, results, settings)
 
 
@@ -326,7 +337,9 @@ def _evaluate_prompt(
     trace = model.trace(text)
     ids = list(trace.token_ids)
     n = len(ids)
-    target_id = int(trace.top_predictions(-1, k=1)[0].id) if target is None else checks.one_token(model, target, "target")
+    target_id = (
+        int(trace.top_predictions(-1, k=1)[0].id) if target is None else checks.one_token(model, target, "target")
+    )
     scores = {m: method_scores(model, trace, m, target_id, baseline, args, seed, given=target) for m in methods}
     orders = {m: ranking_order(s) for m, s in scores.items()}
     p0 = float(target_probs(model, [ids], target_id)[0])
@@ -336,9 +349,7 @@ def _evaluate_prompt(
         curves["deletion_drop"][m], curves["insertion_drop"][m] = drop_curves(model, ids, order, target_id)
     metrics: dict[str, dict[str, float]] = {c: {m: auc(curves[c][m]) for m in methods} for c in CURVES}
     ks = bin_sizes(n, bins)
-    metrics["comprehensiveness"] = {
-        m: aopc([p0 - float(curves["deletion_drop"][m][k]) for k in ks]) for m in methods
-    }
+    metrics["comprehensiveness"] = {m: aopc([p0 - float(curves["deletion_drop"][m][k]) for k in ks]) for m in methods}
     metrics["sufficiency"] = {m: aopc([p0 - float(curves["insertion_drop"][m][k - 1]) for k in ks]) for m in methods}
     loo = leave_one_out(model, ids, baseline_id, target_id, p0)
     metrics["loo_tau"] = {m: kendall_tau(scores[m], loo) for m in methods}
@@ -573,7 +584,7 @@ def infidelity(
     drop: float,
     seed: int,
 ) -> float:
-    """captum's ``infidelity`` of token scores for log p(target) (the objective of :func:`attribute`).
+    """Captum's ``infidelity`` of token scores for log p(target) (the objective of :func:`attribute`).
 
     The input is a mask over tokens (1 keeps a token, 0 puts the baseline token's embedding there); a
     perturbation replaces each token with probability ``drop``, so infidelity measures how well the
@@ -612,8 +623,12 @@ def infidelity(
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(seed)
         value = captum_infidelity(
-            forward, perturb, inputs, scores[None].double(), n_perturb_samples=n_samples, normalize=True,
+            forward,
+            perturb,
+            inputs,
+            scores[None].double(),
+            n_perturb_samples=n_samples,
+            normalize=True,
             max_examples_per_batch=n_samples,
         )
     return float(value[0])
-
