@@ -12,8 +12,10 @@ tests) are in :mod:`.evaluation_stats`.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -24,6 +26,7 @@ from ..core import checks
 from .attention import AttentionIndex
 from .attribution import METHODS as ATTRIBUTION_METHODS
 from .attribution import attribute
+from .corpus_index import fingerprint
 from .evaluation_stats import Interval, bootstrap_mean, paired_test
 
 if TYPE_CHECKING:
@@ -89,6 +92,7 @@ class Evaluation:
     bins: list[float] | str
     prompts: list[PromptResult]
     settings: dict[str, Any] = field(default_factory=dict)
+    fingerprint: dict[str, Any] = field(default_factory=dict)  # the model's (a file is refused on another)
 
     @property
     def metrics(self) -> list[str]:
@@ -185,6 +189,24 @@ class Evaluation:
         ]
         widths = [max(len(r[i]) for r in [heads, *rows]) for i in range(len(heads))]
         return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in [heads, *rows])
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write this evaluation to one file; ``lw.load(path)`` reads it back (see :mod:`.results`).
+
+        Examples
+        --------
+        >>> import tempfile, llmasos_widgets as lw
+        >>> ev = evaluate(lw.load_model("tiny-llama"), ["The cat sat on the"], methods=["saliency", "random"],
+        ...               infidelity_samples=0, progress=False)
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     back = lw.load(ev.save(d + "/ev.st"))
+        >>> back.table() == ev.table()
+        True
+
+        """
+        from .results import save
+
+        return save(self, path)
 
     def __repr__(self) -> str:
         return (
@@ -315,7 +337,7 @@ def evaluate(
     settings = dict(
         infidelity_samples=infidelity_samples, infidelity_drop=infidelity_drop, attribute_args=args, seed=seed
     )
-    return Evaluation(model.name, methods, baseline, baseline_id, bins, results, settings)
+    return Evaluation(model.name, methods, baseline, baseline_id, bins, results, settings, fingerprint(model))
 
 
 # -- one prompt ------------------------------------------------------------------------------------
