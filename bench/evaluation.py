@@ -1,6 +1,6 @@
 """evaluate()'s batched curves against the plain loop (one forward per curve step), smollm2-135m, CPU.
 
-    python bench/evaluation.py
+    python bench/evaluation.py [T ...]    (prompt lengths; default 16 48)
 
 For prompts of T tokens: the time of one forward over the prompt, then the deletion + insertion curves
 (2 (T + 1) perturbed inputs, tokens replaced by the pad token) and the drop curves (2 T inputs of
@@ -11,6 +11,7 @@ most 1.2x). Best of 3 runs each, after one run of every shape; one forward: best
 
 from __future__ import annotations
 
+import sys
 import time
 
 import torch
@@ -41,7 +42,7 @@ def main() -> None:
     print(f"smollm2-135m, torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"{'T':>4} {'curves':>8} {'steps':>6} {'1 forward':>10} {'loop/step':>10} {'batched/step':>13} "
           f"{'loop x':>7} {'batched x':>10} {'same':>5}")  # fmt: skip
-    for T in (16, 48):
+    for T in [int(a) for a in sys.argv[1:]] or (16, 48):
         ids = list(all_ids[:T])
         order = list(torch.randperm(T, generator=torch.Generator().manual_seed(0)))
         order = [int(i) for i in order]
