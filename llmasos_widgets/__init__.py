@@ -25,11 +25,13 @@ from .analyses.causal import (
     steer,
 )
 from .analyses.concepts import CAV, Concept, TCAVResult, tcav, train_cav
+from .analyses.evaluation import Evaluation, evaluate
 from .analyses.features import FeatureIndex
 from .analyses.lens import logit_lens
 from .analyses.memory import estimate
 from .analyses.neuron_index import NeuronIndex
 from .analyses.neurons import neuron_contributions, top_neurons, vocab_projection
+from .analyses.results import load
 from .analyses.sae import SAE, SAEQuality, load_sae, train_sae
 from .core.build import PUBLISHED, random_model
 from .core.corpus import sample_texts, sample_topics
@@ -48,6 +50,9 @@ from .views.steering import SteeringView
 from .views.tokens import TokensView
 
 __all__ = [
+    "Evaluation",
+    "evaluate",
+    "load",
     "steer",
     "prob",
     "patch",

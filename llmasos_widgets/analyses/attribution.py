@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -190,6 +191,22 @@ class Attribution:
         """
         args = {**self.settings, **changes}
         return attribute(self.model, self.source, **args)
+
+    def save(self, path: str | os.PathLike[str]) -> Any:
+        """Write this attribution to one file; ``lw.load(path, model)`` reads it back (``analyses/results.py``).
+
+        Examples
+        --------
+        >>> import tempfile, llmasos_widgets as lw
+        >>> res = attribute(lw.load_model("tiny-llama"), "The cat sat", method="saliency", progress=False)
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     lw.load(res.save(d + "/a.st"), res.model).top(1) == res.top(1)
+        True
+
+        """
+        from .results import save
+
+        return save(self, path)
 
     def sanity_check(self, layers: int | None = None, seed: int = 0) -> SanityCheck:
         """Re-run this attribution with the top ``layers`` blocks re-initialised; report rank correlation.
