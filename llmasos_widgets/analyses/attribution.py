@@ -240,9 +240,10 @@ class Attribution:
         blocks = type(self.model.adapter)(hf).blocks()
         with torch.random.fork_rng(devices=[]), torch.no_grad():
             torch.manual_seed(seed)
-            for layer in chosen:
-                for module in blocks[layer].modules():
-                    _reinit(hf, module)
+            for module in (m for layer in chosen for m in blocks[layer].modules()):
+                # Hugging Face's own initialiser where there is one (the distribution the model was trained from).
+                init = getattr(hf, "_init_weights", None) or (lambda m: getattr(m, "reset_parameters", lambda: None)())
+                init(module)
         randomised = LanguageModel(self.model.name + " (randomised)", hf, self.model.tokenizer)
         other = attribute(randomised, self.source, **{**self.settings, "progress": False})
         rows = []
@@ -253,16 +254,6 @@ class Attribution:
         keep = self.mask
         overall = spearmanr(self.scores[keep].double().numpy(), other.scores[keep].double().numpy()).statistic
         return SanityCheck(float(overall), chosen, other.scores, rows)
-
-
-def _reinit(model: Any, module: torch.nn.Module) -> None:
-    # Hugging Face's own initialiser when it has one (the distribution the model was trained from).
-    init = getattr(model, "_init_weights", None)
-    if init is not None:
-        init(module)
-        return
-    if hasattr(module, "reset_parameters"):
-        module.reset_parameters()
 
 
 # -- public entry point ------------------------------------------------------------------------
