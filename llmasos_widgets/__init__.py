@@ -24,6 +24,19 @@ from .analyses.causal import (
     prob,
     steer,
 )
+from .analyses.circuits import (
+    Ablation,
+    Components,
+    Induction,
+    LogitAttribution,
+    PathPatch,
+    ablate,
+    ablate_heads,
+    decompose,
+    direct_logit_attribution,
+    induction,
+    path_patch,
+)
 from .analyses.concepts import CAV, Concept, TCAVResult, tcav, train_cav
 from .analyses.features import FeatureIndex
 from .analyses.lens import logit_lens
@@ -45,6 +58,17 @@ from .views.steering import SteeringView
 from .views.tokens import TokensView
 
 __all__ = [
+    "Ablation",
+    "Components",
+    "Induction",
+    "LogitAttribution",
+    "PathPatch",
+    "ablate",
+    "ablate_heads",
+    "decompose",
+    "direct_logit_attribution",
+    "induction",
+    "path_patch",
     "steer",
     "prob",
     "patch",
