@@ -38,6 +38,7 @@ from .analyses.circuits import (
     path_patch,
 )
 from .analyses.concepts import CAV, Concept, TCAVResult, tcav, train_cav
+from .analyses.exercises import Verdict, check, exercises
 from .analyses.features import FeatureIndex
 from .analyses.lens import logit_lens
 from .analyses.neuron_index import NeuronIndex
@@ -58,6 +59,9 @@ from .views.steering import SteeringView
 from .views.tokens import TokensView
 
 __all__ = [
+    "Verdict",
+    "check",
+    "exercises",
     "Ablation",
     "Components",
     "Induction",
