@@ -224,7 +224,9 @@ def _resid_patch(model: LanguageModel, fn: Callable[..., Any]) -> None:
     n_pos = result.values.shape[1]
     ids = [model.tokenizer(t)["input_ids"] for t in (clean, corrupt)]
     differ = next(i for i, (a, b) in enumerate(zip(*ids, strict=True)) if a != b)
-    for layer, pos in ((0, differ), (model.n_layers - 1, n_pos - 1), (model.n_layers // 2, differ)):
+    n = model.n_layers  # cells where patching a block's input and its output give different answers
+    cells = dict.fromkeys([(0, n_pos - 1), (n // 2, differ), (3 * n // 4, n_pos - 1), (n - 1, n_pos - 1)])
+    for layer, pos in cells:
         with model.lock:
             got = _tensor(_call(fn, model, clean, corrupt, layer, pos), "the logits")
         if got.dim() != 1:
