@@ -210,6 +210,75 @@ def _ablation(model: LanguageModel, fn: Callable[..., Any]) -> None:
     _diagnose(got, want, mistakes, "the scores", 1e-3, 1e-4)
 
 
+# -- 04: the significance test of TCAV ------------------------------------------------------------------------
+_PLACES = [
+    "The capital of Italy is Rome.",
+    "The capital of Spain is Madrid.",
+    "Paris is in France.",
+    "Rome is in Italy.",
+    "Madrid is in Spain.",
+    "The capital of France is Paris.",
+    "She went to Rome and then to Madrid.",
+    "Italy and Spain and France.",
+    "The capital of Spain is not Rome.",
+    "Is Paris the capital of Italy?",
+    "From Madrid to Paris.",
+    "Rome, Paris, Madrid.",
+]
+
+
+def _welch(model: LanguageModel, fn: Callable[..., Any]) -> None:
+    import numpy as np
+    from scipy import stats
+
+    from .concepts import Concept, tcav
+
+    if model.name == "smollm2-135m":
+        inputs, target = ["The capital of France is", "The Eiffel Tower is in", "The Louvre museum is in"], " Paris"
+        layers = [6, 12]
+    else:  # words tiny-llama's tokenizer knows
+        inputs, target, layers = (
+            ["The capital of France is", "The cat is in the", "The capital of Italy is"],
+            " the",
+            [0, 1],
+        )
+    res = tcav(model, inputs, target, [Concept("places", _PLACES)], layers, n_random=6, progress=False)
+    n_tests = int(res.p_values.numel())
+    checked = 0
+    for layer in range(len(layers)):
+        a, b = res.scores[0, layer].double().numpy(), res.random_scores[layer].double().numpy()
+        if np.ptp(a) == 0 and np.ptp(b) == 0:
+            continue  # no variance: the t statistic is undefined (TCAVResult uses an exact test there)
+        checked += 1
+        got = _call(fn, a.copy(), b.copy(), n_tests)
+        try:
+            got = float(got)
+        except (TypeError, ValueError):
+            raise Wrong(f"return one number, the adjusted p-value; got {type(got).__name__}") from None
+        want = float(res.p_adjusted[0, layer])
+        p = float(res.p_values[0, layer])
+        mistakes = [
+            (p, "that is the p-value before the Bonferroni correction: multiply it by the number of tests"),
+            (p * n_tests, "cap the corrected p-value at 1"),
+            (
+                min(1.0, float(stats.ttest_ind(a, b).pvalue) * n_tests),
+                "that is Student's t-test (equal variances); use Welch's (equal_var=False)",
+            ),
+            (
+                min(1.0, float(stats.ttest_ind(a, b, equal_var=False, alternative="greater").pvalue) * n_tests),
+                "that is a one-sided test; TCAV's is two-sided (the concept may lower the target too)",
+            ),
+        ]
+        if abs(got - want) <= 1e-6 + 1e-4 * want:
+            continue
+        for value, message in mistakes:
+            if abs(got - value) <= 1e-6 + 1e-4 * abs(value):
+                raise Wrong(f"layer {layers[layer]}: {message}")
+        raise Wrong(f"layer {layers[layer]}: your adjusted p-value differs from TCAVResult.p_adjusted")
+    if not checked:
+        raise RuntimeError("no layer had varying scores to test; please report this")
+
+
 # -- 05: one residual patch --------------------------------------------------------------------------------------
 def _resid_patch(model: LanguageModel, fn: Callable[..., Any]) -> None:
     if model.name == "smollm2-135m":
@@ -358,6 +427,13 @@ EXERCISES: dict[str, Exercise] = {
             "model.pad_token_id",
             "attribute(method='feature_ablation')",
             _ablation,
+        ),
+        Exercise(
+            "welch_bonferroni",
+            "fn(scores [run], random_scores [run], n_tests) -> the two-sided Welch t-test's p-value times n_tests, "
+            "capped at 1",
+            "TCAVResult.p_adjusted",
+            _welch,
         ),
         Exercise(
             "resid_patch",

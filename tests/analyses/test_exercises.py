@@ -104,6 +104,13 @@ def induction_score(pattern, seq_len, first, offset=1):
     return pattern[:, q, q - seq_len + offset].mean(-1)
 
 
+def welch(scores, random_scores, n_tests, *, bonferroni=True, equal_var=False):
+    from scipy import stats
+
+    p = stats.ttest_ind(scores, random_scores, equal_var=equal_var).pvalue
+    return min(1.0, p * n_tests) if bonferroni else p
+
+
 # -- each checker: the solution passes, each planted mistake is named -----------------------------------
 CASES = {
     "top_k": (
@@ -130,6 +137,13 @@ CASES = {
         [
             (lambda m, t, tg: ablation(m, t, tg, sign=-1), "sign is flipped"),
             (lambda m, t, tg: ablation(m, t, tg)[1:], "shape"),
+        ],
+    ),
+    "welch_bonferroni": (
+        welch,
+        [
+            (lambda a, b, n: welch(a, b, n, bonferroni=False), "before the Bonferroni correction"),
+            (lambda a, b, n: welch(a, b, n, equal_var=True), "Student's t-test"),
         ],
     ),
     "resid_patch": (
@@ -175,7 +189,7 @@ def test_an_unknown_exercise_lists_the_known_ones():
         lw.check("attention", attention)
 
 
-@pytest.mark.parametrize("name", ["attention_by_hand", "top_k", "topk_encoder", "induction_score"])
+@pytest.mark.parametrize("name", ["attention_by_hand", "top_k", "topk_encoder", "induction_score", "welch_bonferroni"])
 def test_solutions_pass_on_smollm2(name, smollm2):
     v = lw.check(name, CASES[name][0])
     assert v.passed and "smollm2-135m" in v.message, v.message
