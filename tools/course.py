@@ -5,7 +5,8 @@ tagged ``solution``). In a student copy, each function defined at the top level 
 its signature and loses its body (it raises ``NotImplementedError`` until the student writes it), and the
 ``assert verdict.passed`` line is dropped, so the cell runs and prints the checker's verdict::
 
-    python tools/course.py              # writes notebooks/student/<name>.ipynb
+    python tools/course.py              # writes build/student/<name>.ipynb (build/ is not committed)
+    pytest --nbval-lax build/student    # each cell runs; an exercise cell prints its FAIL verdict
 """
 
 from __future__ import annotations
@@ -52,9 +53,9 @@ def student_copy(notebook: dict) -> dict:
     return copy
 
 
-def main(folder: str = "notebooks") -> None:
-    out = Path(folder) / "student"
-    out.mkdir(exist_ok=True)
+def main(folder: str = "notebooks", out_folder: str = "build/student") -> None:
+    out = Path(out_folder)
+    out.mkdir(parents=True, exist_ok=True)
     for path in sorted(Path(folder).glob("*.ipynb")):
         notebook = json.loads(path.read_text())
         if not any("solution" in c.get("metadata", {}).get("tags", []) for c in notebook["cells"]):
