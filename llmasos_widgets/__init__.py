@@ -24,8 +24,22 @@ from .analyses.causal import (
     prob,
     steer,
 )
+from .analyses.circuits import (
+    Ablation,
+    Components,
+    Induction,
+    LogitAttribution,
+    PathPatch,
+    ablate,
+    ablate_heads,
+    decompose,
+    direct_logit_attribution,
+    induction,
+    path_patch,
+)
 from .analyses.concepts import CAV, Concept, TCAVResult, tcav, train_cav
 from .analyses.evaluation import Evaluation, evaluate
+from .analyses.exercises import Verdict, check, exercises
 from .analyses.features import FeatureIndex
 from .analyses.lens import logit_lens
 from .analyses.memory import estimate
@@ -53,6 +67,20 @@ __all__ = [
     "Evaluation",
     "evaluate",
     "load",
+    "Verdict",
+    "check",
+    "exercises",
+    "Ablation",
+    "Components",
+    "Induction",
+    "LogitAttribution",
+    "PathPatch",
+    "ablate",
+    "ablate_heads",
+    "decompose",
+    "direct_logit_attribution",
+    "induction",
+    "path_patch",
     "steer",
     "prob",
     "patch",
