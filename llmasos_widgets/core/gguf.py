@@ -35,7 +35,8 @@ def load_gguf(path: str | Path, dtype: torch.dtype) -> PreTrainedModel:
     Examples
     --------
     >>> from llmasos_widgets.core.models import bundled_path
-    >>> model = load_gguf(bundled_path("smollm2-135m"), torch.bfloat16)  # doctest: +SKIP (about 50 s)
+    >>> model = load_gguf(bundled_path("smollm2-135m"), torch.bfloat16)  # doctest: +SKIP
+    >>> # (about 50 s on 2 cores)
     >>> model.model.layers[0].self_attn.q_proj.weight.dtype  # doctest: +SKIP
     torch.bfloat16
 
