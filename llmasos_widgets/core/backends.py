@@ -15,6 +15,7 @@ the remote path: the request is serialized and deserialized with this package hi
 
 from __future__ import annotations
 
+import copy
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -78,7 +79,9 @@ class NNsightBackend:
             raise ValueError("backend='nnsight' needs nnsight: pip install nnsight") from None
         with warnings.catch_warnings():  # 0.8 calls LanguageModel deprecated; it is the wrapper of a model object
             warnings.simplefilter("ignore", nnsight.NNsightDeprecationWarning)
-            self.nn = nnsight.LanguageModel(model, tokenizer=tokenizer)
+            # A copy: nnsight sets the tokenizer's pad token and padding side, which would change the user's
+            # tokenizer (shared with the default backend and other views: a pad id is a baseline in attribution).
+            self.nn = nnsight.LanguageModel(model, tokenizer=copy.deepcopy(tokenizer))
         repo_id = getattr(self.nn, "repo_id", None) or ""
         if remote is True and (not repo_id or os.path.exists(repo_id)):
             raise ValueError(
