@@ -8,12 +8,12 @@ import copy
 
 import pytest
 import torch
-from captum.attr import LayerIntegratedGradients
 
 import llmasos_widgets as lw
 from llmasos_widgets.analyses.attribution import attribute
 from llmasos_widgets.core.tiny import tiny_model
 from tests._numbers import assert_greedy
+from tests.analyses.test_attribution import captum_layer_ig, close
 
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -133,22 +133,6 @@ def test_generate_trace_answers_as_the_assistant(smollm2):
     assert "".join(answer[s:e] for s, e in offsets) == answer
 
 
-def captum_ig_on_ids(model, ids, target_id, n_steps):
-    """captum's LayerIntegratedGradients on the embedding layer over exact ids, with a plain forward."""
-
-    def forward(input_ids):
-        return torch.log_softmax(model.model(input_ids).logits[:, -1], -1)[:, target_id]
-
-    lig = LayerIntegratedGradients(forward, model.model.get_input_embeddings())
-    base = torch.full((1, len(ids)), model.tokenizer.eos_token_id)
-    return lig.attribute(torch.tensor([ids]), base, n_steps=n_steps)[0].sum(-1)
-
-
-def close(ours, ref, rel=1e-4):
-    assert ours.shape == ref.shape
-    assert (ours - ref).abs().max() <= rel * max(ref.abs().max(), 1e-6), (ours, ref)
-
-
 def test_attributing_an_answer_token_equals_captum_on_the_templated_ids(chat_llama):
     messages = [{"role": "user", "content": "The capital of France is"}]
     gen = chat_llama.generate_trace(messages, max_new_tokens=3)
@@ -158,12 +142,12 @@ def test_attributing_an_answer_token_equals_captum_on_the_templated_ids(chat_lla
     assert res.is_matrix and res.input_tokens == gen.tokens[: len(gen) - 1]
     for j in range(len(gen) - n):
         prefix = gen.token_ids[: n + j]
-        close(res.scores[j, : len(prefix)], captum_ig_on_ids(chat_llama, prefix, gen.token_ids[n + j], 8))
+        close(res.scores[j, : len(prefix)], captum_layer_ig(chat_llama, prefix, gen.token_ids[n + j], 8))
     # A chat trace without generation is attributed on its own (templated) ids too.
     trace = chat_llama.trace(messages, add_generation_prompt=True)
     paris = chat_llama.tokenizer.encode(" Paris")[0]
     res = attribute(chat_llama, trace, target=" Paris", n_steps=8, progress=False)
-    close(res.scores[0], captum_ig_on_ids(chat_llama, prompt, paris, 8))
+    close(res.scores[0], captum_layer_ig(chat_llama, prompt, paris, 8))
     view = lw.SaliencyView(res)
     assert view.template == trace.chat.template and view.token_messages == trace.chat.token_messages
 
