@@ -27,11 +27,11 @@ import torch
 from captum.attr import FeatureAblation, ShapleyValueSampling
 from captum.attr._utils.approximation_methods import approximation_parameters
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from ..core import checks
 from ..core.hooks import hooked, inputs_only, post
 from ..core.memory import require
+from ..core.progress import tqdm
 from ..core.trace import Trace
 from .memory import estimate_tokens, fitting_batch
 

@@ -31,10 +31,10 @@ from weakref import WeakKeyDictionary
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from ..core import checks
 from ..core.hooks import block_output, hooked, post, replace_output, run
+from ..core.progress import tqdm
 
 if TYPE_CHECKING:
     from ..core.models import LanguageModel

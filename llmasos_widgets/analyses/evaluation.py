@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from ..core import checks
+from ..core.progress import tqdm
 from .attention import AttentionIndex
 from .attribution import METHODS as ATTRIBUTION_METHODS
 from .attribution import attribute

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from ..core import checks
 from ..core.corpus import text_corpus
+from ..core.progress import tqdm
 from .corpus_index import CONTEXT_TENSORS, CorpusIndex, Example, TopContexts, fingerprint, vocab_of
 from .sae import SAE
 from .sae.quality import layer_activations

@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from ..core import checks
 from ..core.corpus import check_texts, padded, text_corpus
 from ..core.hooks import read
+from ..core.progress import tqdm
 from .corpus_index import CONTEXT_TENSORS, CorpusIndex, Example, TopContexts, fingerprint, vocab_of
 from .neurons import d_mlp
 

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 from transformers import AutoConfig, PreTrainedModel
 from transformers.modeling_gguf_pytorch_utils import (
     TENSOR_PROCESSORS,
@@ -25,6 +24,7 @@ from transformers.modeling_gguf_pytorch_utils import (
 )
 
 from .meta import empty_model, materialise
+from .progress import tqdm
 
 
 def load_gguf(path: str | Path, dtype: torch.dtype) -> PreTrainedModel:

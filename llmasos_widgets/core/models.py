@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 from transformers import (
     AutoConfig,
     AutoModel,
@@ -28,6 +27,7 @@ from transformers import (
     AutoTokenizer,
     PreTrainedModel,
 )
+from transformers.utils import logging as hf_logging
 
 from . import chat, checks
 from .adapters import Adapter, adapter_class, adapter_for
@@ -35,6 +35,7 @@ from .backends import NNsightBackend, TorchBackend, backend_for
 from .gguf import load_gguf
 from .hooks import ModelLock, lock_of
 from .offload import execution_device
+from .progress import tqdm
 from .tiny import TINY_NAMES, tiny_model
 from .trace import Trace
 
@@ -673,7 +674,15 @@ def _load_bundled_gguf(name: str, dtype: torch.dtype, placement: dict[str, Any])
     cached = cache_dir() / f"{name}-{BUNDLED[name][1]}"
     if not (cached / "model.safetensors").exists():
         _dequantize_to_cache(gguf, cached)
-    model = AutoModelForCausalLM.from_pretrained(str(cached), dtype=dtype, attn_implementation="sdpa", **placement)
+    # About a second from the cache: transformers' "Loading weights" bar would only leave a bar stuck at 0 % in
+    # a saved notebook (it is drawn once, as a widget).
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(cached), dtype=dtype, attn_implementation="sdpa", **placement)
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
     return model, AutoTokenizer.from_pretrained(str(cached))
 
 

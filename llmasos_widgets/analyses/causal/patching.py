@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from ...core import checks
 from ...core.memory import require
+from ...core.progress import tqdm
 from ..memory import estimate_tokens
 
 if TYPE_CHECKING:

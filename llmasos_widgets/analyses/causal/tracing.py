@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from ...core import checks
+from ...core.progress import tqdm
 
 if TYPE_CHECKING:
     from ...core.models import LanguageModel

@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from ...core import checks, files
 from ...core.corpus import text_corpus
+from ...core.progress import tqdm
 from ..corpus_index import fingerprint
 from .quality import forward_to
 

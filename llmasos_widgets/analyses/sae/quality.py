@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from ...core.corpus import padded
 from ...core.hooks import block_output, hooked, post, read, replace_output, site
+from ...core.progress import tqdm
 
 if TYPE_CHECKING:
     from ...core.models import LanguageModel

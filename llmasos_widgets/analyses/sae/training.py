@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from ...core import checks, files
 from ...core.corpus import text_corpus
+from ...core.progress import tqdm
 from ..corpus_index import fingerprint
 from .cache import ActivationCache
 from .model import MASSIVE_RATIO, SAE, decode_sparse
