@@ -17,7 +17,7 @@ import traitlets
 from ..analyses.attention import AGGREGATES, SCORE_NAMES, AttentionIndex, pool
 from ..core import checks
 from ..core.trace import Trace
-from . import wire
+from . import summary, wire
 from .base import ViewBase
 from .panels import panel
 from .protocol import Reply, request
@@ -170,6 +170,20 @@ class AttentionView(ViewBase):
     # queries, and the zeros after them cost next to nothing once gzipped): where each token looks
     # ("from") first, then who looks at it ("to"), since "from" is what a click shows first.
     export_token_bytes = 3 * 2**20
+
+    def _summary(self) -> list[str]:
+        lines = [f"{self.n_layers} layers x {self.n_heads} heads; panel: {self.panel}"]
+        if self.selected_layer >= 0 and self.selected_head >= 0:
+            query = self.selected_token if self.selected_token >= 0 else len(self.tokens) - 1
+            row = self.trace.attention(self.selected_layer)[self.selected_head, query].float()
+            top = row.topk(min(3, query + 1))
+            shown = ", ".join(
+                f"{summary.quote(self.tokens[int(i)])} {summary.number(float(w))}"
+                for w, i in zip(top.values, top.indices, strict=True)
+            )
+            head = f"L{self.selected_layer}H{self.selected_head}"
+            lines.append(f"{head}: from {summary.quote(self.tokens[query])} (#{query}) most weight on {shown}")
+        return lines
 
     def _export_requests(self) -> tuple[list[dict[str, Any]], str]:
         T, n = len(self.trace), self.trace.n_layers * (self.trace.n_heads + 1)  # + 1: the rollout row

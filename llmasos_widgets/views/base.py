@@ -16,7 +16,7 @@ import traitlets
 
 from ..core import checks
 from ..core.trace import Trace
-from . import export
+from . import export, summary
 from .assets import bundle, stylesheet
 from .protocol import Reply, RequestSpec, requests_of, watch_interrupts
 
@@ -201,6 +201,26 @@ class ViewBase(anywidget.AnyWidget):
         if found[1].stream:
             return method
         return lambda reply, **params: reply.done(*method(**params))
+
+    # -- what a host without widgets shows (summary.py) --------------------------------------------
+    def __repr__(self) -> str:
+        return f"<{summary.head_line(self)}>"
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        """The widget, with a text summary and a static table beside it for hosts that cannot run widgets."""
+        found = super()._repr_mimebundle_(**kwargs)
+        if found is None:
+            return None
+        data, metadata = found if isinstance(found, tuple) else (found, {})
+        return summary.bundle(self, data), metadata
+
+    def _summary(self) -> list[str]:
+        """Lines that state what the view shows beyond its model and tokens (its key numbers)."""
+        return []
+
+    def _summary_scores(self) -> list[float] | None:
+        """One number per token to shade the static summary's tokens by (None: no shading)."""
+        return None
 
     # -- export --------------------------------------------------------------------------------
     def _export_requests(self) -> tuple[list[dict[str, Any]], str]:

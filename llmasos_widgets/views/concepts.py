@@ -15,7 +15,7 @@ import traitlets
 
 from ..analyses.concepts import TCAVResult, projection
 from ..core.trace import Trace
-from . import wire
+from . import summary, wire
 from .base import ViewBase
 from .panels import panel
 from .protocol import request
@@ -146,6 +146,16 @@ class ConceptView(ViewBase):
         return self.result.concept_index(proposal["value"])
 
     # -- requests ------------------------------------------------------------------------------
+    def _summary(self) -> list[str]:
+        lines = [f"TCAV toward {summary.quote(self.target)}, {self.n_random} random sets, alpha {self.alpha}"]
+        for row in self.rows:
+            verdict = "significant" if row["significant"] else "not significant"
+            lines.append(
+                f"{row['concept']} at layer {row['layer']}: score {summary.number(row['score'])} vs random "
+                f"{summary.number(row['random_score'])}, {verdict}"
+            )
+        return lines
+
     def _export_requests(self) -> tuple[list[dict[str, Any]], str]:
         # Everything the view can ask for: the page's width picks one of CHART_WIDTHS, a click picks a layer
         # or a concept. A view exported with no layer selected draws that chart first.

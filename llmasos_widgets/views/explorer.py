@@ -216,6 +216,11 @@ class Explorer(ViewBase):
 
         return route
 
+    def _summary(self) -> list[str]:
+        lines = ["panels: " + ", ".join(self.panels)]
+        lines += [f"{name} left out: {why}" for name, why in self.panel_notes.items()]
+        return lines
+
     def _export_requests(self) -> tuple[list[dict[str, Any]], str]:
         requests, notes = [], []
         for name in self.panels:

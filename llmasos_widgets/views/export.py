@@ -177,13 +177,8 @@ def check_path(path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def save_html(views: list[ViewBase], path: str | os.PathLike[str], *, title: str | None = None) -> Path:
-    """Write ``views`` to one self-contained HTML file (see ``ViewBase.save_html``); returns the path.
-
-    The path is checked first (:func:`check_path`: an ``.html`` or ``.htm`` name in a folder one can write
-    to), before any answer is recorded.
-    """
-    path = check_path(path)
+def check_bundles(views: list[ViewBase]) -> str:
+    """The export runtime's source, once every view's front-end bundle and the runtime are known to be there."""
     runtime_path = STATIC / "standalone.js"
     if not runtime_path.is_file():
         raise ValueError("the export runtime static/standalone.js is missing: run `npm run build` or reinstall")
@@ -195,41 +190,54 @@ def save_html(views: list[ViewBase], path: str | os.PathLike[str], *, title: str
     runtime = runtime_path.read_text(encoding="utf-8")
     if "</script" in runtime.lower():
         raise ValueError("the export runtime holds '</script' and cannot be inlined")
-    title = title or " · ".join(type(v).__name__ for v in views)
-    parts, notes = [], []
-    for i, view in enumerate(views):
-        recorded, note = record(view)
-        notes.append(f"{type(view).__name__}: {note}")
-        data = {
-            "esm": base64.b64encode(_source(view._esm).encode()).decode(),
-            "css": _source(view._css),
-            "state": _state(view),
-            "recorded": recorded,
-        }
-        parts.append(
-            f'<p class="lw-export-note">{html.escape(notes[-1])}</p>\n'
-            f'<div id="lw-view-{i}" data-state="loading"></div>\n'
-            f'<script type="application/octet-stream" class="lw-export" data-host="lw-view-{i}">'
-            f"{pack(data)}</script>"
-        )
-    page = f"""<!doctype html>
+    return runtime
+
+
+def view_part(view: ViewBase, host: str) -> tuple[str, str]:
+    """One view's part of a page (its note, its host element ``host`` and its packed data) and its note.
+
+    A page may hold any number of parts, each with its own ``host`` id, anywhere in its body; the runtime
+    (:func:`page`) finds them all.
+    """
+    recorded, note = record(view)
+    note = f"{type(view).__name__}: {note}"
+    data = {
+        "esm": base64.b64encode(_source(view._esm).encode()).decode(),
+        "css": _source(view._css),
+        "state": _state(view),
+        "recorded": recorded,
+    }
+    part = (
+        f'<p class="lw-export-note">{html.escape(note)}</p>\n'
+        f'<div id="{html.escape(host)}" data-state="loading"></div>\n'
+        f'<script type="application/octet-stream" class="lw-export" data-host="{html.escape(host)}">'
+        f"{pack(data)}</script>"
+    )
+    return part, note
+
+
+def page(title: str, body: str, runtime: str, *, style: str = "") -> str:
+    """A whole offline page: no network (content policy), ``body`` (trusted HTML), then the export runtime."""
+    return f"""<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta http-equiv="Content-Security-Policy" content="{_POLICY}">
 <title>{html.escape(title)}</title>
-<style>body {{ font-family: system-ui, sans-serif; margin: 16px; }} .lw-export-note {{ color: #666; }}</style>
+<style>body {{ font-family: system-ui, sans-serif; margin: 16px; }} .lw-export-note {{ color: #666; }}{style}</style>
 </head>
 <body>
-<h1 style="font-size: 16px">{html.escape(title)}</h1>
-<p class="lw-export-note">{_ABOUT}</p>
-{chr(10).join(parts)}
+{body}
 <script type="module">{runtime}</script>
 </body>
 </html>
 """
-    encoded = page.encode("utf-8")
+
+
+def write_page(path: Path, text: str) -> int:
+    """Write ``text`` to ``path`` through a temporary name (refused over ``MAX_BYTES``); returns its size in bytes."""
+    encoded = text.encode("utf-8")
     if len(encoded) > MAX_BYTES:
         raise ValueError(
             f"the export would be {len(encoded) / 2**20:.0f} MB, over {MAX_BYTES / 2**20:.0f} MB: record less"
@@ -248,5 +256,26 @@ def save_html(views: list[ViewBase], path: str | os.PathLike[str], *, title: str
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    print(f"wrote {path} ({len(encoded) / 1024:.0f} kB): {'; '.join(notes)}")
+    return len(encoded)
+
+
+def save_html(views: list[ViewBase], path: str | os.PathLike[str], *, title: str | None = None) -> Path:
+    """Write ``views`` to one self-contained HTML file (see ``ViewBase.save_html``); returns the path.
+
+    The path is checked first (:func:`check_path`: an ``.html`` or ``.htm`` name in a folder one can write
+    to), before any answer is recorded.
+    """
+    path = check_path(path)
+    runtime = check_bundles(views)
+    title = title or " · ".join(type(v).__name__ for v in views)
+    parts, notes = [], []
+    for i, view in enumerate(views):
+        part, note = view_part(view, f"lw-view-{i}")
+        parts.append(part)
+        notes.append(note)
+    body = f"""<h1 style="font-size: 16px">{html.escape(title)}</h1>
+<p class="lw-export-note">{_ABOUT}</p>
+{chr(10).join(parts)}"""
+    size = write_page(path, page(title, body, runtime))
+    print(f"wrote {path} ({size / 1024:.0f} kB): {'; '.join(notes)}")
     return path

@@ -25,7 +25,7 @@ from ..analyses.neurons import direction_logits, histogram
 from ..analyses.sae import SAE, TopK, shipped_saes
 from ..core import checks
 from ..core.trace import Trace
-from . import wire
+from . import summary, wire
 from .base import ViewBase
 from .panels import panel
 from .protocol import Reply, request
@@ -334,6 +334,18 @@ class FeatureView(ViewBase):
         payload = {**res.summary(), "step": step}
         payload.update(feature=f, scale=self.steer_scales[step], direction=res.direction)
         reply.done(payload, [])
+
+    def _summary(self) -> list[str]:
+        pos = self.selected_token if self.selected_token >= 0 else len(self.tokens) - 1
+        values, indices = self._values[pos], self._indices[pos]
+        shown = ", ".join(
+            f"#{int(i)} {summary.number(float(v))}" for v, i in zip(values[:3], indices[:3], strict=True) if v > 0
+        )
+        lines = [f"{self.sae_name}: {self.n_features} features of layer {self.layer}"]
+        lines.append(f"strongest at {summary.quote(self.tokens[pos])} (#{pos}): {shown or 'none active'}")
+        if self.selected_feature >= 0:
+            lines.append(f"selected feature #{self.selected_feature}")
+        return lines
 
     def _export_requests(self) -> tuple[list[dict[str, Any]], str]:
         n = len(self.trace)

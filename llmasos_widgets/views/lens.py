@@ -17,7 +17,7 @@ import traitlets
 from ..analyses.lens import logit_lens, logit_lens_block
 from ..core import checks
 from ..core.trace import Trace
-from . import wire
+from . import summary, wire
 from .base import ViewBase
 from .panels import panel
 from .protocol import Reply, request
@@ -72,6 +72,17 @@ class LensView(ViewBase):
     @traitlets.validate("k")
     def _check_k(self, proposal: Any) -> int:
         return checks.int_in("k", proposal["value"], 1, 50)
+
+    def _summary(self) -> list[str]:
+        last, n = len(self.tokens) - 1, self.n_layers
+        layers = sorted({n // 4, n // 2, (3 * n) // 4, n - 1})
+        ids, probs = logit_lens_block(self.trace, slice(last, last + 1), layers=range(n))
+        decode = self.trace.model.decode_token
+        shown = ", ".join(
+            f"L{layer} {summary.quote(decode(int(ids[layer, 0])))} {summary.number(float(probs[layer, 0]))}"
+            for layer in layers
+        )
+        return [f"top token after {summary.quote(self.tokens[last])} by layer (logit lens): {shown}"]
 
     def _export_requests(self) -> tuple[list[dict[str, Any]], str]:
         n_layers, T = self.trace.n_layers, len(self.trace)

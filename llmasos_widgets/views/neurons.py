@@ -24,7 +24,7 @@ from ..analyses.neurons import (
 )
 from ..core import checks
 from ..core.trace import Trace
-from . import wire
+from . import summary, wire
 from .base import ViewBase
 from .panels import panel
 from .protocol import request
@@ -145,6 +145,19 @@ class NeuronView(ViewBase):
         return int(value)
 
     # -- requests ------------------------------------------------------------------------------
+    def _summary(self) -> list[str]:
+        lines = [f"{self.n_layers} layers x {self.d_mlp} neurons; layer {self.selected_layer}"]
+        if self.selected_neuron >= 0:
+            acts = self.trace.mlp_post(self.selected_layer)[:, self.selected_neuron].float()
+            i = int(acts.argmax())
+            lines.append(
+                f"neuron {self.selected_layer}.{self.selected_neuron}: highest here on {summary.quote(self.tokens[i])}"
+                f" (#{i}) at {summary.number(float(acts[i]))}"
+            )
+        if self.index_layers:
+            lines.append(f"corpus index of layers {', '.join(map(str, self.index_layers))}")
+        return lines
+
     def _export_requests(self) -> tuple[list[dict[str, Any]], str]:
         asked: list[dict[str, Any]] = [{"what": "layer", "layer": self.selected_layer, "k": self.k}]
         routed = ""

@@ -22,7 +22,7 @@ from torch import Tensor
 from ..analyses.causal import DIRECTIONS, METHODS, SITES, Metric, Patching, PatchResult
 from ..core import checks
 from ..core.models import LanguageModel
-from . import wire
+from . import summary, wire
 from .base import ViewBase
 from .protocol import Reply, request
 from .wire import Arrays
@@ -282,6 +282,30 @@ class PatchingView(ViewBase):
         return fields, [wire.encode("ids", ids, "int32"), wire.encode("probs", probs, "float32")]
 
     # -- export --------------------------------------------------------------------------------
+    def _summary(self) -> list[str]:
+        lines = [
+            f"patching {self.over} ({self.patch_direction}); {self.metric_name or 'metric'}: clean "
+            f"{summary.number(self.clean_metric)}, corrupt {summary.number(self.corrupt_metric)}",
+            "corrupt tokens: " + summary.token_list(self.corrupt_tokens),
+        ]
+        result = self.results.get(self.method)
+        if result is None:
+            lines.append(f"{self.method}: not computed yet (a kernel is needed)")
+        else:
+            scores = result.scores.float()
+            flat = int(scores.abs().argmax())
+            row, col = divmod(flat, scores.shape[1])
+            where = (
+                f"head {col}"
+                if self.over == "heads"
+                else f"position {self.positions[col] if len(self.positions) == scores.shape[1] else col}"
+            )
+            lines.append(
+                f"{self.method}: largest score {summary.number(float(scores[row, col]))} at layer {row}, {where}"
+                " (1 = the clean metric, 0 = the corrupt one)"
+            )
+        return lines
+
     def _export_requests(self) -> tuple[list[dict[str, Any]], str]:
         for method in METHODS:
             self.compute(method)

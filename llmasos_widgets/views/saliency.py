@@ -17,7 +17,7 @@ import traitlets
 from ..analyses.attribution import METHODS, SIGNED, Attribution, attribute, ig_shortfall
 from ..core import checks
 from ..core.trace import Trace
-from . import wire
+from . import summary, wire
 from .base import ViewBase
 from .panels import panel
 from .protocol import Reply, request
@@ -181,6 +181,28 @@ class SaliencyView(ViewBase):
         return result
 
     # -- requests ------------------------------------------------------------------------------
+    def _summary(self) -> list[str]:
+        if self.result is None:
+            return [f"method {self.method}: computed when the view first asks for it (a kernel is needed)"]
+        result, row = self.result, self.selected_row
+        lines = [f"method {result.method}; target {summary.quote(result.target_tokens[row])}"]
+        if self.contrast:
+            lines[0] += f" (contrast {summary.quote(self.contrast)})"
+        scores = result.scores[row].float()
+        order = scores.abs().argsort(descending=True)[:3]
+        shown = ", ".join(
+            f"{summary.quote(result.input_tokens[int(i)])} {summary.number(float(scores[i]))}" for i in order
+        )
+        lines.append(f"largest scores: {shown}")
+        if self.convergence:
+            lines.append(self.convergence)
+        return lines
+
+    def _summary_scores(self) -> list[float] | None:
+        if self.result is None or self.result.scores.shape[-1] != len(self.tokens):
+            return None
+        return [float(s) for s in self.result.scores[self.selected_row].float()]
+
     def _export_requests(self) -> tuple[list[dict[str, Any]], str]:
         self._ensure_result(progress=False)
         return [{"what": "scores", "version": self.version}], (

@@ -19,6 +19,7 @@ import traitlets
 from ..analyses.causal import STEER_POSITIONS, Metric, Steering, SteerResult, as_direction, stream_norm
 from ..core import checks
 from ..core.models import LanguageModel
+from . import summary
 from .base import ViewBase
 from .protocol import Reply, request
 
@@ -200,6 +201,17 @@ class SteeringView(ViewBase):
         if reply.cancelled:
             return
         reply.done({**res.summary(), "step": step}, [])
+
+    def _summary(self) -> list[str]:
+        lines = [
+            f"direction {self.direction_name!r} at layer {self.layer}: norm {summary.number(self.direction_norm)}"
+            f" (stream's median norm {summary.number(self.stream_norm)}); alpha {summary.number(self.alpha)}"
+        ]
+        res = self.result
+        if res is not None:
+            lines.append(f"at alpha {summary.number(res.alpha)}: " + "".join(res.steered)[:200])
+            lines.append("unsteered: " + "".join(res.baseline)[:200])
+        return lines
 
     def _export_requests(self) -> tuple[list[dict[str, Any]], str]:
         requests = [{"what": "steer", "step": i, "positions": self.positions} for i in range(len(self.alpha_values))]

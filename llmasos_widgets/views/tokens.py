@@ -9,7 +9,7 @@ import traitlets
 
 from ..core import checks
 from ..core.trace import Trace
-from . import wire
+from . import summary, wire
 from .base import ViewBase
 from .panels import panel
 from .protocol import request
@@ -52,6 +52,13 @@ class TokensView(ViewBase):
     @traitlets.validate("k")
     def _check_k(self, proposal: Any) -> int:
         return checks.int_in("k", proposal["value"], 1, 50)
+
+    def _summary(self) -> list[str]:
+        if self.trace.model.adapter.unembed() is None:
+            return ["no language-model head: no next-token predictions"]
+        preds = self.trace.top_predictions(-1, k=min(self.k, 5))
+        shown = ", ".join(f"{summary.quote(p.token)} {summary.number(p.prob)}" for p in preds)
+        return [f"next token after {summary.quote(self.tokens[-1])}: {shown}"]
 
     def _export_requests(self) -> tuple[list[dict[str, Any]], str]:
         requests = [{"what": "predictions", "position": p, "k": self.k} for p in range(len(self.trace))]
