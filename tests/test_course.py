@@ -1,13 +1,17 @@
 """tools/course.py: the student copies hide every solution, keep every signature, and run to a verdict."""
 
 import ast
+import importlib
 import importlib.util
 import json
+import re
+import sys
 from pathlib import Path
 
 import pytest
 
 import llmasos_widgets as lw
+from llmasos_widgets.views import export
 
 ROOT = Path(__file__).parent.parent
 spec = importlib.util.spec_from_file_location("course", ROOT / "tools" / "course.py")
@@ -49,6 +53,7 @@ def test_the_student_copy_hides_each_solution_and_keeps_its_signature(path):
     for original, copy in zip(notebook["cells"], student["cells"], strict=True):
         if "solution" not in original.get("metadata", {}).get("tags", []):
             assert copy["source"] == original["source"]
+            assert copy.get("outputs") == original.get("outputs")  # compared by nbval in the student's copy too
             continue
         before, after = ast.parse("".join(original["source"])), ast.parse("".join(copy["source"]))
         defs = [n for n in before.body if isinstance(n, ast.FunctionDef)]
@@ -59,7 +64,7 @@ def test_the_student_copy_hides_each_solution_and_keeps_its_signature(path):
             assert body not in "".join(copy["source"])  # the solution is gone
             assert isinstance(stubs[fn.name].body[-1], ast.Raise)
         assert "assert verdict.passed" not in "".join(copy["source"])
-        assert copy["outputs"] == []
+        assert copy["outputs"] == [] and copy["execution_count"] is None  # run by nbval, not compared
 
 
 def test_a_stub_gets_a_verdict_not_an_exception():
@@ -67,3 +72,38 @@ def test_a_stub_gets_a_verdict_not_an_exception():
     exec(course.hide("def top_k(logits, k):\n    return logits.topk(k)\n"), namespace)
     verdict = lw.check("top_k", namespace["top_k"], models=["tiny-llama"])
     assert not verdict.passed and "NotImplementedError" in verdict.message
+
+
+def test_a_handout_holds_the_prose_the_code_the_outputs_and_each_view_offline(tmp_path):
+    import nbformat
+
+    handouts = _load_handouts()
+    text = "The capital of France is"
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_markdown_cell("# Tokens\n\nThe **tokens** of a text, and $x_i$."),
+            nbformat.v4.new_code_cell(
+                "import llmasos_widgets as lw\nmodel = lw.load_model('tiny-llama')\nprint('<b>x</b>')"
+            ),
+            nbformat.v4.new_code_cell(f"lw.TokensView(model.trace({text!r}))"),
+        ]
+    )
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    source = tmp_path / "tokens.ipynb"
+    nbformat.write(nb, source)
+    page = handouts.handout(source, tmp_path / "out").read_text(encoding="utf-8")
+    assert "<h1>Tokens</h1>" in page and "<strong>tokens</strong>" in page
+    assert "lw.TokensView(model.trace(&#x27;The capital" in page  # the code, escaped
+    assert "&lt;b&gt;x&lt;/b&gt;" in page and "<b>x</b>" not in page  # printed text stays text
+    # The view's offline data: its bundle, its traits and the predictions it recorded at every token.
+    [packed] = re.findall(r'<script type="application/octet-stream" class="lw-export"[^>]*>([^<]*)</script>', page)
+    data = export.unpack(packed)
+    trace = lw.load_model("tiny-llama").trace(text)
+    assert data["state"]["tokens"] == trace.tokens and len(data["recorded"]) == len(trace)
+    assert "Content-Security-Policy" in page and page.count("DecompressionStream") == 1  # one runtime
+    assert not re.search(r"""(src|href)=["']?https?:""", page)  # nothing from a network
+
+
+def _load_handouts():
+    sys.path.insert(0, str(ROOT / "tools"))
+    return importlib.import_module("handouts")

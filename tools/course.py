@@ -3,10 +3,12 @@
 One source: the notebooks in ``notebooks/`` are the solution copies (each exercise's solution cell is
 tagged ``solution``). In a student copy, each function defined at the top level of a solution cell keeps
 its signature and loses its body (it raises ``NotImplementedError`` until the student writes it), and the
-``assert verdict.passed`` line is dropped, so the cell runs and prints the checker's verdict::
+``assert verdict.passed`` line is dropped, so the cell runs and prints the checker's verdict; the other
+cells keep the solution's outputs, which nbval compares::
 
     python tools/course.py              # writes build/student/<name>.ipynb (build/ is not committed)
-    pytest --nbval-lax build/student    # each cell runs; an exercise cell prints its FAIL verdict
+    pytest --nbval --sanitize-with notebooks/sanitize.cfg build/student   # outputs compared, exercises run
+    python tools/course.py --handouts build/handouts   # one offline HTML handout per notebook (handouts.py)
 """
 
 from __future__ import annotations
@@ -40,13 +42,18 @@ def hide(source: str) -> str:
 
 
 def student_copy(notebook: dict) -> dict:
-    """A copy of ``notebook`` with its ``solution``-tagged cells hidden (see :func:`hide`) and outputs cleared."""
+    """A copy of ``notebook`` with its ``solution``-tagged cells hidden (see :func:`hide`) and their outputs cleared.
+
+    Every other cell keeps the solution copy's outputs, so ``pytest --nbval`` checks that the student's copy
+    computes what the solution's does everywhere but in the exercises (a cell with no outputs and no execution
+    count is run, not compared).
+    """
     copy = json.loads(json.dumps(notebook))
     for cell in copy["cells"]:
         if cell["cell_type"] != "code":
             continue
-        cell["outputs"], cell["execution_count"] = [], None
         if "solution" in cell.get("metadata", {}).get("tags", []):
+            cell["outputs"], cell["execution_count"] = [], None
             text = hide("".join(cell["source"]))
             cell["source"] = text.splitlines(keepends=True)
             cell["metadata"]["tags"] = [t for t in cell["metadata"]["tags"] if t != "solution"] + ["exercise"]
@@ -65,4 +72,19 @@ def main(folder: str = "notebooks", out_folder: str = "build/student") -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    if sys.argv[1:2] == ["--handouts"]:
+        # python tools/course.py --handouts DIR [NOTEBOOK ...]: one offline HTML handout per notebook (handouts.py)
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from handouts import handout
+
+        if len(sys.argv) < 3:
+            sys.exit("usage: python tools/course.py --handouts DIR [NOTEBOOK ...]")
+        chosen = sys.argv[3:] or [
+            str(p)
+            for p in sorted(Path("notebooks").glob("*.ipynb"))
+            if any("solution" in c.get("metadata", {}).get("tags", []) for c in json.loads(p.read_text())["cells"])
+        ]
+        for name in chosen:
+            handout(name, sys.argv[2])
+    else:
+        main(*sys.argv[1:])
