@@ -49,15 +49,34 @@ def student_copy(notebook: dict) -> dict:
     count is run, not compared).
     """
     copy = json.loads(json.dumps(notebook))
+    hidden: set[str] = set()  # the functions whose bodies the student writes
     for cell in copy["cells"]:
         if cell["cell_type"] != "code":
             continue
-        if "solution" in cell.get("metadata", {}).get("tags", []):
+        solution = "solution" in cell.get("metadata", {}).get("tags", [])
+        if solution:
+            tree = ast.parse("".join(cell["source"]))
+            hidden |= {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+        if solution or _uses(cell, hidden):
+            # A cell that calls the student's function (a planted mistake built on it) prints something else
+            # until it is written: run, not compared.
             cell["outputs"], cell["execution_count"] = [], None
+        if solution:
             text = hide("".join(cell["source"]))
             cell["source"] = text.splitlines(keepends=True)
             cell["metadata"]["tags"] = [t for t in cell["metadata"]["tags"] if t != "solution"] + ["exercise"]
     return copy
+
+
+def _uses(cell: dict, names: set[str]) -> bool:
+    """Whether ``cell``'s code reads any of ``names``."""
+    if not names:
+        return False
+    try:
+        tree = ast.parse("".join(cell["source"]))
+    except SyntaxError:  # IPython magics: compare the words
+        return any(name in "".join(cell["source"]) for name in names)
+    return any(isinstance(n, ast.Name) and n.id in names for n in ast.walk(tree))
 
 
 def main(folder: str = "notebooks", out_folder: str = "build/student") -> None:
