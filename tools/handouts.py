@@ -113,7 +113,8 @@ def handout(notebook: str | os.PathLike[str], out_folder: str | os.PathLike[str]
                     nb.cells[scratch] = nbformat.v4.new_code_cell(call)
                     client.execute_cell(nb.cells[scratch], scratch)
                 exported = {p.stem: p.read_text(encoding="utf-8") for p in Path(work).glob("*.html") if p.stem in ids}
-                code = html.escape(cell.source)
+                shown = "\n".join(line for line in cell.source.splitlines() if not line.startswith("# NBVAL_"))
+                code = html.escape(shown)  # without the notebook checker's markers
                 outs = "".join(output_html(o, exported) for o in cell.outputs)
                 body.append(f"<pre class='lw-handout-code'>{code}</pre>{outs}")
     title = source.stem
