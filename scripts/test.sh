@@ -12,7 +12,7 @@ export LW_REQUIRE_BROWSER=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 npm test --silent
 "$PY" -m pytest -q tests llmasos_widgets
 # The notebooks under nbval, on other kernels than the ones that saved them. They are saved by executing
-# them in order with torch's default thread count (2, on an AVX-512 machine), without widget state:
+# them in order (torch on its default 2 threads or on 1; notebooks 00-06 were last saved on 1), without widget state:
 #   jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.store_widget_state=False \
 #     --ExecutePreprocessor.record_timing=False notebooks/NAME.ipynb
 # Here torch runs 1 thread (it reads OMP_NUM_THREADS when imported, and the kernels nbval starts inherit
