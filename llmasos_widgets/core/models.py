@@ -533,7 +533,7 @@ def load_model(
             model = load_gguf(path, dtype)
         else:
             model = AutoModelForCausalLM.from_pretrained(
-                str(path.parent), gguf_file=path.name, dtype=dtype, attn_implementation="sdpa", **placement
+                str(path.parent), gguf_file=path.name, dtype=dtype, **placement
             )
     else:
         model, tokenizer = _load_pretrained(name_or_path, dtype, placement)
@@ -673,7 +673,7 @@ def _load_bundled_gguf(name: str, dtype: torch.dtype, placement: dict[str, Any])
     cached = cache_dir() / f"{name}-{BUNDLED[name][1]}"
     if not (cached / "model.safetensors").exists():
         _dequantize_to_cache(gguf, cached)
-    model = AutoModelForCausalLM.from_pretrained(str(cached), dtype=dtype, attn_implementation="sdpa", **placement)
+    model = AutoModelForCausalLM.from_pretrained(str(cached), dtype=dtype, **placement)
     return model, AutoTokenizer.from_pretrained(str(cached))
 
 
