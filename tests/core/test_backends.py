@@ -128,12 +128,12 @@ def test_what_a_remote_request_would_send(monkeypatch):
     assert len(sent) == 1
     with pytest.raises(Sent):
         AttentionIndex(trace).overview(0, 16)  # the overview is computed where the model runs
-    (patch_request, patch_blob, host, _), (_, trace_blob, _, _) = sent
+    (patch_request, patch_blob, host, _), (_, overview_blob, _, _) = sent
     assert repo in patch_request.metadata() and host.startswith("https://")
     # One session for the whole grid (source, clean and corrupt runs and a trace per layer): code and token ids.
     weights = sum(p.numel() * 4 for p in hf.parameters())
     assert len(patch_blob) < 64_000 < weights, (len(patch_blob), weights)
-    assert len(trace_blob) < 64_000
+    assert len(overview_blob) < 64_000
 
 
 def test_a_remote_overview_is_computed_where_the_model_runs():
