@@ -144,6 +144,8 @@ class AttentionIndex:
     def rows(self, pos: int) -> Tensor:  # [layer, head, key]
         """Where token ``pos`` looks: its attention row in every layer and head."""
         pos = self.trace.check_position(pos)
+        if self._served_here():
+            return self.trace.model.backend.attention_token(self.trace.model, self._ids(), pos, "from")
         out = []
         for layer in range(self.trace.n_layers):
             q, k, scale = self.qk(layer)
@@ -155,6 +157,8 @@ class AttentionIndex:
     def columns(self, pos: int) -> Tensor:  # [layer, head, query]
         """Who looks at token ``pos``: its attention column in every layer and head."""
         pos = self.trace.check_position(pos)
+        if self._served_here():
+            return self.trace.model.backend.attention_token(self.trace.model, self._ids(), pos, "to")
         out = []
         for layer in range(self.trace.n_layers):
             q, k, scale = self.qk(layer)
@@ -176,8 +180,7 @@ class AttentionIndex:
         0, 1, ... for the rollout, which multiplies up layer by layer.
         """
         layer = self.trace.check_layer(layer)
-        model = self.trace.model
-        if model.backend.remote and model.backend.serves_attention(model):
+        if self._served_here():
             return self._served_overview(layer, size)
         q, k, scale = self.qk(layer)
         n_heads, n = q.shape[0], self.n_tokens
@@ -224,14 +227,20 @@ class AttentionIndex:
                 rollout = bins @ self._rollout[layer] @ bins.T
         return LayerOverview(layer, thumbs, scores, rollout)
 
+    def _served_here(self) -> bool:  # a remote model (nnsight, NDIF) whose attention is computed where it runs
+        model = self.trace.model
+        return bool(model.backend.remote) and model.backend.serves_attention(model)
+
+    def _ids(self) -> Tensor:
+        return torch.tensor([self.trace.token_ids])
+
     def _served_overview(self, layer: int, size: int) -> LayerOverview:
         # A remote model (nnsight, NDIF): every layer's summaries in one request, computed where the model runs,
         # so that the overview never brings the residual stream back (core/backends.attention_overview).
         model = self.trace.model
         with self._lock:
             if self._served is None or self._served[0] != size:
-                ids = torch.tensor([self.trace.token_ids])
-                self._served = (size, *model.backend.attention_overview(model, ids, size, self.rollout_limit))
+                self._served = (size, *model.backend.attention_overview(model, self._ids(), size, self.rollout_limit))
             _, thumbs, scores, rollout = self._served
         return LayerOverview(layer, thumbs[layer], scores[layer], None if rollout is None else rollout[layer])
 

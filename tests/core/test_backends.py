@@ -151,6 +151,12 @@ def test_a_remote_overview_is_computed_where_the_model_runs():
     heads, layers = model.n_heads, model.n_layers
     assert model.backend.received_bytes == 4 * layers * (heads * size * size + 3 * heads + size * size)
     assert trace._resid.fetched == trace._mlp_post.fetched == 0  # noqa: SLF001 (what came back: nothing else)
+    # A click: one token's row and column in every layer and head, one request each, [layer, head, token] floats.
+    for position in (0, 5, n - 1):
+        assert torch.allclose(theirs.rows(position), ours.rows(position), atol=1e-6)
+        assert model.backend.received_bytes == 4 * layers * heads * n
+        assert torch.allclose(theirs.columns(position), ours.columns(position), atol=1e-6)
+    assert trace._resid.fetched == 0  # noqa: SLF001
     # The rest of the Trace reads each site on first use, equal to the default backend's.
     assert trace.top_predictions(-1) == ours.trace.top_predictions(-1)
     assert trace._resid.fetched == 1  # noqa: SLF001 (the final stream only)
@@ -162,11 +168,13 @@ def test_a_remote_overview_of_another_family_is_computed_here():
     # Gemma 2 soft-caps and slides its window: not rebuilt where the model runs; computed here from the stream.
     model = lw.load_model("tiny-gemma2", backend="nnsight", remote="local")
     assert not model.backend.serves_attention(model)
-    with pytest.raises(ValueError, match="Llama-like"):
+    with pytest.raises(ValueError, match="Llama-like"):  # the overview and a click computed here instead
         model.backend.attention_overview(model, torch.tensor([[1, 2, 3]]), 8, 1024)
     ours, theirs = AttentionIndex(lw.load_model("tiny-gemma2").trace(TEXT)), AttentionIndex(model.trace(TEXT))
     for layer in range(model.n_layers):
         assert torch.allclose(ours.overview(layer, 8).thumbs, theirs.overview(layer, 8).thumbs, atol=1e-6)
+    assert torch.allclose(ours.rows(3), theirs.rows(3), atol=1e-6)
+    assert theirs.trace._resid.fetched == model.n_layers  # noqa: SLF001 (each block's input, read once)
 
 
 def test_bad_backends_are_named():
