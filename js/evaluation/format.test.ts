@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { bestIndex, FLOOR_COLOUR, fmt, intervalText, methodColour, pValueText } from "./format";
+import { bestIndex, FLOOR_COLOUR, fmt, intervalText, methodColour, pValueText, verdict } from "./format";
 
 test("numbers: three significant digits, no negative zero, NaN named", () => {
   assert.equal(fmt(0.0031234), "0.00312");
@@ -30,4 +30,11 @@ test("each method its own colour; the floor grey", () => {
   assert.equal(methodColour(methods, 1, "random"), FLOOR_COLOUR);
   assert.notEqual(methodColour(methods, 0, "random"), methodColour(methods, 2, "random"));
   assert.equal(methodColour(methods, 2, "random"), methodColour(["saliency", "occlusion"], 1, ""));
+});
+
+test("a difference is better or worse only when its interval leaves out 0", () => {
+  assert.equal(verdict(-0.2, -0.3, -0.1, false), "better"); // lower deletion area than the floor
+  assert.equal(verdict(-0.2, -0.3, -0.1, true), "worse");
+  assert.equal(verdict(0.2, -0.1, 0.5, true), "no clear difference");
+  assert.equal(verdict(NaN, NaN, NaN, true), "no clear difference");
 });

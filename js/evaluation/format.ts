@@ -19,6 +19,15 @@ export function pValueText(p: number): string {
   return p < 0.001 ? "p < 0.001" : `p = ${p.toPrecision(2)}`;
 }
 
+/**
+ * What a paired difference (a method minus the reference) says: "better" or "worse" when its interval
+ * excludes 0, in the direction the metric rewards; "no clear difference" when it holds 0 (or is NaN).
+ */
+export function verdict(diff: number, low: number, high: number, higherBetter: boolean): string {
+  if (!(Number.isFinite(low) && Number.isFinite(high)) || (low <= 0 && high >= 0)) return "no clear difference";
+  return (diff > 0) === higherBetter ? "better" : "worse";
+}
+
 /** Index of the best finite value (highest or lowest); the first of equals; -1 when none is finite. */
 export function bestIndex(values: ArrayLike<number>, higherBetter: boolean): number {
   let best = -1;

@@ -10,7 +10,7 @@ import { appendQuoted, el, renderTokenStrip, setSelected, setText, tokenKeyTarge
 import { defineView, errorBox, type View } from "../shared/view";
 import { floats } from "../shared/wire";
 import { drawnValues, evenGrid, markerIndex, niceMax, polylinePoints, rankingOrder, toPixel, trapezoid, type Box } from "./chart";
-import { bestIndex, fmt, intervalText, methodColour, pValueText } from "./format";
+import { bestIndex, fmt, intervalText, methodColour, pValueText, verdict } from "./format";
 import "./style.css";
 
 /** What the kernel sent (views/evaluation.py, `payload`). */
@@ -272,10 +272,9 @@ function mount(view: View): void {
       if (method === ref) {
         row.append(el("td", "lw-method", method), el("td", "lw-muted", ref === floor() ? "the floor" : "the best: the reference"), el("td"));
       } else {
-        const better = Number.isFinite(diff) && diff !== 0 && (diff! > 0) === up;
         row.append(
           el("td", "lw-method", method),
-          el("td", undefined, `${intervalText(diff!, low!, high!)} ${better ? "better" : "not better"}`),
+          el("td", undefined, `${intervalText(diff!, low!, high!)} ${verdict(diff!, low!, high!, up!)}`),
           el("td", p! < 0.05 ? "lw-best" : undefined, pValueText(p!)),
         );
       }
