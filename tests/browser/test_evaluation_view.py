@@ -92,8 +92,10 @@ def check_prompt(root, want, p: int) -> None:
         expect(tokens).to_have_count(len(want["tokens"][p]))
         shown = [float(t.get_attribute("data-score")) for t in tokens.all()]
         assert shown == pytest.approx(want["scores"][p][method], rel=1e-5, abs=1e-12)
-    text = "".join(t.replace("·", " ") for t in root.locator('[data-testid="overlay"]').first.locator(
-        '[data-testid="token"]').all_inner_texts()).replace("⋯", "")
+    text = "".join(
+        t.replace("·", " ")
+        for t in root.locator('[data-testid="overlay"]').first.locator('[data-testid="token"]').all_inner_texts()
+    ).replace("⋯", "")
     assert text == PROMPTS[p]
 
 
@@ -130,7 +132,9 @@ def test_the_view_in_jupyterlab_draws_the_evaluation_and_a_prompts_strips_follow
 
 
 def test_the_explorer_panel_follows_the_explorers_token(notebook):
-    nb = notebook([SETUP, f"ex = lw.Explorer(model, {PROMPTS[1]!r}, panels=['tokens', 'evaluation'], evaluation=ev)\nex"])
+    nb = notebook(
+        [SETUP, f"ex = lw.Explorer(model, {PROMPTS[1]!r}, panels=['tokens', 'evaluation'], evaluation=ev)\nex"]
+    )
     page = nb.page
     root = page.locator(".lw-root.lw-explorer")
     panel = root.locator('[data-testid="panel-evaluation"]')
