@@ -163,3 +163,16 @@ def test_an_export_records_the_whole_evaluation(ev, tmp_path):
     assert data["state"]["selected_prompt"] == 1 and data["state"]["prompt_texts"] == PROMPTS
     assert PROMPTS[1] not in page  # model text travels inside the gzip, never as page markup
     assert not math.isnan(float(got["summary"][0, 0, 0]))
+
+
+def test_a_view_of_an_evaluation_read_back_from_its_file_is_the_same_view(ev, tmp_path):
+    back = lw.load(ev.save(tmp_path / "ev.safetensors"))
+    a, b = lw.EvaluationView(ev, prompt=1), lw.EvaluationView(back, prompt=1)
+    own = [k for k in a.keys if k != "layout"]  # the layout is a widget of its own, with its own id
+    assert a.get_state(own) == b.get_state(own)
+    (fa, arrays_a), (fb, arrays_b) = sent_payload(a), sent_payload(b)
+    assert {k: v for k, v in fa.items() if k not in ("id", "arrays")} == {
+        k: v for k, v in fb.items() if k not in ("id", "arrays")
+    }
+    assert arrays_a.keys() == arrays_b.keys()
+    assert all(np.array_equal(arrays_a[k], arrays_b[k], equal_nan=True) for k in arrays_a)
