@@ -175,3 +175,35 @@ def test_an_exported_view_works_offline(browser, tmp_path):
         assert errors == []
     finally:
         page.context.close()
+
+
+def test_an_exported_explorer_keeps_its_evaluation_panel_linked_offline(browser, tmp_path):
+    from test_export import open_offline
+
+    scope: dict = {}
+    exec(SETUP, scope)
+    ex = lw.Explorer(scope["model"], PROMPTS[1], panels=["tokens", "evaluation"], evaluation=scope["ev"])
+    page, errors, asked = open_offline(browser, ex.save_html(tmp_path / "explorer.html"))
+    try:
+        root = page.locator(".lw-root.lw-explorer")
+        panel = root.locator('[data-testid="panel-evaluation"]')
+        expect(panel.locator('[data-testid="evaluation"]')).to_have_attribute("data-state", "ready", timeout=30_000)
+        expect(panel.locator('[data-testid="chart"]')).to_have_attribute("data-prompt", "1")
+        panel.locator('[data-testid="overlay"][data-method="random"] [data-testid="token"]').nth(6).click()
+        expect(root.locator(':scope > [data-testid="token-strip"] .lw-token.lw-selected')).to_have_attribute(
+            "data-index", "6"
+        )
+        expect(panel.locator('[data-testid="marker"]').first).to_be_visible()
+        # Another prompt: its strips keep a selection of their own; the Explorer's stays on its text.
+        panel.locator('[data-testid="prompt"][data-index="0"]').click()
+        expect(panel.locator('[data-testid="chart"]')).to_have_attribute("data-prompt", "0")
+        panel.locator('[data-testid="overlay"][data-method="saliency"] [data-testid="token"]').nth(2).click()
+        expect(panel.locator('[data-testid="detail"]')).to_have_attribute("data-token", "2")
+        expect(root.locator(':scope > [data-testid="token-strip"] .lw-token.lw-selected')).to_have_attribute(
+            "data-index", "6"
+        )
+        expect(root.locator(".lw-error")).to_have_count(0)
+        assert [u for u in asked if not u.startswith(("file:", "blob:"))] == []
+        assert errors == []
+    finally:
+        page.context.close()
