@@ -386,7 +386,13 @@ function mount(view: View): void {
 
   async function load(): Promise<void> {
     try {
-      const response = await view.client.request("evaluation", "evaluation", {});
+      const progress = el("span", "lw-loading", "computing the intervals and paired tests…");
+      progress.dataset.testid = "progress";
+      status.append(progress);
+      const onProgress = ({ done, total }: { done: number; total: number }): void => {
+        setText(progress, `computing the intervals and paired tests: ${done}/${total} metrics`);
+      };
+      const response = await view.client.request("evaluation", "evaluation", {}, onProgress).finally(() => progress.remove());
       if (!response) return;
       const { msg, arrays } = response;
       const prompts = (msg["prompts"] as Data["prompts"]) ?? [];

@@ -9,6 +9,8 @@ side by side. The whole evaluation travels in one answer (``"evaluation"``), so 
 from __future__ import annotations
 
 import math
+import threading
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -22,7 +24,7 @@ from ..core.trace import Trace
 from . import wire
 from .base import ViewBase
 from .panels import panel
-from .protocol import request
+from .protocol import Reply, request
 from .wire import Arrays
 
 FLOOR = "random"  # the method every other is tested against, and drawn dashed on every chart
@@ -140,6 +142,8 @@ class EvaluationView(ViewBase):
         if not evaluation.prompts:
             raise ValueError("this Evaluation has no prompts to show")
         self.evaluation = ev = evaluation
+        self._answer: tuple[dict[str, Any], Arrays] | None = None  # the payload, computed once
+        self._answering = threading.Lock()
         self._fixed_text: int | None = None  # an Explorer's panel: its text is the Explorer's
         present = ev.metrics
         super().__init__(
@@ -226,16 +230,20 @@ class EvaluationView(ViewBase):
     def _export_requests(self) -> tuple[list[dict[str, Any]], str]:
         return [{"what": "evaluation"}], "the whole evaluation is recorded: every curve, prompt and test works"
 
-    @request("evaluation")
-    def _evaluation(self) -> tuple[dict[str, Any], Arrays]:
-        return payload(self.evaluation)
+    @request("evaluation", stream=True)
+    def _evaluation(self, reply: Reply) -> None:
+        # On the worker thread: the intervals and paired tests of a large evaluation take seconds.
+        with self._answering:
+            if self._answer is None:
+                self._answer = payload(self.evaluation, progress=reply.progress)
+        reply.done(*self._answer)
 
 
 def _baseline_text(ev: Evaluation) -> str:
     return f"{'the pad token' if ev.baseline == 'pad' else 'token'} (id {ev.baseline_id})"
 
 
-def payload(ev: Evaluation) -> tuple[dict[str, Any], Arrays]:
+def payload(ev: Evaluation, progress: Callable[[int, int], None] | None = None) -> tuple[dict[str, Any], Arrays]:
     """Everything the view draws: names as JSON, numbers as arrays (NaN stays NaN; JSON has none).
 
     ``scores`` [token of every prompt, method]; per curve ``curve/<c>``: each prompt's [method, point]
@@ -243,6 +251,7 @@ def payload(ev: Evaluation) -> tuple[dict[str, Any], Arrays]:
     [method, grid point] (:func:`mean_curve`); ``values`` [prompt, metric, method]; ``summary`` [metric,
     method, (mean, low, high)] (``Evaluation.summary``); ``paired`` [metric, method, (mean difference, low,
     high, p)] against ``references[metric]`` (``Evaluation.compare``; NaN for the reference itself).
+    ``progress(done, total)`` is called after each metric's intervals and tests.
 
     Examples
     --------
@@ -268,6 +277,8 @@ def payload(ev: Evaluation) -> tuple[dict[str, Any], Arrays]:
             if m != ref:
                 t = ev.compare(metric, m, ref)
                 paired[k, j] = torch.tensor([t["mean_diff"], t["low"], t["high"], t["p_value"]], dtype=torch.float64)
+        if progress is not None:
+            progress(k + 1, len(metrics))
     fields = {
         "methods": methods,
         "metrics": metrics,

@@ -10,7 +10,7 @@ import llmasos_widgets as lw
 from llmasos_widgets.analyses.evaluation import auc
 from llmasos_widgets.views import export
 from llmasos_widgets.views.evaluation import mean_curve
-from tests._views import arrays, ask, capture
+from tests._views import arrays, capture, wait_for
 
 PROMPTS = ["The cat sat on the", "大型语言模型 🤖 naïve"]
 METHODS = ["saliency", "attention_last", "random"]
@@ -27,8 +27,11 @@ def ev(model):
 
 
 def sent_payload(view):
-    content, buffers = ask(capture(view), what="evaluation")
-    assert content["type"] == "response", content
+    fresh = view._answer is None  # computed once (with progress per metric), then kept
+    capture(view)._on_custom_msg(view, {"type": "request", "id": 7, "what": "evaluation"}, [])
+    content, buffers = wait_for(view, "response")[0]  # on the worker thread
+    progress = [c["done"] for c, _ in view.sent if c["type"] == "progress"]
+    assert progress == (list(range(1, len(content["metrics"]) + 1)) if fresh else [])
     return content, arrays(content, buffers)
 
 
@@ -140,8 +143,8 @@ def test_an_explorer_panel_on_one_of_the_prompts_follows_its_token_selection(ev,
     # The page's request reaches the panel through the Explorer, and comes back tagged.
     capture(ex)
     ex._on_custom_msg(ex, {"type": "request", "id": 1, "what": "evaluation", "panel": "evaluation"}, [])
-    content = ex.sent[-1][0]
-    assert content["type"] == "response" and content["panel"] == "evaluation"
+    content = wait_for(ex, "response")[0][0]
+    assert content["panel"] == "evaluation" and content["methods"] == METHODS
     # Another text: the panel shows the evaluation with no prompt linked; without one, it says how.
     other = lw.Explorer(model, "A dog ran", panels=["evaluation"], evaluation=ev).panel("evaluation")
     assert (other.selected_prompt, other.text_prompt) == (-1, -1)
