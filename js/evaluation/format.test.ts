@@ -32,9 +32,9 @@ test("each method its own colour; the floor grey", () => {
   assert.equal(methodColour(methods, 2, "random"), methodColour(["saliency", "occlusion"], 1, ""));
 });
 
-test("a difference is better or worse only when its interval leaves out 0", () => {
-  assert.equal(verdict(-0.2, -0.3, -0.1, false), "better"); // lower deletion area than the floor
-  assert.equal(verdict(-0.2, -0.3, -0.1, true), "worse");
-  assert.equal(verdict(0.2, -0.1, 0.5, true), "no clear difference");
-  assert.equal(verdict(NaN, NaN, NaN, true), "no clear difference");
+test("a difference is better or worse only when the paired test rejects no difference", () => {
+  assert.equal(verdict(-0.2, 0.01, false), "better"); // a lower deletion area than the floor
+  assert.equal(verdict(-0.2, 0.01, true), "worse");
+  assert.equal(verdict(0.2, 0.25, true), "no clear difference"); // 3 prompts: the exact test's smallest p
+  assert.equal(verdict(NaN, NaN, true), "no clear difference");
 });

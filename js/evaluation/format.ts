@@ -20,11 +20,13 @@ export function pValueText(p: number): string {
 }
 
 /**
- * What a paired difference (a method minus the reference) says: "better" or "worse" when its interval
- * excludes 0, in the direction the metric rewards; "no clear difference" when it holds 0 (or is NaN).
+ * What a paired difference (a method minus the reference) says: "better" or "worse", in the direction the
+ * metric rewards, only when the paired test rejects no difference at `alpha` (a bootstrap interval over a
+ * few prompts can leave out 0 while the exact test cannot reject: 3 prompts give p >= 0.25); else "no clear
+ * difference".
  */
-export function verdict(diff: number, low: number, high: number, higherBetter: boolean): string {
-  if (!(Number.isFinite(low) && Number.isFinite(high)) || (low <= 0 && high >= 0)) return "no clear difference";
+export function verdict(diff: number, p: number, higherBetter: boolean, alpha = 0.05): string {
+  if (!(Number.isFinite(diff) && Number.isFinite(p)) || p >= alpha || diff === 0) return "no clear difference";
   return (diff > 0) === higherBetter ? "better" : "worse";
 }
 

@@ -274,7 +274,7 @@ function mount(view: View): void {
       } else {
         row.append(
           el("td", "lw-method", method),
-          el("td", undefined, `${intervalText(diff!, low!, high!)} ${verdict(diff!, low!, high!, up!)}`),
+          el("td", undefined, `${intervalText(diff!, low!, high!)} ${verdict(diff!, p!, up!)}`),
           el("td", p! < 0.05 ? "lw-best" : undefined, pValueText(p!)),
         );
       }
