@@ -435,15 +435,21 @@ function mount(view: View): void {
 
   view.listen(curveSelect, "change", () => view.set({ curve: curveSelect.value }));
   view.listen(metricSelect, "change", () => view.set({ metric: metricSelect.value }));
-  view.listen(prompts, "click", (e) => {
-    const row = (e.target as HTMLElement).closest<HTMLElement>(".lw-prompt");
+  view.listen(prompts, "click", (e) => showPrompt((e.target as HTMLElement).closest<HTMLElement>(".lw-prompt")));
+  view.listen(prompts, "keydown", (e) => {
+    if (e.key !== "Enter" && e.key !== " ") return;
+    e.preventDefault();
+    showPrompt((e.target as HTMLElement).closest<HTMLElement>(".lw-prompt"));
+  });
+
+  function showPrompt(row: HTMLElement | null): void {
     if (!row) return;
     const index = Number(row.dataset.index);
     localToken = -1;
     // Alone, the prompt shown is the view's text (its selection); in an Explorer the text is the Explorer's.
     if (view.hosted) view.set({ selected_prompt: index });
     else view.set({ selected_prompt: index, text_prompt: index, selected_token: -1 });
-  });
+  }
   view.on("curve", () => {
     curveSelect.value = curveName();
     drawChart();

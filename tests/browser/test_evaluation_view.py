@@ -167,8 +167,11 @@ def test_an_exported_view_works_offline(browser, tmp_path):
         root.locator('[data-testid="overlay"][data-method="saliency"] [data-testid="token"]').nth(1).click()
         expect(root.locator('[data-testid="detail"]')).to_have_attribute("data-token", "1")
         expect(root.locator('[data-testid="marker"]')).to_have_count(len(METHODS))
-        root.locator('[data-testid="prompt"][data-index="1"]').click()
+        root.locator('[data-testid="overlay"][data-method="random"] .lw-strip').press("ArrowRight")
+        expect(root.locator('[data-testid="detail"]')).to_have_attribute("data-token", "2")
+        root.locator('[data-testid="prompt"][data-index="1"]').press("Enter")  # the keyboard picks a prompt too
         check_prompt(root, want, 1)
+        expect(root.locator('[data-testid="marker"]')).to_have_count(0)  # a new prompt: no token selected
         expect(root.locator(".lw-error")).to_have_count(0)
         assert page.locator("img").count() == 0
         assert [u for u in asked if not u.startswith(("file:", "blob:"))] == []
