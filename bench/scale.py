@@ -37,6 +37,9 @@ MODELS = {"smollm2-135m": "smollm2-135m", "1B": "llama-3.2-1b", "2B": "gemma-2-2
 GB = 1e9
 
 
+HIGHEST: list[int] = [0]  # the process's highest resident size seen at the end of any measured step (bytes)
+
+
 class Peak:
     """Time and peak resident growth of the block it wraps."""
 
@@ -49,6 +52,7 @@ class Peak:
     def __exit__(self, *exc: object) -> None:
         self.seconds = time.perf_counter() - self.start
         self.bytes = (rss_kib("VmHWM") - self.before) * 1024
+        HIGHEST[0] = max(HIGHEST[0], rss_kib("VmHWM") * 1024)
 
 
 def one(key: str) -> dict:
@@ -114,6 +118,7 @@ def one(key: str) -> dict:
         sae.decode(codes)
     row.update(sae_s=p.seconds, sae_peak=p.bytes)
     row["process_peak"] = rss_kib("VmHWM") * 1024  # since the last reset: the SAE step; below, the whole run
+    row["highest_rss"] = HIGHEST[0]  # the whole process at its highest, over every step
     with open("/proc/self/status") as f:
         row["rss_end"] = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
     return row

@@ -54,6 +54,7 @@ from .core.models import BUNDLED, DEFAULT_MODEL, LanguageModel, load_model, rand
 from .core.trace import Prediction, Trace
 from .views.attention import AttentionView
 from .views.concepts import ConceptView
+from .views.evaluation import EvaluationView
 from .views.explorer import Explorer, link
 from .views.features import FeatureView
 from .views.lens import LensView
@@ -65,6 +66,7 @@ from .views.tokens import TokensView
 
 __all__ = [
     "Evaluation",
+    "EvaluationView",
     "evaluate",
     "load",
     "Verdict",

@@ -44,9 +44,10 @@ def explain(text: str, model_name: str, output: str, panels: list[str] | None = 
     >>> path.name
     'f.html'
     >>> explain("hi", "tiny-llama", "f.html", ["tokens", "colours"])
+    ... # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: unknown panel(s) colours: choose from tokens, attention, saliency, neurons, lens, concepts, features
+    ValueError: unknown panel(s) colours: choose from tokens, attention, saliency, neurons, ..., evaluation
 
     """
     from .views.explorer import Explorer

@@ -109,7 +109,7 @@ def test_unknown_panels_are_one_line_saying_what_is_allowed_not_a_usage_text(tmp
     err = capsys.readouterr().err
     assert err == (
         "llmasos-widgets explain: unknown panel(s) colours: choose from "
-        "tokens, attention, saliency, neurons, lens, concepts, features\n"
+        "tokens, attention, saliency, neurons, lens, concepts, features, evaluation\n"
     )
 
 

@@ -7,7 +7,7 @@ import { fillOptions, tagged } from "../shared/dom";
 import { appendVisibleToken, el, quoted, setText } from "../shared/tokens";
 import { defineView, errorBox, type View } from "../shared/view";
 import { floats, type DecodedArray } from "../shared/wire";
-import { formatScore, normalizeRow, scoreColor, type Normalization } from "./scale";
+import { formatScore, normalizeRow, scoreColor, type Normalization } from "../shared/scores";
 import "./style.css";
 
 /** What the kernel sent for one result. */

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from ..core import checks
 from ..core.offload import execution_device
+from ..core.pooling import pooling_matrix
 from ..core.trace import Trace
 
 SCORE_NAMES = ("entropy", "prev_token", "sink")
@@ -51,15 +52,6 @@ def pool(pattern: Tensor, size: int) -> Tensor:
     lead = pattern.shape[:-2]
     flat = pattern.reshape(-1, 1, *pattern.shape[-2:])
     return F.adaptive_avg_pool2d(flat, (rows, cols)).reshape(*lead, rows, cols)
-
-
-def _pooling_matrix(n: int, size: int) -> Tensor:  # [size, n]
-    # Row i averages positions floor(i*n/size) .. ceil((i+1)*n/size), as adaptive average pooling does.
-    out = torch.zeros(size, n)
-    for i in range(size):
-        start, end = (i * n) // size, -((-(i + 1) * n) // size)
-        out[i, start:end] = 1.0 / (end - start)
-    return out
 
 
 def head_scores(pattern: Tensor, causal: bool) -> Tensor:  # [head, q, k] -> [score, head]
@@ -101,6 +93,7 @@ class AttentionIndex:
         self._qk: dict[int, tuple[Tensor, Tensor, float]] = {}
         self._lse: dict[int, Tensor] = {}  # [head, query]
         self._rollout: list[Tensor] = []  # rollout up to layer l, for l = 0.. (T <= rollout_limit)
+        self._served: tuple[int, Tensor, Tensor, Tensor | None] | None = None  # a remote model's overview, by size
         self._lock = threading.RLock()
 
     @property
@@ -151,6 +144,8 @@ class AttentionIndex:
     def rows(self, pos: int) -> Tensor:  # [layer, head, key]
         """Where token ``pos`` looks: its attention row in every layer and head."""
         pos = self.trace.check_position(pos)
+        if self._served_here():
+            return self.trace.model.backend.attention_token(self.trace.model, self._ids(), pos, "from")
         out = []
         for layer in range(self.trace.n_layers):
             q, k, scale = self.qk(layer)
@@ -162,6 +157,8 @@ class AttentionIndex:
     def columns(self, pos: int) -> Tensor:  # [layer, head, query]
         """Who looks at token ``pos``: its attention column in every layer and head."""
         pos = self.trace.check_position(pos)
+        if self._served_here():
+            return self.trace.model.backend.attention_token(self.trace.model, self._ids(), pos, "to")
         out = []
         for layer in range(self.trace.n_layers):
             q, k, scale = self.qk(layer)
@@ -183,11 +180,13 @@ class AttentionIndex:
         0, 1, ... for the rollout, which multiplies up layer by layer.
         """
         layer = self.trace.check_layer(layer)
+        if self._served_here():
+            return self._served_overview(layer, size)
         q, k, scale = self.qk(layer)
         n_heads, n = q.shape[0], self.n_tokens
         causal = self.adapter.causal
         size = min(size, n)
-        bins = _pooling_matrix(n, size)  # [size, n]
+        bins = pooling_matrix(n, size)  # [size, n]
         touched = (bins > 0).int()  # bins overlap by a position where n / size is not whole
         lowest_bin = touched.argmax(0).tolist()  # [n]: the first and last bin each position falls in
         highest_bin = (size - 1 - touched.flip(0).argmax(0)).tolist()
@@ -227,6 +226,23 @@ class AttentionIndex:
             if mean is not None and len(self._rollout) > layer:
                 rollout = bins @ self._rollout[layer] @ bins.T
         return LayerOverview(layer, thumbs, scores, rollout)
+
+    def _served_here(self) -> bool:  # a remote model (nnsight, NDIF) whose attention is computed where it runs
+        model = self.trace.model
+        return bool(model.backend.remote) and model.backend.serves_attention(model)
+
+    def _ids(self) -> Tensor:
+        return torch.tensor([self.trace.token_ids])
+
+    def _served_overview(self, layer: int, size: int) -> LayerOverview:
+        # A remote model (nnsight, NDIF): every layer's summaries in one request, computed where the model runs,
+        # so that the overview never brings the residual stream back (core/backends.attention_overview).
+        model = self.trace.model
+        with self._lock:
+            if self._served is None or self._served[0] != size:
+                self._served = (size, *model.backend.attention_overview(model, self._ids(), size, self.rollout_limit))
+            _, thumbs, scores, rollout = self._served
+        return LayerOverview(layer, thumbs[layer], scores[layer], None if rollout is None else rollout[layer])
 
     # -- aggregates ----------------------------------------------------------------------------
     def mean(self, layer: int, q0: int = 0, q1: int | None = None) -> Tensor:  # [query, key]

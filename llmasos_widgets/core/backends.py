@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from .hooks import ModelLock, read, site
+from .pooling import pooling_matrix
 
 BACKENDS = ("torch", "nnsight")
 # The order in which a block computes its sites: nnsight reads a run's values in the order they happen.
@@ -210,6 +211,104 @@ class NNsightBackend:
                 if done:
                     grid[layer, done] = values[layer].float()
         return grid, clean_metric, corrupt_metric
+
+
+    def serves_attention(self, model: _Model) -> bool:
+        """Whether :meth:`attention_overview` can run for this model where it runs (a remote model's overview).
+
+        The Llama-like families (Llama, Mistral, Qwen2, SmolLM2): RoPE, grouped-query attention, no q/k norm, no
+        soft cap, no sliding window. Other families compute the overview here from the fetched stream.
+        """
+        adapter = model.adapter
+        attn = adapter.blocks()[0].self_attn if adapter.family == "llama" else None
+        return (
+            attn is not None
+            and hasattr(attn, "q_proj")
+            and not hasattr(attn, "q_norm")
+            and all(adapter.window(l) is None and adapter.attn_softcap(l) is None for l in range(model.n_layers))
+        )
+
+    def attention_overview(
+        self, model: _Model, input_ids: Tensor, size: int, rollout_limit: int
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Every layer's attention overview, computed where the model runs: only the summaries travel back.
+
+        Returns ``thumbs`` [layer, head, size, size] (mean-pooled patterns), ``scores`` [layer, 3, head]
+        (``SCORE_NAMES``: entropy, previous-token, first-token) and the pooled attention rollout [layer, size,
+        size] (None above ``rollout_limit`` tokens), as ``AttentionIndex.overview`` computes them here.
+        The answer is ``layers × (heads × size² + 3 × heads + size²)`` floats, whatever the text's length.
+        """
+        n, n_heads = input_ids.shape[1], model.n_heads
+        size = min(size, n)
+        bins, eye, first, with_rollout = pooling_matrix(n, size), torch.eye(n), 1 if n > 1 else 0, n <= rollout_limit
+        rollout: list[Tensor] = []  # up to the last layer summarised (the layers come in order)
+
+        def summarise(pattern: Tensor) -> Tensor:  # [head, query, key] -> what travels back for the layer
+            entropy = torch.special.entr(pattern).sum(-1).mean(-1)
+            previous = pattern.diagonal(offset=-1, dim1=-2, dim2=-1).mean(-1) if n > 1 else entropy * 0
+            parts = [(bins @ pattern @ bins.T).flatten(), entropy, previous, pattern[:, first:, 0].mean(-1)]
+            if with_rollout:  # Abnar & Zuidema, as AttentionIndex._rollout_step
+                mixed = 0.5 * pattern.mean(0) + 0.5 * eye
+                mixed = mixed / mixed.sum(-1, keepdim=True)
+                rollout[:] = [mixed if not rollout else mixed @ rollout[0]]
+                parts.append((bins @ rollout[0] @ bins.T).flatten())
+            return torch.cat(parts)
+
+        flat = self._served_attention(model, input_ids, summarise)  # [layer, heads*size² + 3*heads (+ size²)]
+        cut, n_layers = n_heads * size * size, model.n_layers
+        thumbs = flat[:, :cut].reshape(n_layers, n_heads, size, size)
+        scores = flat[:, cut : cut + 3 * n_heads].reshape(n_layers, 3, n_heads)
+        pooled = flat[:, cut + 3 * n_heads :].reshape(n_layers, size, size) if with_rollout else None
+        return thumbs, scores, pooled
+
+    def attention_token(self, model: _Model, input_ids: Tensor, position: int, direction: str) -> Tensor:
+        """One token's attention in every layer and head, computed where the model runs: [layer, head, token].
+
+        ``direction="from"``: where the token looks (its row); ``"to"``: who looks at it (its column), as
+        ``AttentionIndex.rows`` and ``columns`` compute them here. A click on a remote model is one request.
+        """
+        if direction not in ("from", "to"):
+            raise ValueError(f"direction must be 'from' or 'to'; got {direction!r}")
+
+        def summarise(pattern: Tensor) -> Tensor:
+            return pattern[:, position] if direction == "from" else pattern[:, :, position]
+
+        return self._served_attention(model, input_ids, summarise)
+
+    def _served_attention(self, model: _Model, input_ids: Tensor, summarise: Callable[[Tensor], Tensor]) -> Tensor:
+        # Each layer's pattern rebuilt inside the run from its query and key projections and the rotary angles the
+        # attention receives, then summarised there: plain torch and nested functions (nnsight sends those by
+        # their source), so that NDIF runs the request without this package. Returns [layer, *summary].
+        if not self.serves_attention(model):
+            raise ValueError(
+                f"attention is computed where the model runs for Llama-like families; {model.name} "
+                f"({model.adapter.family}) computes it here from the fetched residual stream"
+            )
+        blocks, n_layers, n_heads = model.adapter.blocks(), model.n_layers, model.n_heads
+        n, group, head_dim = input_ids.shape[1], n_heads // model.adapter.n_kv_heads, blocks[0].self_attn.head_dim
+        scales = [model.adapter.attn_scale(layer) for layer in range(n_layers)]
+        attns = [self.envoy(block.self_attn) for block in blocks]
+        masked, kept = ~torch.ones(n, n, dtype=torch.bool).tril(), []
+
+        def rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:  # HF's apply_rotary_pos_emb
+            dim = cos.shape[-1]
+            x_rot, x_pass = x[..., :dim], x[..., dim:]
+            half = torch.cat((-x_rot[..., dim // 2 :], x_rot[..., : dim // 2]), dim=-1)
+            return torch.cat((x_rot * cos + half * sin, x_pass), dim=-1)
+
+        inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+        with model.lock, torch.no_grad(), self.nn.trace(inputs, remote=self.remote):
+            for layer in range(n_layers):
+                attn = attns[layer]
+                cos, sin = attn.inputs[1]["position_embeddings"]
+                q = attn.q_proj.output[0].view(n, n_heads, head_dim).transpose(0, 1)
+                k = attn.k_proj.output[0].view(n, -1, head_dim).transpose(0, 1)
+                q, k = rotate(q, cos[0], sin[0]).float(), rotate(k, cos[0], sin[0]).float()
+                scores = (q @ k.repeat_interleave(group, dim=0).transpose(1, 2)) * scales[layer]
+                pattern = scores.masked_fill(masked, torch.finfo(scores.dtype).min).softmax(-1)
+                kept.append(summarise(pattern).save())
+        self.received_bytes = sum(v.nbytes for v in kept)
+        return torch.stack(kept)
 
 
 def _hidden(value: Any) -> Tensor:  # a module's input or output: the hidden states (first item of a tuple)

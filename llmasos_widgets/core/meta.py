@@ -24,8 +24,9 @@ def empty_model(config: PretrainedConfig, dtype: torch.dtype) -> PreTrainedModel
 
     """
     # Buffers (the rotary frequencies) are computed at construction and stay real: they are small.
+    # transformers' default attention: SDPA where the family supports it, eager where not (Gemma 2 refuses SDPA).
     with init_empty_weights(include_buffers=False):
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation="sdpa")
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     model.tie_weights()  # tied on meta: the unembedding then shares the embedding's one storage
     return model.eval()
 

@@ -534,7 +534,7 @@ def load_model(
             model = load_gguf(path, dtype)
         else:
             model = AutoModelForCausalLM.from_pretrained(
-                str(path.parent), gguf_file=path.name, dtype=dtype, attn_implementation="sdpa", **placement
+                str(path.parent), gguf_file=path.name, dtype=dtype, **placement
             )
     else:
         model, tokenizer = _load_pretrained(name_or_path, dtype, placement)
@@ -679,7 +679,7 @@ def _load_bundled_gguf(name: str, dtype: torch.dtype, placement: dict[str, Any])
     shown = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(cached), dtype=dtype, attn_implementation="sdpa", **placement)
+        model = AutoModelForCausalLM.from_pretrained(str(cached), dtype=dtype, **placement)
     finally:
         if shown:
             hf_logging.enable_progress_bar()

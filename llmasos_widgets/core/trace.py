@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -54,6 +55,44 @@ class Prediction:
     prob: float
 
 
+class Fetched(Sequence[Tensor]):
+    """Activations of a run on a remote model, each site read on first use (one request) and kept.
+
+    A Trace of a model on NDIF holds these instead of the activations, so that a view brings back only what it
+    shows: the attention overview is computed where the model runs and needs none of them; iterating over all
+    (``trace.residual``) reads the missing sites in one request.
+    """
+
+    def __init__(self, model: LanguageModel, names: list[str], input_ids: Tensor) -> None:
+        self.model, self.names, self.input_ids = model, names, input_ids
+        self._kept: list[Tensor | None] = [None] * len(names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def _fetch(self, indexes: list[int]) -> None:
+        missing = [i for i in indexes if self._kept[i] is None]
+        if missing:
+            with torch.no_grad():
+                acts = self.model.backend.read(self.model, [self.names[i] for i in missing], self.input_ids)
+            for i in missing:
+                self._kept[i] = acts[self.names[i]][0].detach()
+
+    def __getitem__(self, index: int) -> Tensor:  # type: ignore[override]
+        index = range(len(self))[index]  # negative from the end; an IndexError past it
+        self._fetch([index])
+        return self._kept[index]  # type: ignore[return-value]
+
+    def __iter__(self) -> Iterator[Tensor]:
+        self._fetch(list(range(len(self))))
+        return iter(self._kept)  # type: ignore[arg-type]
+
+    @property
+    def fetched(self) -> int:
+        """How many of the sites have been read."""
+        return sum(v is not None for v in self._kept)
+
+
 class Trace:
     """The result of one forward pass over a text (or a prompt plus its generation).
 
@@ -83,8 +122,8 @@ class Trace:
         token_ids: list[int],
         offsets: list[tuple[int, int]],
         generated: list[bool],
-        resid: list[Tensor],
-        mlp_post: list[Tensor],
+        resid: Sequence[Tensor],
+        mlp_post: Sequence[Tensor],
         routing: list[Routing] | None = None,
         transcript: Transcript | None = None,
     ) -> None:
@@ -128,14 +167,20 @@ class Trace:
         if adapter.n_experts and adapter.d_shared:
             routes.append("hook_shared_gate")
         routers = [f"blocks.{layer}.mlp.{what}" for layer in range(n_layers) for what in routes]
-        with torch.no_grad():
-            # The base model only, to the last block: logits are derived on demand from the final residual
-            # stream, which saves a [pos, vocab] tensor on long texts.
-            acts = model.backend.read(  # torch hooks, or nnsight's graph (core/backends.py)
-                model, [*resid_pre, *mlp_post, final, *routers], torch.tensor([token_ids], device=device)
-            )
-        resid = [acts[name][0].detach() for name in (*resid_pre, final)]
-        mlp = [acts[name][0].detach() for name in mlp_post]
+        input_ids = torch.tensor([token_ids], device=device)
+        if model.backend.remote:  # NDIF: each site travels back when a view first needs it, never all at once
+            resid: Sequence[Tensor] = Fetched(model, [*resid_pre, final], input_ids)
+            mlp: Sequence[Tensor] = Fetched(model, mlp_post, input_ids)
+            acts = model.backend.read(model, routers, input_ids) if routers else {}
+        else:
+            with torch.no_grad():
+                # The base model only, to the last block: logits are derived on demand from the final residual
+                # stream, which saves a [pos, vocab] tensor on long texts.
+                acts = model.backend.read(  # torch hooks, or nnsight's graph (core/backends.py)
+                    model, [*resid_pre, *mlp_post, final, *routers], input_ids
+                )
+            resid = [acts[name][0].detach() for name in (*resid_pre, final)]
+            mlp = [acts[name][0].detach() for name in mlp_post]
         routing = None
         if routes:
 

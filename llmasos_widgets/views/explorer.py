@@ -24,7 +24,7 @@ _WIDGET_OWN = ("layout", "tabbable", "tooltip")
 
 
 class Explorer(ViewBase):
-    """A token strip and the attention, saliency, neuron, lens, concept and SAE feature panels of one text, linked.
+    """A token strip and every panel of one text (attention, saliency, neurons, lens, SAE features...), linked.
 
     Parameters
     ----------
@@ -54,6 +54,10 @@ class Explorer(ViewBase):
         Without it, or with an SAE that does not fit the model, that panel says why.
     feature_index : FeatureIndex, optional
         Corpus examples and density for the feature panel's dashboards (built with the same SAE).
+    evaluation : Evaluation, optional
+        What the evaluation panel shows (from :func:`~llmasos_widgets.evaluate`): the methods' curves,
+        the table and each prompt's overlays; when the Explorer's text is one of its prompts, that
+        prompt's strips follow the token selection. Without it, that panel says how to make one.
     **kwargs
         The inputs above are the panels' own (each view's registration names those it reads); anything
         else is a synced trait, as for every view.

@@ -66,7 +66,7 @@ def registered_panels() -> dict[str, Panel]:
     Examples
     --------
     >>> list(registered_panels())
-    ['tokens', 'attention', 'saliency', 'neurons', 'lens', 'concepts', 'features']
+    ['tokens', 'attention', 'saliency', 'neurons', 'lens', 'concepts', 'features', 'evaluation']
 
     """
     return {p.name: p for p in sorted(_PANELS.values(), key=lambda p: p.order)}

@@ -7,10 +7,12 @@ carries, its size, and that what comes back is the grid, not activations.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 import llmasos_widgets as lw
+from llmasos_widgets.analyses.attention import AttentionIndex
 from llmasos_widgets.core.backends import NNsightBackend
 from llmasos_widgets.core.tiny import tiny_model
 
@@ -122,14 +124,57 @@ def test_what_a_remote_request_would_send(monkeypatch):
     model = lw.load_model(hf, tokenizer=tok, backend="nnsight", remote=True)
     with pytest.raises(Sent):
         lw.patch(model, CLEAN, CORRUPT, metric=lw.logit_diff(" cat", " the"), progress=False)
+    trace = model.trace(TEXT)  # nothing is sent yet: each site travels when a view first needs it
+    assert len(sent) == 1
     with pytest.raises(Sent):
-        model.trace(TEXT)
-    (patch_request, patch_blob, host, _), (_, trace_blob, _, _) = sent
+        AttentionIndex(trace).overview(0, 16)  # the overview is computed where the model runs
+    (patch_request, patch_blob, host, _), (_, overview_blob, _, _) = sent
     assert repo in patch_request.metadata() and host.startswith("https://")
     # One session for the whole grid (source, clean and corrupt runs and a trace per layer): code and token ids.
     weights = sum(p.numel() * 4 for p in hf.parameters())
     assert len(patch_blob) < 64_000 < weights, (len(patch_blob), weights)
-    assert len(trace_blob) < 64_000
+    assert len(overview_blob) < 64_000
+
+
+def test_a_remote_overview_is_computed_where_the_model_runs():
+    """remote: the overview's thumbnails, scores and rollout come back, never the residual stream."""
+    text = TEXT + " 大型语言模型的可解释性 🤖"
+    ours = AttentionIndex(lw.load_model("tiny-llama").trace(text))
+    model = lw.load_model("tiny-llama", backend="nnsight", remote="local")  # serialized, package hidden, run
+    trace = model.trace(text)
+    theirs = AttentionIndex(trace)
+    size, n = 8, len(trace)
+    for layer in range(model.n_layers):  # in order: the local rollout multiplies up layer by layer
+        a, b = ours.overview(layer, size), theirs.overview(layer, size)
+        assert torch.allclose(a.thumbs, b.thumbs, atol=1e-6) and torch.allclose(a.scores, b.scores, atol=1e-5)
+        assert torch.allclose(a.rollout, b.rollout, atol=1e-6)
+    heads, layers = model.n_heads, model.n_layers
+    assert model.backend.received_bytes == 4 * layers * (heads * size * size + 3 * heads + size * size)
+    assert trace._resid.fetched == trace._mlp_post.fetched == 0  # noqa: SLF001 (what came back: nothing else)
+    # A click: one token's row and column in every layer and head, one request each, [layer, head, token] floats.
+    for position in (0, 5, n - 1):
+        assert torch.allclose(theirs.rows(position), ours.rows(position), atol=1e-6)
+        assert model.backend.received_bytes == 4 * layers * heads * n
+        assert torch.allclose(theirs.columns(position), ours.columns(position), atol=1e-6)
+    assert trace._resid.fetched == 0  # noqa: SLF001
+    # The rest of the Trace reads each site on first use, equal to the default backend's.
+    assert trace.top_predictions(-1) == ours.trace.top_predictions(-1)
+    assert trace._resid.fetched == 1  # noqa: SLF001 (the final stream only)
+    assert torch.equal(trace.mlp_post(1), ours.trace.mlp_post(1)) and trace._mlp_post.fetched == 1  # noqa: SLF001
+    assert torch.allclose(trace.residual, ours.trace.residual, atol=1e-6) and 4 * n * 64 * 2 < 1e6
+
+
+def test_a_remote_overview_of_another_family_is_computed_here():
+    # Gemma 2 soft-caps and slides its window: not rebuilt where the model runs; computed here from the stream.
+    model = lw.load_model("tiny-gemma2", backend="nnsight", remote="local")
+    assert not model.backend.serves_attention(model)
+    with pytest.raises(ValueError, match="Llama-like"):  # the overview and a click computed here instead
+        model.backend.attention_overview(model, torch.tensor([[1, 2, 3]]), 8, 1024)
+    ours, theirs = AttentionIndex(lw.load_model("tiny-gemma2").trace(TEXT)), AttentionIndex(model.trace(TEXT))
+    for layer in range(model.n_layers):
+        assert torch.allclose(ours.overview(layer, 8).thumbs, theirs.overview(layer, 8).thumbs, atol=1e-6)
+    assert torch.allclose(ours.rows(3), theirs.rows(3), atol=1e-6)
+    assert theirs.trace._resid.fetched == model.n_layers  # noqa: SLF001 (each block's input, read once)
 
 
 def test_bad_backends_are_named():
@@ -141,3 +186,22 @@ def test_bad_backends_are_named():
         lw.load_model("tiny-llama", backend="nnsight", remote=True)
     with pytest.raises(ValueError, match="remote must be False, True"):
         lw.load_model("tiny-llama", backend="nnsight", remote="ndif")
+
+
+def test_the_attention_view_of_a_remote_model_draws_from_the_summaries():
+    from tests._views import arrays, capture, wait_for  # noqa: PLC0415
+
+    views = [capture(lw.AttentionView(lw.load_model("tiny-llama").trace(TEXT)))]
+    remote = lw.load_model("tiny-llama", backend="nnsight", remote="local")
+    views.append(capture(lw.AttentionView(remote.trace(TEXT))))
+    for view in views:
+        view._on_custom_msg(view, {"type": "request", "id": 1, "what": "overview", "size": 8}, [])
+        wait_for(view, "response")
+    ours, theirs = ([arrays(c, b) for c, b in v.sent if c["type"] == "chunk"] for v in views)
+    assert len(ours) == len(theirs) == 2
+    for a, b in zip(ours, theirs, strict=True):
+        assert a.keys() == b.keys()
+        for name in a:  # bytes quantised for the wire may round to the next step: one step apart at most
+            step = 1 if a[name].dtype == np.uint8 else 1e-5
+            assert np.abs(a[name].astype(np.float64) - b[name]).max() <= step, name
+    assert views[1].trace._resid.fetched == 0  # noqa: SLF001

@@ -63,14 +63,28 @@ def test_random_model_refuses_bad_configs():
 
 
 def test_published_configs_have_the_published_sizes():
-    # Parameter counts from the meta model (no storage): Llama-3.2-1B 1.24 B, Llama-3.1-8B 8.03 B.
+    # Parameter counts from the meta model (no storage): Llama-3.2-1B 1.24 B, Gemma-2-2B 2.61 B, Llama-3.1-8B 8.03 B.
     from llmasos_widgets.core.build import _as_config  # noqa: PLC0415 (a test may read a private helper)
     from llmasos_widgets.core.meta import empty_model
 
-    for name, billions in (("llama-3.2-1b", 1.236), ("llama-3.1-8b", 8.030)):
+    for name, billions in (("llama-3.2-1b", 1.236), ("gemma-2-2b", 2.614), ("llama-3.1-8b", 8.030)):
         model = empty_model(_as_config(name), torch.bfloat16)
         n = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
         assert abs(n / 1e9 - billions) < 0.001, (name, n)
+
+
+def test_a_family_without_sdpa_builds_with_eager_attention():
+    # Gemma 2 refuses SDPA (it soft-caps the scores): the build takes transformers' default, eager there.
+    from llmasos_widgets.core.build import PUBLISHED  # noqa: PLC0415
+
+    tok = lw.load_model("tiny-llama").tokenizer
+    shrunk = {**PUBLISHED["gemma-2-2b"], "num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 128,
+              "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "vocab_size": 1024}  # fmt: skip
+    model = lw.random_model(shrunk, dtype=torch.float32, seed=0, tokenizer=tok)
+    assert model.adapter.family == "gemma2" and model.model.config._attn_implementation == "eager"
+    trace = model.trace("The café in Paris is naïve")
+    logits = model.model(torch.tensor([trace.token_ids])).logits[0]
+    assert torch.allclose(trace.logits, logits, atol=1e-4)  # soft-capped as the model's own head caps
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-// Normalisation and the diverging colour scale of attribution scores. Pure functions, tested in node.
+// Normalisation and the diverging colour scale of attribution scores (SaliencyView, EvaluationView). Pure functions, tested in node.
 
 export type Normalization = "max_abs" | "sum_abs" | "none";
 

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { formatScore, normalizeRow, scoreColor } from "./scale";
+import { formatScore, normalizeRow, scoreColor } from "./scores";
 
 test("max_abs scales each row to [-1, 1] and keeps NaN as NaN", () => {
   const out = normalizeRow([2, -4, NaN, 1], "max_abs", 100);
