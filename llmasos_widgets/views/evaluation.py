@@ -162,6 +162,13 @@ class EvaluationView(ViewBase):
         self.metric = metric or (curve if curve in present else present[0])
         self.selected_prompt = prompt
 
+    def _summary(self) -> list[str]:
+        shown = "the mean over prompts" if self.selected_prompt < 0 else f"prompt {self.selected_prompt}"
+        return [
+            f"{len(self.prompt_texts)} prompts; methods: {', '.join(self.methods)}",
+            f"metrics: {', '.join(m for m, *_ in self.metric_choices)}; curve {self.curve} of {shown}",
+        ]
+
     @classmethod
     def for_explorer(cls, host: Any, name: str, trace: Trace, *, evaluation: Evaluation | None = None) -> ViewBase:
         if evaluation is None:

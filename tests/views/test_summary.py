@@ -123,3 +123,16 @@ def test_lens_neurons_concepts_patching_steering_features_and_explorer_say_their
 
 def test_numbers_never_print_a_negative_zero():
     assert summary.number(-0.004) == "0.00" and summary.number(-0.006) == "-0.01"
+
+
+def test_an_evaluation_view_names_its_prompts_methods_and_metrics(model):
+    ev = lw.evaluate(
+        model,
+        ["The cat sat on the", "A dog ran to"],
+        methods=["saliency", "random"],
+        infidelity_samples=0,
+        progress=False,
+    )
+    text, _ = shown(lw.EvaluationView(ev, curve="insertion"))
+    assert "2 prompts; methods: saliency, random" in text and "curve insertion of the mean over prompts" in text
+    assert f"metrics: {', '.join(ev.metrics)}" in text
