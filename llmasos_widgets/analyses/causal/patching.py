@@ -50,7 +50,8 @@ class PatchResult:
     tokens: list[str]
     corrupt_tokens: list[str]
     seconds: float
-    experiment: Patching | None = field(repr=False, compare=False)  # None: run on NDIF, or loaded from a file without a model
+    # None: run on NDIF, or loaded from a file without a model
+    experiment: Patching | None = field(repr=False, compare=False)
 
     def correlation(self, other: PatchResult) -> float:
         """Pearson correlation of this grid with ``other`` over the cells both have.
