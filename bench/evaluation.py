@@ -22,7 +22,7 @@ import time
 import torch
 
 import llmasos_widgets as lw
-from llmasos_widgets.analyses.evaluation import drop_curves, replace_curves, target_probs
+from llmasos_widgets.analyses.evaluation import MAX_POSITIONS, drop_curves, replace_curves, target_probs
 
 TEXT = (
     "The history of the city is long. Merchants came by river and by road, and the market grew around the old "
@@ -47,13 +47,18 @@ def bare_forwards(model, seqs, *, hf):
         by_len.setdefault(len(s), []).append(list(s))
     head = model.model.get_output_embeddings()
     with torch.no_grad():
-        for rows in by_len.values():
-            ids = torch.tensor(rows)
-            mask = torch.ones_like(ids)
-            if hf:
-                model.model(input_ids=ids, attention_mask=mask)
-            else:
-                head(model.adapter.base()(input_ids=ids, attention_mask=mask).last_hidden_state[:, -1])
+        for group in by_len.values():  # chunked as target_probs chunks them: MAX_POSITIONS tokens a forward
+            step = max(1, MAX_POSITIONS // len(group[0]))
+            for rows in (group[lo : lo + step] for lo in range(0, len(group), step)):
+                forward(model, head, torch.tensor(rows), hf)
+
+
+def forward(model, head, ids, hf):
+    mask = torch.ones_like(ids)
+    if hf:
+        model.model(input_ids=ids, attention_mask=mask)
+    else:
+        head(model.adapter.base()(input_ids=ids, attention_mask=mask).last_hidden_state[:, -1])
 
 
 def main() -> None:
