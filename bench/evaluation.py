@@ -2,11 +2,16 @@
 
     python bench/evaluation.py [T ...]    (prompt lengths; default 16 48)
 
-For prompts of T tokens: the time of one forward over the prompt, then the deletion + insertion curves
-(2 (T + 1) perturbed inputs, tokens replaced by the pad token) and the drop curves (2 T inputs of
-lengths 1..T), each computed (a) one forward per step, the plain loop, and (b) batched as evaluate()
-runs them. Reported: seconds per curve step and that cost as a multiple of one forward (target: at
-most 1.2x). Best of 3 runs each, after one run of every shape; one forward: best of 5.
+For prompts of T tokens: the deletion + insertion curves (2 (T + 1) perturbed inputs, tokens replaced
+by the pad token) and the drop curves (2 T inputs of lengths 1..T), each computed (a) one forward per
+step, the plain loop, and (b) batched as evaluate() runs them; and, side by side in the same run, (c)
+bare forwards of the very same batch shapes (the same sequences grouped by length as evaluate groups
+them), in two forms: Hugging Face's own ``model(input_ids).logits`` (every position unembedded), and
+the least a forward can do here (the base model, then the head at the last position only). The
+issue's target: a batched curve costs at most 1.2x the forward of its batch, i.e. at most 1.2x one
+forward per curve step, whatever the curve code adds (building the sequences, softmax, copies).
+Reported: ms per curve step for the loop and batched, and batched / (c) for each form of forward.
+Best of 3 runs each, after one run of every shape.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import time
 import torch
 
 import llmasos_widgets as lw
-from llmasos_widgets.analyses.evaluation import drop_curves, replace_curves, target_probs
+from llmasos_widgets.analyses.evaluation import MAX_POSITIONS, drop_curves, replace_curves, target_probs
 
 TEXT = (
     "The history of the city is long. Merchants came by river and by road, and the market grew around the old "
@@ -35,19 +40,38 @@ def timed(fn, repeat=3):
     return best, out
 
 
+def bare_forwards(model, seqs, *, hf):
+    """The forwards of ``seqs`` grouped by length, as target_probs batches them, with nothing around them."""
+    by_len = {}
+    for s in seqs:
+        by_len.setdefault(len(s), []).append(list(s))
+    head = model.model.get_output_embeddings()
+    with torch.no_grad():
+        for group in by_len.values():  # chunked as target_probs chunks them: MAX_POSITIONS tokens a forward
+            step = max(1, MAX_POSITIONS // len(group[0]))
+            for rows in (group[lo : lo + step] for lo in range(0, len(group), step)):
+                forward(model, head, torch.tensor(rows), hf)
+
+
+def forward(model, head, ids, hf):
+    mask = torch.ones_like(ids)
+    if hf:
+        model.model(input_ids=ids, attention_mask=mask)
+    else:
+        head(model.adapter.base()(input_ids=ids, attention_mask=mask).last_hidden_state[:, -1])
+
+
 def main() -> None:
     model = lw.load_model("smollm2-135m")
     all_ids = model.trace(TEXT).token_ids
     target, pad = 264, model.pad_token_id
     print(f"smollm2-135m, torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"{'T':>4} {'curves':>8} {'steps':>6} {'1 forward':>10} {'loop/step':>10} {'batched/step':>13} "
-          f"{'loop x':>7} {'batched x':>10} {'same':>5}")  # fmt: skip
+    print(f"{'T':>4} {'curves':>8} {'steps':>6} {'loop/step':>10} {'batched/step':>13} {'fwd HF/step':>12} "
+          f"{'fwd min/step':>13} {'batched/HF':>11} {'batched/min':>12} {'loop/batched':>13} {'same':>5}")  # fmt: skip
     for T in [int(a) for a in sys.argv[1:]] or (16, 48):
         ids = list(all_ids[:T])
         order = list(torch.randperm(T, generator=torch.Generator().manual_seed(0)))
         order = [int(i) for i in order]
-        target_probs(model, [ids], target)  # warm
-        one, _ = timed(lambda ids=ids: target_probs(model, [ids], target), repeat=5)
         for name in ("replace", "drop"):
             if name == "replace":
                 seqs = [[pad if i in order[:k] else t for i, t in enumerate(ids)] for k in range(T + 1)]
@@ -65,11 +89,14 @@ def main() -> None:
             target_probs(model, seqs, target)  # every shape once (first use of a shape costs extra)
             loop_t, loop_p = timed(lambda seqs=seqs: torch.cat([target_probs(model, [s], target) for s in seqs]))
             batch_t, batch_p = timed(batched)
+            hf_t, _ = timed(lambda seqs=seqs: bare_forwards(model, seqs, hf=True))
+            min_t, _ = timed(lambda seqs=seqs: bare_forwards(model, seqs, hf=False))
             steps = len(seqs)
             same = bool(torch.allclose(loop_p, batch_p, atol=1e-5))
-            print(f"{T:>4} {name:>8} {steps:>6} {one * 1e3:>8.1f}ms {loop_t / steps * 1e3:>8.1f}ms "
-                  f"{batch_t / steps * 1e3:>11.1f}ms {loop_t / steps / one:>7.2f} {batch_t / steps / one:>10.2f} "
-                  f"{str(same):>5}")  # fmt: skip
+            ms = [t / steps * 1e3 for t in (loop_t, batch_t, hf_t, min_t)]
+            ratios = f"{batch_t / hf_t:>11.2f} {batch_t / min_t:>12.2f} {loop_t / batch_t:>13.1f}"
+            print(f"{T:>4} {name:>8} {steps:>6} {ms[0]:>8.2f}ms {ms[1]:>11.2f}ms {ms[2]:>10.2f}ms {ms[3]:>11.2f}ms "
+                  f"{ratios} {str(same):>5}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -22,9 +22,11 @@ Definitions used throughout (and by the captum comparison in the tests and the b
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from weakref import WeakKeyDictionary
 
@@ -266,11 +268,29 @@ class CAV:
     stability: float
     n_train: int
     n_test: int
+    model: Any = field(default=None, repr=False, compare=False)  # what a result file's fingerprint is of
 
     @property
     def reliable(self) -> bool:
         """Whether the held-out accuracy is clearly above chance (at least ``MIN_ACCURACY``)."""
         return self.accuracy >= MIN_ACCURACY
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write this CAV to one file; ``lw.load(path, model)`` reads it back (``analyses/results.py``).
+
+        Examples
+        --------
+        >>> import tempfile, llmasos_widgets as lw
+        >>> model = lw.load_model("tiny-llama")
+        >>> cav = train_cav(model, Concept("shout", [f"STOP {w.upper()} NOW!!!" for w in "abcdefghijkl"]), 1)
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     bool(lw.load(cav.save(d + "/cav.st"), model).direction.equal(cav.direction))
+        True
+
+        """
+        from .results import save
+
+        return save(self, path)
 
     def __repr__(self) -> str:
         return (
@@ -412,6 +432,7 @@ def train_cav(
         stability,
         n_train,
         n_test,
+        model,
     )
     if not cav.reliable:
         warnings.warn(
@@ -610,6 +631,24 @@ class TCAVResult:
         except ImportError:
             return self.rows()
         return pd.DataFrame(self.rows())
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write this TCAV result to one file; ``lw.load(path, model)`` reads it back (``analyses/results.py``).
+
+        Examples
+        --------
+        >>> import tempfile, llmasos_widgets as lw
+        >>> model = lw.load_model("tiny-llama")
+        >>> shout = Concept("shout", [f"STOP {w.upper()} NOW!!!" for w in "abcdefghijkl"])
+        >>> res = tcav(model, ["The capital of France is"], " Paris", [shout], layers=[1], n_random=2, progress=False)
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     lw.load(res.save(d + "/tcav.st"), model).rows() == res.rows()
+        True
+
+        """
+        from .results import save
+
+        return save(self, path)
 
 
 def _t_test(a: np.ndarray, b: np.ndarray) -> float:

@@ -3,10 +3,10 @@
 ``evaluate(model, prompts, targets, methods=[...])`` scores each method's token attributions of the
 next token by what happens when the tokens it ranks first are taken away or kept: deletion and
 insertion curves (Petsiuk et al. 2018, RISE), comprehensiveness and sufficiency with AOPC (DeYoung
-et al. 2020, ERASER), Kendall's tau with leave-one-out, and captum's ``infidelity`` (called, not
-rewritten). Every perturbed input of a prompt is run in batches: one batched forward per step of a
-curve (all methods together), never one call per token. Statistics (bootstrap intervals, paired
-tests) are in :mod:`.evaluation_stats`.
+et al. 2020, ERASER), Kendall's tau with leave-one-out, and captum's ``infidelity`` and
+``sensitivity_max`` (called, not rewritten). Every perturbed input of a prompt is run in batches: one
+batched forward per step of a curve (all methods together), never one call per token. Statistics
+(bootstrap intervals, paired tests) are in :mod:`.evaluation_stats`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ import torch
 from torch import Tensor
 
 from ..core import checks
+from ..core.hooks import hooked, post
 from ..core.progress import tqdm
+from ..core.trace import Trace
 from .attention import AttentionIndex
 from .attribution import METHODS as ATTRIBUTION_METHODS
 from .attribution import attribute
@@ -55,6 +57,7 @@ METRICS: dict[str, tuple[str, bool]] = {
     "sufficiency": ("AOPC of p(x) - p(the top k % alone) over the bins (tokens dropped)", False),
     "loo_tau": ("Kendall's tau between the scores and leave-one-out (token replaced by the baseline)", True),
     "infidelity": ("captum's infidelity: random subsets of tokens replaced, attributions scaled (normalize)", False),
+    "sensitivity": ("captum's sensitivity_max: largest relative change of the scores when the embeddings move", False),
 }
 CURVES = ("deletion", "insertion", "deletion_drop", "insertion_drop")
 MAX_POSITIONS = 4096  # tokens per batched forward
@@ -228,6 +231,8 @@ def evaluate(
     bins: Sequence[float] | str = ERASER_BINS,
     infidelity_samples: int = 32,
     infidelity_drop: float = 0.25,
+    sensitivity_samples: int = 0,
+    sensitivity_radius: float = 0.1,
     attribute_args: dict[str, Any] | None = None,
     seed: int = 0,
     progress: bool = True,
@@ -258,6 +263,12 @@ def evaluate(
         Perturbations per prompt for captum's ``infidelity`` (0 leaves the metric out).
     infidelity_drop : float
         Probability that a token is replaced in one infidelity perturbation.
+    sensitivity_samples : int
+        Perturbations per prompt for captum's ``sensitivity_max`` (0, the default, leaves it out: each
+        one recomputes every method's attribution, so it costs ``sensitivity_samples + 1`` attributions).
+    sensitivity_radius : float
+        Half-width of sensitivity's uniform noise on each embedding coordinate, in units of the standard
+        deviation of the embedding matrix (captum's ``perturb_radius`` is this times that deviation).
     attribute_args : dict, optional
         Extra arguments for :func:`attribute` (``n_steps``, ``n_samples``...).
     seed : int
@@ -311,6 +322,9 @@ def evaluate(
             raise ValueError(f"bins must be 'all' or fractions in (0, 1], got {bins!r}")
         bins = sorted(float(b) for b in bins)
     checks.int_in("infidelity_samples", infidelity_samples, 0, 10**6)
+    checks.int_in("sensitivity_samples", sensitivity_samples, 0, 10**6)
+    if not (isinstance(sensitivity_radius, (int, float)) and 0 < sensitivity_radius < math.inf):
+        raise ValueError(f"sensitivity_radius must be a positive number, got {sensitivity_radius!r}")
     if not 0 < infidelity_drop < 1:
         raise ValueError(f"infidelity_drop must be a probability in (0, 1), got {infidelity_drop!r}")
     args = dict(attribute_args or {})
@@ -330,12 +344,18 @@ def evaluate(
                 bins,
                 infidelity_samples,
                 infidelity_drop,
+                (sensitivity_samples, float(sensitivity_radius)),
                 args,
                 seed + i,
             )
         )
     settings = dict(
-        infidelity_samples=infidelity_samples, infidelity_drop=infidelity_drop, attribute_args=args, seed=seed
+        infidelity_samples=infidelity_samples,
+        infidelity_drop=infidelity_drop,
+        sensitivity_samples=sensitivity_samples,
+        sensitivity_radius=float(sensitivity_radius),
+        attribute_args=args,
+        seed=seed,
     )
     return Evaluation(model.name, methods, baseline, baseline_id, bins, results, settings, fingerprint(model))
 
@@ -353,6 +373,7 @@ def _evaluate_prompt(
     bins: list[float] | str,
     infidelity_samples: int,
     infidelity_drop: float,
+    sensitivity_args: tuple[int, float],
     args: dict[str, Any],
     seed: int,
 ) -> PromptResult:
@@ -379,6 +400,10 @@ def _evaluate_prompt(
         metrics["infidelity"] = {
             m: infidelity(model, ids, baseline_id, target_id, scores[m], infidelity_samples, infidelity_drop, seed)
             for m in methods
+        }
+    if sensitivity_args[0]:
+        metrics["sensitivity"] = {
+            m: sensitivity(model, trace, m, target_id, baseline, args, seed, target, *sensitivity_args) for m in methods
         }
     return PromptResult(
         text, list(trace.tokens), ids, model.decode_token(target_id), target_id, p0, scores, curves, metrics
@@ -652,5 +677,68 @@ def infidelity(
             n_perturb_samples=n_samples,
             normalize=True,
             max_examples_per_batch=n_samples,
+        )
+    return float(value[0])
+
+
+def sensitivity(
+    model: LanguageModel,
+    trace: Trace,
+    method: str,
+    target_id: int,
+    baseline: str | int,
+    args: dict[str, Any],
+    seed: int,
+    given: str | None,
+    n_samples: int,
+    radius: float,
+) -> float:
+    """Captum's ``sensitivity_max`` of one method's token scores, the input being the prompt's embeddings.
+
+    captum adds uniform noise of half-width ``radius`` × (the embedding matrix's standard deviation) to
+    every coordinate of the prompt's token embeddings, ``n_samples`` times from ``seed``, and reports
+    max ‖scores(x + δ) − scores(x)‖ / ‖scores(x)‖ (Frobenius). The method runs on the perturbed
+    embeddings by a hook on the embedding layer that adds δ where the prompt's ids are embedded: the
+    same :func:`method_scores` as the evaluation, attention read from a trace run on the perturbed input.
+
+    Examples
+    --------
+    >>> import llmasos_widgets as lw
+    >>> model = lw.load_model("tiny-llama")
+    >>> sensitivity(model, model.trace("The cat sat"), "saliency", 5, "pad", {}, 0, None, 2, 0.1) > 0
+    True
+    >>> sensitivity(model, model.trace("The cat sat"), "random", 5, "pad", {}, 0, None, 2, 0.1)  # no input, no change
+    0.0
+
+    """
+    from captum.metrics import sensitivity_max
+
+    embed = model.model.get_input_embeddings()
+    ids = torch.tensor(list(trace.token_ids), device=model.device)
+    with model.lock, torch.no_grad():
+        x = embed(ids[None]).detach()  # [1, pos, d_model]
+        scale = float(embed.weight.detach().float().std())
+    target = given if given is not None else model.decode_token(target_id)
+
+    def explain(inputs: Tensor | tuple[Tensor]) -> tuple[Tensor]:  # [batch, pos, d_model] -> ([batch, pos],)
+        rows = []
+        for row in inputs[0] if isinstance(inputs, tuple) else inputs:  # captum's first call gives a tuple
+            delta = (row - x[0]).detach()
+
+            def add(module: Any, hook_args: tuple[Any, ...], output: Tensor, delta: Tensor = delta) -> Tensor | None:
+                seen = hook_args[0]
+                if seen.shape[-1] == len(ids) and torch.equal(seen.reshape(-1), ids):  # the prompt, not a baseline
+                    return output + delta.to(output.dtype)
+                return None
+
+            with hooked(model, [post(embed, add)]):
+                moved = Trace.run(model, trace.text, list(trace.token_ids), trace.offsets, list(trace.generated))
+                rows.append(method_scores(model, moved, method, target_id, baseline, args, seed, given=target))
+        return (torch.stack(rows).double(),)  # a tuple, as captum's attribute gives for its tuple of inputs
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        value = sensitivity_max(
+            explain, x, perturb_radius=radius * scale, n_perturb_samples=n_samples, max_examples_per_batch=n_samples
         )
     return float(value[0])

@@ -411,6 +411,37 @@ def _induction_score(model: LanguageModel, fn: Callable[..., Any]) -> None:
         _diagnose(got, result.scores[layer], mistakes, f"layer {layer}'s scores", 1e-4, 1e-5)
 
 
+# -- 07: a deletion curve by hand -----------------------------------------------------------------------------
+def _deletion(model: LanguageModel, fn: Callable[..., Any]) -> None:
+    from .evaluation import evaluate, ranking_order, target_probs
+
+    ev = evaluate(model, "The capital of France is the city of", methods=["input_x_gradient"], infidelity_samples=0,
+                  progress=False)  # fmt: skip
+    res = ev.prompts[0]
+    ids, n, pad = list(res.token_ids), len(res.token_ids), model.pad_token_id
+    order = ranking_order(res.scores["input_x_gradient"])
+    want = res.curves["deletion"]["input_x_gradient"].float()
+    with model.lock:
+        got = _tensor(_call(fn, model, list(ids), list(order), res.target_id), "the curve")
+    if tuple(got.shape) == (n,):
+        raise Wrong(f"the curve has {n} points: it starts at k = 0 (nothing replaced), so it has n + 1 = {n + 1}")
+    _shape(got, (n + 1,), "the curve", "p(target) with 0, 1, ..., n tokens replaced")
+
+    def replaced(positions: Sequence[Sequence[int]]) -> list[list[int]]:
+        return [[pad if i in set(gone) else t for i, t in enumerate(ids)] for gone in positions]
+
+    cumulative = replaced([order[:k] for k in range(n + 1)])
+    mistakes = [
+        (target_probs(model, cumulative, res.target_id, log=True).float(), "your curve holds log-probabilities: "
+         "deletion follows p(target), the probability"),
+        (target_probs(model, replaced([order[::-1][:k] for k in range(n + 1)]), res.target_id).float(),
+         "you replaced the lowest-ranked tokens first: deletion takes away the highest-ranked (order[0]) first"),
+        (target_probs(model, replaced([order[k - 1 : k] for k in range(n + 1)]), res.target_id).float(),
+         "you replaced only the k-th token at step k: the tokens replaced before it stay replaced"),
+    ]  # fmt: skip
+    _diagnose(got, want, mistakes, "the curve", 1e-3, 1e-5)
+
+
 EXERCISES: dict[str, Exercise] = {
     e.name: e
     for e in (
@@ -462,6 +493,13 @@ EXERCISES: dict[str, Exercise] = {
             "copy to the token after its first occurrence",
             "lw.induction(...).scores",
             _induction_score,
+        ),
+        Exercise(
+            "deletion_curve",
+            "fn(model, token_ids [pos], order [pos], target_id) -> [pos + 1]: p(target) with the first k tokens "
+            "of order replaced by model.pad_token_id, k = 0, 1, ..., pos",
+            "lw.evaluate(...).prompts[i].curves['deletion']",
+            _deletion,
         ),
     )
 }

@@ -108,6 +108,11 @@ class PatchingView(ViewBase):
                     "clean, corrupt, metric and positions go with a model: a Patching or PatchResult has its own"
                 )
             if isinstance(source, PatchResult):
+                if source.experiment is None:
+                    raise ValueError(
+                        "this PatchResult has no experiment (run on NDIF, or loaded without a model): a view "
+                        "re-runs clicked cells, so load it with its model, lw.load(path, model)"
+                    )
                 experiment, results[source.method] = source.experiment, source
             elif isinstance(source, Patching):
                 experiment = source

@@ -167,6 +167,43 @@ def test_infidelity_is_captums_definition(smollm2, evaluation):
         assert math.isclose(res.metrics["infidelity"][method], expected, rel_tol=1e-4, abs_tol=1e-6), method
 
 
+def test_sensitivity_is_captums_sensitivity_max_on_captums_own_attributions():
+    """captum's sensitivity_max called directly on captum's Saliency and InputXGradient of the embeddings."""
+    from captum.attr import InputXGradient, Saliency
+    from captum.metrics import sensitivity_max
+
+    model = lw.load_model("tiny-llama")
+    methods = ["saliency", "input_x_gradient", "attention_last", "random"]
+    ev = evaluate(model, ["Le café ☕ est très"], methods=methods, infidelity_samples=0, sensitivity_samples=3,
+                  progress=False)  # fmt: skip
+    res = ev.prompts[0]
+    assert "sensitivity" in ev.metrics and ev.settings["sensitivity_radius"] == 0.1
+    embed = model.model.get_input_embeddings().weight.detach()
+    x = embed[res.token_ids][None]
+
+    def logp(embeds):
+        logits = model.model(inputs_embeds=embeds).logits[:, -1].float()
+        return torch.log_softmax(logits, -1)[:, res.target_id]
+
+    references = {
+        "saliency": lambda e: Saliency(logp).attribute(e, abs=True),
+        "input_x_gradient": InputXGradient(logp).attribute,
+    }
+    for method, attribution in references.items():
+
+        def explain(inputs, attribution=attribution):
+            return tuple(attribution(inp.float().requires_grad_()).sum(-1).double() for inp in inputs)
+
+        torch.manual_seed(ev.settings["seed"])
+        expected = float(sensitivity_max(explain, x.double(), perturb_radius=0.1 * float(embed.std()),
+                                         n_perturb_samples=3, max_examples_per_batch=3)[0])  # fmt: skip
+        assert expected > 0 and math.isclose(res.metrics["sensitivity"][method], expected, rel_tol=1e-4), method
+    assert res.metrics["sensitivity"]["random"] == 0.0  # scores that ignore the input never move
+    assert res.metrics["sensitivity"]["attention_last"] > 0
+    with pytest.raises(ValueError, match="sensitivity_radius must be a positive number"):
+        evaluate(model, ["The cat"], methods=["random"], sensitivity_radius=0, progress=False)
+
+
 def test_statistics_against_scipy():
     from scipy.stats import permutation_test
 

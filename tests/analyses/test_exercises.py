@@ -111,6 +111,18 @@ def welch(scores, random_scores, n_tests, *, bonferroni=True, equal_var=False):
     return min(1.0, p * n_tests) if bonferroni else p
 
 
+def deletion_curve(model, token_ids, order, target_id, *, log=False, cumulative=True, points=None):
+    curve = []
+    for k in range(len(token_ids) + 1 if points is None else points):
+        x = torch.tensor(token_ids)
+        gone = order[:k] if cumulative else order[k - 1 : k]
+        x[list(gone)] = model.pad_token_id
+        with torch.no_grad():
+            logits = model.model(x[None]).logits[0, -1].double()
+        curve.append(logits.log_softmax(-1)[target_id] if log else logits.softmax(-1)[target_id])
+    return torch.stack(curve)
+
+
 # -- each checker: the solution passes, each planted mistake is named -----------------------------------
 CASES = {
     "top_k": (
@@ -161,6 +173,15 @@ CASES = {
         ],
     ),
     "direct_logit_attribution": (dla, [(lambda m, c, f, d: dla(m, c, f, d, norm=False), "final norm is missing")]),
+    "deletion_curve": (
+        deletion_curve,
+        [
+            (lambda m, i, o, t: deletion_curve(m, i, o, t, log=True), "log-probabilities"),
+            (lambda m, i, o, t: deletion_curve(m, i, o[::-1], t), "lowest-ranked tokens first"),
+            (lambda m, i, o, t: deletion_curve(m, i, o, t, cumulative=False), "only the k-th token"),
+            (lambda m, i, o, t: deletion_curve(m, i, o, t, points=len(i)), "n + 1"),
+        ],
+    ),
     "induction_score": (induction_score, [(lambda p, n, f: induction_score(p, n, f, offset=0), "duplicate-token")]),
 }
 
@@ -189,7 +210,9 @@ def test_an_unknown_exercise_lists_the_known_ones():
         lw.check("attention", attention)
 
 
-@pytest.mark.parametrize("name", ["attention_by_hand", "top_k", "topk_encoder", "induction_score", "welch_bonferroni"])
+@pytest.mark.parametrize(
+    "name", ["attention_by_hand", "top_k", "topk_encoder", "induction_score", "welch_bonferroni", "deletion_curve"]
+)
 def test_solutions_pass_on_smollm2(name, smollm2):
     v = lw.check(name, CASES[name][0])
     assert v.passed and "smollm2-135m" in v.message, v.message

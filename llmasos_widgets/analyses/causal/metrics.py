@@ -30,10 +30,13 @@ class Metric:
 
     """
 
-    def __init__(self, name: str, tokens: Sequence[str], fn: Callable[..., Tensor]) -> None:
+    def __init__(self, name: str, tokens: Sequence[str], fn: Callable[..., Tensor], kind: str | None = None) -> None:
         self.name = name
         self.tokens = tuple(tokens)
         self._fn = fn  # fn(logits, clean_logits, *token_ids)
+        # The builder that made it ("logit_diff", "prob", "kl_to_clean"), so that a result file can name
+        # the metric and rebuild it (:func:`rebuild`); None for a metric made from a function.
+        self.kind = kind
 
     def __repr__(self) -> str:
         return f"Metric({self.name})"
@@ -82,7 +85,12 @@ def logit_diff(correct: str, wrong: str) -> Metric:
     (' Mary', ' John')
 
     """
-    return Metric(f"logit({correct!r}) - logit({wrong!r})", (correct, wrong), lambda lg, _, a, b: lg[:, a] - lg[:, b])
+    return Metric(
+        f"logit({correct!r}) - logit({wrong!r})",
+        (correct, wrong),
+        lambda lg, _, a, b: lg[:, a] - lg[:, b],
+        "logit_diff",
+    )
 
 
 def prob(token: str) -> Metric:
@@ -94,7 +102,7 @@ def prob(token: str) -> Metric:
     "p(' Paris')"
 
     """
-    return Metric(f"p({token!r})", (token,), lambda lg, _, a: lg.float().softmax(-1)[:, a])
+    return Metric(f"p({token!r})", (token,), lambda lg, _, a: lg.float().softmax(-1)[:, a], "prob")
 
 
 def kl_to_clean() -> Metric:
@@ -111,4 +119,19 @@ def kl_to_clean() -> Metric:
         clean_log = clean.float().log_softmax(-1)
         return (clean_log.exp() * (clean_log - logits.float().log_softmax(-1))).sum(-1)
 
-    return Metric("KL(clean || run)", (), kl)
+    return Metric("KL(clean || run)", (), kl, "kl_to_clean")
+
+
+def rebuild(kind: str, tokens: Sequence[str]) -> Metric:
+    """The metric a builder named ``kind`` makes from ``tokens`` (what a result file records of a metric).
+
+    Examples
+    --------
+    >>> rebuild("logit_diff", [" Mary", " John"]).name
+    "logit(' Mary') - logit(' John')"
+
+    """
+    builders: dict[str, Callable[..., Metric]] = {"logit_diff": logit_diff, "prob": prob, "kl_to_clean": kl_to_clean}
+    if kind not in builders:
+        raise ValueError(f"unknown metric kind {kind!r}: one of {', '.join(builders)}")
+    return builders[kind](*tokens)

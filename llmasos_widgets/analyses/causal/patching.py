@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -48,7 +50,8 @@ class PatchResult:
     tokens: list[str]
     corrupt_tokens: list[str]
     seconds: float
-    experiment: Patching = field(repr=False)
+    # None: run on NDIF, or loaded from a file without a model
+    experiment: Patching | None = field(repr=False, compare=False)
 
     def correlation(self, other: PatchResult) -> float:
         """Pearson correlation of this grid with ``other`` over the cells both have.
@@ -99,7 +102,28 @@ class PatchResult:
         1
 
         """
+        if self.experiment is None:
+            raise ValueError(
+                "this result has no experiment (run on NDIF, or loaded without a model): load it with its model"
+            )
         return self.experiment.direction_at(layer, position)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write this grid to one file; ``lw.load(path, model)`` reads it back (``analyses/results.py``).
+
+        Examples
+        --------
+        >>> import tempfile, llmasos_widgets as lw
+        >>> model = lw.load_model("tiny-gpt2")
+        >>> res = lw.patch(model, "The cat is in the", "The dog is in the", metric=lw.logit_diff(" cat", " the"))
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     bool(lw.load(res.save(d + "/p.st"), model).scores.equal(res.scores))
+        True
+
+        """
+        from ..results import save
+
+        return save(self, path)
 
 
 class Patching:
@@ -177,6 +201,7 @@ class Patching:
         # Before the runs: a sweep that would not fit is refused, naming fewer positions or attribution.
         require(estimate_tokens(model, T, "patching", over=over, positions=len(self.positions)))
         metric = Metric.of(metric)
+        self.metric = metric  # a result file records its kind and tokens
         self.metric_name = metric.name
         self._metric = metric.bind(model)
         self.clean, _ = self.engine.capture(clean_ids)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -180,6 +182,24 @@ class SteerResult:
     kl_mean: float
     metric: str | None = None
     metric_change: float | None = None
+    model: Any = field(default=None, repr=False, compare=False)  # what a result file's fingerprint is of
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write this result to one file; ``lw.load(path, model)`` reads it back (``analyses/results.py``).
+
+        Examples
+        --------
+        >>> import tempfile, llmasos_widgets as lw
+        >>> model = lw.load_model("tiny-llama")
+        >>> res = lw.steer(model, "The cat", lw.Direction.neuron(model, 0, 3), 4.0, max_new_tokens=3)
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     lw.load(res.save(d + "/s.st"), model) == res
+        True
+
+        """
+        from ..results import save
+
+        return save(self, path)
 
     @property
     def baseline_text(self) -> str:
@@ -418,6 +438,7 @@ class Steering:
             kl_mean=float(kl.mean()),
             metric=None if metric is None else Metric.of(metric).name,
             metric_change=change,
+            model=model,
         )
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -39,10 +41,29 @@ class CausalTrace:
     samples: int
     window: int
     seconds: float
+    model: Any = field(default=None, repr=False, compare=False)  # what a result file's fingerprint is of
 
     def scores(self, kind: str = "resid") -> Tensor:
         """``probs[kind]`` normalised: 0 = the corrupted run, 1 = the clean run."""
         return (self.probs[kind] - self.corrupt_prob) / (self.clean_prob - self.corrupt_prob)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write this trace to one file; ``lw.load(path, model)`` reads it back (``analyses/results.py``).
+
+        Examples
+        --------
+        >>> import tempfile, llmasos_widgets as lw
+        >>> model = lw.load_model("tiny-gpt2")
+        >>> ct = lw.causal_trace(model, "The cat is in the", "The cat", samples=2, kinds=("resid",), progress=False)
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     back = lw.load(ct.save(d + "/ct.st"), model)
+        >>> bool(back.probs["resid"].equal(ct.probs["resid"])), back.subject
+        (True, (0, 2))
+
+        """
+        from ..results import save
+
+        return save(self, path)
 
 
 def _subject_span(model: LanguageModel, prompt: str, subject: str, offsets: list[tuple[int, int]]) -> tuple[int, int]:
@@ -146,4 +167,5 @@ def causal_trace(
         samples=samples,
         window=window,
         seconds=time.perf_counter() - began,
+        model=model,
     )
