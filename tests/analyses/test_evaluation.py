@@ -240,3 +240,13 @@ def test_bad_input_is_named():
         evaluate(model, ["The cat"], methods=["random"], bins=[0, 2], progress=False)
     with pytest.raises(ValueError, match="encoder"):
         evaluate(lw.load_model("tiny-bert"), ["The cat"], methods=["random"], progress=False)
+
+
+def test_the_table_never_prints_a_negative_zero(evaluation, monkeypatch):
+    # A random method's comprehensiveness can round to zero from below: its table cell must read 0.000.
+    from llmasos_widgets.analyses.evaluation_stats import Interval  # noqa: PLC0415
+
+    tiny = Interval(-0.0004, -0.0002, 0.0001, 0.95, 3)
+    monkeypatch.setattr(type(evaluation), "summary", lambda self, metric, **kw: dict.fromkeys(self.methods, tiny))
+    table = evaluation.table()
+    assert "0.000 [0.000, 0.000]" in table and "-0.000" not in table
