@@ -91,6 +91,19 @@ class LensView(ViewBase):
             return requests + cells, f"{lens} and every cell's top-{self.k} are recorded"
         return requests, f"{lens} is recorded; a cell's top-k needs the kernel (too many cells to record them all)"
 
+    def _prefetch(self, order: list[int], budget: int) -> list[tuple[int, dict[str, Any]]]:
+        """Every token's column (what a click draws first) and its cell's top-k at the selected layer, nearest first."""
+        asked: list[tuple[int, dict[str, Any]]] = []
+        if order:  # the blocks of the window the grid shows around the selection (48 columns)
+            first, n_blocks = order[0], math.ceil(len(self.trace) / BLOCK)
+            for b in range(max(0, (first - 24) // BLOCK), min(n_blocks, (first + 24) // BLOCK + 1)):
+                asked.append((abs(b * BLOCK + BLOCK // 2 - first), {"what": "lens", "block": b}))
+        for d, p in enumerate(order):
+            asked.append((d, {"what": "column", "position": p}))
+            if self.selected_layer >= 0:
+                asked.append((d, {"what": "cell", "layer": self.selected_layer, "position": p, "k": self.k}))
+        return asked
+
     @request("lens", stream=True)
     def _stream_lens(self, reply: Reply, block: int = 0) -> None:
         """The top token and its probability after every layer, at the block's positions (one answer)."""
