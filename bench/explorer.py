@@ -91,7 +91,8 @@ def browser_times(sizes: list[int], collapsed: list[str]) -> dict:
     with _lab.lab_and_browser() as (lab, browser):
         for n in sizes:
             cells = [SETUP_CELL, f"text = text_of(model, {n})"]
-            nb = _lab.open_notebook(lab, browser, f"explorer-{n}.ipynb", cells, timeout=600)
+            # A page tall enough to show every panel at once: a panel mounts (and fetches) when it is first seen.
+            nb = _lab.open_notebook(lab, browser, f"explorer-{n}.ipynb", cells, timeout=600, viewport=VIEWPORT)
             page = nb.page
             # Run the Explorer's cell from the page, as a user does, and time it there.
             page.evaluate("() => window.__lw_t0 = performance.now()")
@@ -102,11 +103,13 @@ def browser_times(sizes: list[int], collapsed: list[str]) -> dict:
             cell_done = page.evaluate("() => performance.now() - window.__lw_t0") / 1000
             page.wait_for_function(ALL_DRAWN, arg=-1, timeout=600_000, polling=100)
             drawn = page.evaluate("() => performance.now() - window.__lw_t0") / 1000
+            cached = cache_filled(page)
             floor = round_trips(nb)
             quiet = clicks(page, n)
+            keys = clicks(page, n, step=1)
             busy = busy_clicks(nb, n)
-            results[n] = {"cell_s": cell_done, "drawn_s": drawn - cell_done, "clicks_ms": quiet}
-            results[n] |= {"floor_ms": floor, "busy": busy}
+            results[n] = {"cell_s": cell_done, "drawn_s": drawn - cell_done, "clicks_ms": quiet, "keys_ms": keys}
+            results[n] |= {"floor_ms": floor, "busy": busy, "cache": cached}
             nb.close()
     return results
 
@@ -133,6 +136,29 @@ _Echo()
 
 # What keeps the kernel busy in the busy case: a long attribution in another cell (about 40 s here).
 BUSY_CELL = "busy = lw.attribute(model, text_of(model, 48), method='integrated_gradients', n_steps=512)"
+
+
+VIEWPORT = (1400, 6000)
+
+
+def cache_filled(page, limit_s: float = 120) -> dict:
+    """Seconds after every panel was drawn until the kernel said the page's cache is full (None: no cache,
+    or not within limit_s), and what it holds."""
+    t0 = time.perf_counter()
+    has = page.evaluate("() => document.querySelector('.lw-explorer').dataset.prefetchDone !== undefined")
+    done = None
+    if has:
+        try:
+            page.wait_for_function(
+                "() => document.querySelector('.lw-explorer').dataset.prefetchDone === 'true'",
+                timeout=limit_s * 1000,
+                polling=250,
+            )
+            done = time.perf_counter() - t0
+        except Exception:
+            pass
+    held = page.evaluate("() => document.querySelector('.lw-explorer').dataset.prefetched ?? '0'")
+    return {"s": done, "entries": int(held), "has": has}
 
 
 def round_trips(nb, count: int = 20) -> list[float]:
@@ -174,7 +200,9 @@ def _lab_add_cell(nb, source: str) -> None:
     )
 
 
-def clicks(page, n: int, count: int = 20, limit_ms: float = 60000, offset: int = 13) -> list[dict[str, float]]:
+def clicks(
+    page, n: int, count: int = 20, limit_ms: float = 60000, offset: int = 13, step: int = 97
+) -> list[dict[str, float]]:
     """Click -> each panel drawn for that token (ms, measured in the page), and "all" (inf: not within limit_ms)."""
     script = (
         """async ([i, limit]) => {
@@ -200,7 +228,7 @@ def clicks(page, n: int, count: int = 20, limit_ms: float = 60000, offset: int =
         return at;
     }"""
     )
-    positions = [(97 * k + offset) % n for k in range(count)]
+    positions = [(step * k + offset) % n for k in range(count)]
     out = []
     for i in positions:
         at = page.evaluate(script, [i, limit_ms])
@@ -265,6 +293,16 @@ def report_browser(sizes: list[int], collapsed: list[str]) -> None:
             f"min {min(alls):.0f}, max {max(alls):.0f}; median per panel (x the floor): "
             + ", ".join(f"{k} {v:.0f} ({v / floor:.1f}x)" for k, v in med.items() if k != "all")
         )
+        k = r["keys_ms"]
+        kmed = statistics.median(x["all"] for x in k)
+        print(
+            f"    clicks on the next token (as the arrow key steps): median {kmed:.0f} ms = {kmed / floor:.1f}x the floor, "
+            f"max {max(x['all'] for x in k):.0f}"
+        )
+        cache = r["cache"]
+        if cache["has"]:
+            filled = "not within 120 s" if cache["s"] is None else f"{cache['s']:.1f} s"
+            print(f"    page cache filled by the kernel {filled} after the draw ({cache['entries']} answers held)")
         b = r["busy"]
         bc = b["clicks_ms"]
         answered = [x["all"] for x in bc if x["all"] != float("inf")]

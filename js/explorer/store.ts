@@ -178,8 +178,10 @@ export class Hub {
     this.counts.requests += requests.length;
     this.onCounts();
     const drop = this.drop.splice(0);
-    this.host.send({ type: "batch", batch: this.unacked, requests: requests.map((a) => a.content), drop });
-    this.idle();
+    // The prefetch re-centres on the click in the same message: the kernel answers the click first.
+    const prefetch = this.store.budget > 0 ? this.prefetchAsk() : undefined;
+    clearTimeout(this.idleTimer);
+    this.host.send({ type: "batch", batch: this.unacked, requests: requests.map((a) => a.content), drop, prefetch });
   }
 
   /** Ask for the prefetch once the page has been quiet a moment (after the first draw, after each click). */
@@ -204,15 +206,13 @@ export class Hub {
       this.idle(); // the click's requests leave first
       return;
     }
+    this.host.send({ type: "prefetch", ...this.prefetchAsk() });
+  }
+
+  private prefetchAsk(): Record<string, unknown> {
     this.counts.prefetchDone = false;
     this.centre = this.position();
-    this.host.send({
-      type: "prefetch",
-      position: this.centre,
-      panels: this.order(),
-      budget: this.store.budget,
-      forget: this.store.forgotten.splice(0),
-    });
+    return { position: this.centre, panels: this.order(), budget: this.store.budget, forget: this.store.forgotten.splice(0) };
   }
 
   private receive(msg: unknown, buffers: DataView[]): void {
@@ -239,7 +239,6 @@ export class Hub {
     if (m["type"] === "response" || m["type"] === "error") {
       this.recording.delete(id);
       if (m["type"] === "response") this.store.put(rec.key, rec.answer); // the same click again is answered here
-      this.idle();
     }
   }
 

@@ -159,6 +159,13 @@ class Explorer(ViewBase):
         self.observe(self._lead, names=list(SELECTION))
         self._server = Server(self)
 
+    def close(self) -> None:
+        """Close the widget and end its worker thread."""
+        server = self.__dict__.get("_server")  # absent when __init__ refused its arguments
+        if server is not None:
+            server.stop()
+        super().close()
+
     def panel(self, name: str) -> ViewBase:
         """The view behind a panel (e.g. ``ex.panel("attention").heads = [0, 3]``)."""
         if name not in self._views:

@@ -8,8 +8,8 @@ tagged with its panel, as ever) before it starts anything prefetched, and skips 
 dropped: a stale request is never computed. Streamed requests (an attention overview, a lens block, the
 saliency scores) keep their own threads, as in a single view; a dropped one is cancelled.
 
-After the first draw, and after each click, the page sends ``prefetch`` with the selected position, its
-open panels in order and its cache's budget in bytes. The Explorer asks each panel what it would be asked
+After the first draw the page sends ``prefetch`` with the selected position, its open panels in order and
+its cache's budget in bytes; a batch carries the same, re-centred on its click. The Explorer asks each panel what it would be asked
 around that position (``ViewBase._prefetch``), nearest first, and the worker answers them when nothing
 else waits, in groups of ``stored`` messages the page files by request key, the key an exported file
 replays by (:func:`~.export.request_key`). A newer ``prefetch`` replaces what is left of the older.
@@ -64,6 +64,7 @@ class Server:
         self._ahead: collections.deque[dict[str, Any]] = collections.deque()
         self._held: set[str] = set()  # keys of what the page holds, as far as the kernel knows
         self._thread: threading.Thread | None = None
+        self._stopped = False
         self.log: collections.deque[tuple[str, str]] = collections.deque(maxlen=LOG_LENGTH)  # ("urgent"|"ahead", key)
 
     # -- from the page (the kernel's main thread) -------------------------------------------------------
@@ -90,6 +91,8 @@ class Server:
                     self._urgent.append(request)
             self._cond.notify()
         self._start()
+        if isinstance(content.get("prefetch"), dict):  # re-centred on the click, served after it
+            self.prefetch(content["prefetch"])
 
     def prefetch(self, content: dict[str, Any]) -> None:
         """Fill the page's cache around ``position`` for ``panels`` within ``budget`` bytes (replaces the last)."""
@@ -113,15 +116,27 @@ class Server:
         self._start()
 
     # -- the worker thread ------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """End the worker (the Explorer was closed): what is queued is dropped."""
+        with self._cond:
+            self._stopped = True
+            self._urgent.clear()
+            self._ahead.clear()
+            self._cond.notify()
+
     def _start(self) -> None:
+        if self._stopped:
+            return
         if self._thread is None or not self._thread.is_alive():
             self._thread = threading.Thread(target=self._work, daemon=True, name="llmasos-explorer")
             self._thread.start()
 
-    def _next(self) -> tuple[str, dict[str, Any]]:
+    def _next(self) -> tuple[str, dict[str, Any]] | None:
         with self._cond:
-            while not self._urgent and not self._ahead:
+            while not self._urgent and not self._ahead and not self._stopped:
                 self._cond.wait()
+            if self._stopped:
+                return None
             if self._urgent:
                 return "urgent", self._urgent.popleft()
             return "ahead", self._ahead.popleft()
@@ -130,7 +145,10 @@ class Server:
         group: list[tuple[str, list[dict[str, Any]]]] = []
         size, started = 0, time.perf_counter()
         while True:
-            kind, request = self._next()
+            found = self._next()
+            if found is None:
+                return
+            kind, request = found
             if kind == "urgent":
                 self._answer(request)
                 continue

@@ -156,3 +156,96 @@ def test_the_features_panel_follows_the_strip_and_a_feature_click_draws_its_dash
     expect(result.locator('[data-testid="steered"] [data-testid="gen-token"]')).to_have_count(len(ref))
     assert result.locator('[data-testid="steered"] [data-changed="true"]').count() == sum(ref)
     assert nb.errors == [], f"page errors: {nb.errors}"
+
+
+_RUN_CELL = """(source) => {
+  const nb = window.jupyterapp.shell.currentWidget.content;
+  nb.activeCellIndex = nb.widgets.length - 1;
+  window.jupyterapp.commands.execute('notebook:insert-cell-below');
+  nb.activeCell.model.sharedModel.setSource(source);
+  window.jupyterapp.commands.execute('notebook:run-cell');
+}"""
+_KERNEL = "window.jupyterapp.shell.currentWidget.sessionContext.kernelDisplayStatus"
+
+
+def run_busy_cell(page, seconds: float) -> None:
+    """Run a cell that keeps the kernel busy for ``seconds``, from the page, and wait until it has started."""
+    page.evaluate(_RUN_CELL, f"import time\ntime.sleep({seconds})")
+    page.wait_for_function(f"() => {_KERNEL} === 'busy'", timeout=30_000)
+
+
+def every_panel_shows(page, position: int, timeout: float = 10_000) -> None:
+    page.wait_for_function(
+        """(i) => {
+          const q = (panel, s) => document.querySelector(`.lw-explorer [data-testid="panel-${panel}"] ${s}`);
+          return q('tokens', '[data-testid="predictions"]')?.dataset.state === 'ready'
+            && q('tokens', '.lw-pred-title')?.textContent.includes('#' + i)
+            && q('attention', '[data-testid="overview"]')?.dataset.position === String(i)
+            && q('attention', '[data-testid="overview"]')?.dataset.state === 'ready'
+            && q('neurons', '[data-testid="token-neurons"]')?.dataset.position === String(i)
+            && q('neurons', '[data-testid="token-neurons"]')?.dataset.state === 'ready'
+            && !!q('lens', `td.lw-in-col[data-pos="${i}"]`) && !q('lens', `td.lw-in-col.lw-pending[data-pos="${i}"]`)
+            && q('lens', '[data-testid="lens-topk"]')?.dataset.state === 'ready'
+            && !!q('saliency', `.lw-token.lw-selected[data-index="${i}"]`);
+        }""",
+        arg=position,
+        timeout=timeout,
+        polling=50,
+    )
+
+
+def test_cached_clicks_send_no_request_and_are_answered_while_the_kernel_is_busy(notebook):
+    nb = notebook(
+        [
+            "import llmasos_widgets as lw\nmodel = lw.load_model('tiny-llama')",
+            f"ex = lw.Explorer(model, {TEXT!r}, layer=1)\nex",
+        ]
+    )
+    page = nb.page
+    root = page.locator(".lw-explorer")
+    strip = root.locator(':scope > [data-testid="token-strip"] [data-testid="token"]')
+    expect(root.locator('[data-testid="overview"]')).to_have_attribute("data-state", "ready", timeout=120_000)
+    # After the first draw the kernel fills the page's cache around the selection, then says it is done.
+    expect(root).to_have_attribute("data-prefetch-done", "true", timeout=60_000)
+    before = {k: root.get_attribute(f"data-{k}") for k in ("kernel-batches", "kernel-requests")}
+    hits = int(root.get_attribute("data-cache-hits") or 0)
+
+    run_busy_cell(page, 12)
+    for i in (3, 4, 2):  # near the centre of the prefetch, so not even the prefetch moves
+        strip.nth(i).click()
+        every_panel_shows(page, i)
+    assert page.evaluate(f"() => {_KERNEL}") == "busy"  # every answer came from the page
+    assert {k: root.get_attribute(f"data-{k}") for k in ("kernel-batches", "kernel-requests")} == before
+    assert int(root.get_attribute("data-cache-hits")) >= hits + 3 * 3  # tokens, attention, lens (column, cell)
+    page.wait_for_function(f"() => {_KERNEL} === 'idle'", timeout=60_000)
+    # Python saw the clicks once the kernel was free.
+    assert nb.kernel_value("print(ex.selected_token)", "2") == "2"
+    assert nb.errors == [], f"page errors: {nb.errors}"
+
+
+def test_a_request_made_stale_by_a_newer_click_is_never_computed(notebook):
+    nb = notebook(
+        [
+            "import llmasos_widgets as lw\nmodel = lw.load_model('tiny-llama')",
+            f"ex = lw.Explorer(model, {TEXT!r}, panels=['tokens', 'lens'], cache_mb=0)\nex",  # no cache: clicks ask
+        ]
+    )
+    page = nb.page
+    root = page.locator(".lw-explorer")
+    strip = root.locator(':scope > [data-testid="token-strip"] [data-testid="token"]')
+    expect(root.locator('[data-testid="panel-lens"] [data-testid="progress"]')).to_have_attribute(
+        "data-state", "ready", timeout=120_000
+    )
+    run_busy_cell(page, 6)
+    strip.nth(3).click()  # leaves at once; the busy kernel reads it later
+    page.wait_for_timeout(300)
+    strip.nth(4).click()  # waits in the page: the kernel has not acknowledged the first
+    page.wait_for_timeout(300)
+    strip.nth(5).click()  # makes the second stale before it ever left
+    page.wait_for_function(f"() => {_KERNEL} === 'idle'", timeout=60_000)
+    expect(root.locator('[data-testid="predictions"] .lw-pred-title')).to_contain_text("#5", timeout=30_000)
+    log = json.loads(nb.kernel_exec("import json; print(json.dumps([k for kind, k in ex._server.log if kind == 'urgent']))"))
+    asked = [json.loads(k) for k in log]
+    positions = [a.get("position") for a in asked if a["what"] in ("predictions", "cell", "column")]
+    assert 5 in positions and 4 not in positions, asked
+    assert nb.errors == [], f"page errors: {nb.errors}"
