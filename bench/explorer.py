@@ -136,6 +136,7 @@ _Echo()
 
 # What keeps the kernel busy in the busy case: a long attribution in another cell (about 40 s here).
 BUSY_CELL = "busy = lw.attribute(model, text_of(model, 48), method='integrated_gradients', n_steps=512)"
+_BUSY_MARK = "print('kernel busy', flush=True)\n"  # printed first: the cell runs from then on
 
 
 VIEWPORT = (1400, 6000)
@@ -176,8 +177,11 @@ _KERNEL = "window.jupyterapp.shell.currentWidget.sessionContext.kernelDisplaySta
 def busy_clicks(nb, n: int, count: int = 10, limit_ms: float = 3000) -> dict:
     """Clicks while another cell keeps the kernel busy: their times (inf: not drawn within limit_ms)."""
     page = nb.page
-    _lab_add_cell(nb, BUSY_CELL)
-    page.wait_for_function(f"() => {_KERNEL} === 'busy'", timeout=60_000)
+    _lab_add_cell(nb, _BUSY_MARK + BUSY_CELL)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.jp-OutputArea-output')].some(o => o.textContent.includes('kernel busy'))",
+        timeout=120_000,
+    )
     time.sleep(1.0)
     times = clicks(page, n, count, limit_ms=limit_ms, offset=7)
     still = page.evaluate(f"() => {_KERNEL} === 'busy'")

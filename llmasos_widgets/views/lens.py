@@ -94,9 +94,9 @@ class LensView(ViewBase):
     def _prefetch(self, order: list[int], budget: int) -> list[tuple[int, dict[str, Any]]]:
         """Every token's column (what a click draws first) and its cell's top-k at the selected layer, nearest first."""
         asked: list[tuple[int, dict[str, Any]]] = []
-        if order:  # the blocks of the window the grid shows around the selection (48 columns)
+        if order:  # the blocks of any window of the grid's 48 columns that shows the selection
             first, n_blocks = order[0], math.ceil(len(self.trace) / BLOCK)
-            for b in range(max(0, (first - 24) // BLOCK), min(n_blocks, (first + 24) // BLOCK + 1)):
+            for b in range(max(0, (first - 48) // BLOCK), min(n_blocks, (first + 48) // BLOCK + 1)):
                 asked.append((abs(b * BLOCK + BLOCK // 2 - first), {"what": "lens", "block": b}))
         for d, p in enumerate(order):
             asked.append((d, {"what": "column", "position": p}))

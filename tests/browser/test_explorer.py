@@ -165,13 +165,34 @@ _RUN_CELL = """(source) => {
   nb.activeCell.model.sharedModel.setSource(source);
   window.jupyterapp.commands.execute('notebook:run-cell');
 }"""
-_KERNEL = "window.jupyterapp.shell.currentWidget.sessionContext.kernelDisplayStatus"
 
 
 def run_busy_cell(page, seconds: float) -> None:
-    """Run a cell that keeps the kernel busy for ``seconds``, from the page, and wait until it has started."""
-    page.evaluate(_RUN_CELL, f"import time\ntime.sleep({seconds})")
-    page.wait_for_function(f"() => {_KERNEL} === 'busy'", timeout=30_000)
+    """Run a cell that holds the kernel for ``seconds``, from the page, and wait until it has started.
+
+    The cell computes in pure Python with a long GIL switch interval: no other thread of the kernel runs
+    meanwhile (ipykernel 7 reads comm messages on another thread; a sleeping cell would leave it free).
+    """
+    page.evaluate(_RUN_CELL, BUSY_CELL.format(seconds=seconds))
+    page.wait_for_function(_PRINTED, arg="kernel busy", timeout=30_000)
+    page.wait_for_timeout(1000)  # past the cell's half-second sleep: in the loop
+
+
+BUSY_CELL = """import sys, time
+print('kernel busy', flush=True)
+time.sleep(0.5)  # the output leaves
+sys.setswitchinterval({seconds})
+end = time.perf_counter() + {seconds}
+while time.perf_counter() < end:
+    pass
+sys.setswitchinterval(0.005)
+print('kernel free')"""
+_PRINTED = "(s) => [...document.querySelectorAll('.jp-OutputArea-output')].some(o => o.textContent.includes(s))"
+
+
+def kernel_free(page) -> bool:
+    """Whether the busy cell has finished."""
+    return page.evaluate(_PRINTED, "kernel free")
 
 
 def every_panel_shows(page, position: int, timeout: float = 10_000) -> None:
@@ -206,6 +227,9 @@ def test_cached_clicks_send_no_request_and_are_answered_while_the_kernel_is_busy
     strip = root.locator(':scope > [data-testid="token-strip"] [data-testid="token"]')
     expect(root.locator('[data-testid="overview"]')).to_have_attribute("data-state", "ready", timeout=120_000)
     # After the first draw the kernel fills the page's cache around the selection, then says it is done.
+    expect(root.locator('[data-testid="panel-lens"] [data-testid="progress"]')).to_have_attribute(
+        "data-state", "ready", timeout=60_000
+    )
     expect(root).to_have_attribute("data-prefetch-done", "true", timeout=60_000)
     before = {k: root.get_attribute(f"data-{k}") for k in ("kernel-batches", "kernel-requests")}
     hits = int(root.get_attribute("data-cache-hits") or 0)
@@ -214,10 +238,10 @@ def test_cached_clicks_send_no_request_and_are_answered_while_the_kernel_is_busy
     for i in (3, 4, 2):  # near the centre of the prefetch, so not even the prefetch moves
         strip.nth(i).click()
         every_panel_shows(page, i)
-    assert page.evaluate(f"() => {_KERNEL}") == "busy"  # every answer came from the page
+    assert not kernel_free(page)  # every answer came from the page
     assert {k: root.get_attribute(f"data-{k}") for k in ("kernel-batches", "kernel-requests")} == before
     assert int(root.get_attribute("data-cache-hits")) >= hits + 3 * 3  # tokens, attention, lens (column, cell)
-    page.wait_for_function(f"() => {_KERNEL} === 'idle'", timeout=60_000)
+    page.wait_for_function(_PRINTED, arg="kernel free", timeout=60_000)
     # Python saw the clicks once the kernel was free.
     assert nb.kernel_value("print(ex.selected_token)", "2") == "2"
     assert nb.errors == [], f"page errors: {nb.errors}"
@@ -242,7 +266,8 @@ def test_a_request_made_stale_by_a_newer_click_is_never_computed(notebook):
     strip.nth(4).click()  # waits in the page: the kernel has not acknowledged the first
     page.wait_for_timeout(300)
     strip.nth(5).click()  # makes the second stale before it ever left
-    page.wait_for_function(f"() => {_KERNEL} === 'idle'", timeout=60_000)
+    assert not kernel_free(page)
+    page.wait_for_function(_PRINTED, arg="kernel free", timeout=60_000)
     expect(root.locator('[data-testid="predictions"] .lw-pred-title')).to_contain_text("#5", timeout=30_000)
     log = json.loads(nb.kernel_exec("import json; print(json.dumps([k for kind, k in ex._server.log if kind == 'urgent']))"))
     asked = [json.loads(k) for k in log]
