@@ -179,7 +179,8 @@ def busy_clicks(nb, n: int, count: int = 10, limit_ms: float = 3000) -> dict:
     page = nb.page
     _lab_add_cell(nb, _BUSY_MARK + BUSY_CELL)
     page.wait_for_function(
-        "() => [...document.querySelectorAll('.jp-OutputArea-output')].some(o => o.textContent.includes('kernel busy'))",
+        "() => [...document.querySelectorAll('.jp-OutputArea-output')]"
+        ".some(o => o.textContent.includes('kernel busy'))",
         timeout=120_000,
     )
     time.sleep(1.0)
@@ -300,7 +301,8 @@ def report_browser(sizes: list[int], collapsed: list[str]) -> None:
         k = r["keys_ms"]
         kmed = statistics.median(x["all"] for x in k)
         print(
-            f"    clicks on the next token (as the arrow key steps): median {kmed:.0f} ms = {kmed / floor:.1f}x the floor, "
+            f"    clicks on the next token (as the arrow key steps): median {kmed:.0f} ms "
+            f"= {kmed / floor:.1f}x the floor, "
             f"max {max(x['all'] for x in k):.0f}"
         )
         cache = r["cache"]

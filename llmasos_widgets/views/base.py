@@ -204,9 +204,9 @@ class ViewBase(anywidget.AnyWidget):
 
     # -- an Explorer's page cache (views/serve.py) ----------------------------------------------------
     def _prefetch(self, order: list[int], budget: int) -> list[tuple[int, dict[str, Any]]]:
-        """What the page will likely ask next, as ``(distance, request)``: ``order`` lists the positions
-        nearest the selection first, ``budget`` is this panel's share of the page's cache in bytes.
+        """What the page will likely ask next, as ``(distance, request)``, nearest first.
 
+        ``order`` lists the positions nearest the selection first; ``budget`` is the page's cache in bytes.
         Each request is ``{"what": ..., **params}`` exactly as the front-end sends it; the Explorer
         answers them nearest first when its page is idle. A view that asks nothing per click lists nothing.
         """

@@ -262,7 +262,9 @@ def _costs(trace: Trace, inputs: dict[str, Any]) -> dict[str, str]:
     """What opening a panel costs, where its first draw is long: the saliency panel's backward pass."""
     if inputs.get("attribution") is not None:
         return {}
-    return {"saliency": f"input × gradient over {len(trace):,} tokens: one backward pass per generated token, or one in all"}
+    return {
+        "saliency": f"input × gradient over {len(trace):,} tokens: one backward pass per generated token, or one in all"
+    }
 
 
 def _trace_of(source: Any, text: str | None) -> Trace:

@@ -159,13 +159,22 @@ class NeuronView(ViewBase):
         )
 
     def _prefetch(self, order: list[int], budget: int) -> list[tuple[int, dict[str, Any]]]:
-        """The selected layer's top neurons at every token (one answer), and each token's contributions when ranked so."""
+        """The selected layer's top neurons at every token (one answer); contributions too when ranked so."""
         if self.selected_layer < 0:
             return []
         asked: list[tuple[int, dict[str, Any]]] = [(0, {"what": "layer", "layer": self.selected_layer, "k": self.k})]
         if self.rank_by == "contribution":
             asked += [
-                (d, {"what": "contributions", "layer": self.selected_layer, "position": p, "target": self.target, "k": self.k})
+                (
+                    d,
+                    {
+                        "what": "contributions",
+                        "layer": self.selected_layer,
+                        "position": p,
+                        "target": self.target,
+                        "k": self.k,
+                    },
+                )
                 for d, p in enumerate(order)
             ]
         return asked

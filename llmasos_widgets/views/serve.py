@@ -1,4 +1,4 @@
-"""How an Explorer answers its page: one message per click, served in on-screen order, and the page's cache filled ahead.
+"""How an Explorer answers its page: one message per click, in on-screen order; the page's cache filled ahead.
 
 The page keeps the answers it is likely to need (``js/explorer/store.ts``): a click whose answers are there
 sends nothing. A click that misses sends one ``batch`` message with a request for every panel that needs
@@ -9,10 +9,11 @@ dropped: a stale request is never computed. Streamed requests (an attention over
 saliency scores) keep their own threads, as in a single view; a dropped one is cancelled.
 
 After the first draw the page sends ``prefetch`` with the selected position, its open panels in order and
-its cache's budget in bytes; a batch carries the same, re-centred on its click. The Explorer asks each panel what it would be asked
-around that position (``ViewBase._prefetch``), nearest first, and the worker answers them when nothing
-else waits, in groups of ``stored`` messages the page files by request key, the key an exported file
-replays by (:func:`~.export.request_key`). A newer ``prefetch`` replaces what is left of the older.
+its cache's budget in bytes; a batch carries the same, re-centred on its click. The Explorer asks each panel
+what it would be asked around that position (``ViewBase._prefetch``), nearest first, and the worker answers
+them when nothing else waits, in groups of ``stored`` messages the page files by request key, the key an
+exported file replays by (:func:`~.export.request_key`). A newer ``prefetch`` replaces what is left of the
+older.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from .export import _Recording, request_key
+from .export import Recording, request_key
 from .protocol import Reply
 
 if TYPE_CHECKING:
@@ -174,7 +175,9 @@ class Server:
         name, what = str(request.get("panel")), str(request.get("what", ""))
         view = self.host._views.get(name)
         if view is None:
-            self.host.send({"type": "error", "id": request.get("id"), "what": what, "panel": name, "message": f"no panel {name!r}"})
+            self.host.send(
+                {"type": "error", "id": request.get("id"), "what": what, "panel": name, "message": f"no panel {name!r}"}
+            )
             return
         reply = Reply(view, request.get("id"), what)
         handler = view._handler(what)
@@ -189,7 +192,7 @@ class Server:
         handler = view._handler(request["what"]) if view is not None else None
         if handler is None:
             return None
-        reply = _Recording(view, request["what"])
+        reply = Recording(view, request["what"])
         reply.run(handler, {k: v for k, v in request.items() if k not in ("what", "panel")})
         if any(m["content"]["type"] == "error" for m in reply.messages):
             return None  # the page asks for it again if it needs it, and shows the error then
@@ -203,7 +206,9 @@ class Server:
         for key, messages in group:
             out = []
             for m in messages:
-                out.append({"content": m["content"], "buffers": list(range(len(buffers), len(buffers) + len(m["buffers"])))})
+                out.append(
+                    {"content": m["content"], "buffers": list(range(len(buffers), len(buffers) + len(m["buffers"])))}
+                )
                 buffers += m["buffers"]
             entries.append({"key": key, "messages": out})
         self.host.send({"type": "stored", "entries": entries, "done": done}, buffers)

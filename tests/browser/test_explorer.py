@@ -269,7 +269,9 @@ def test_a_request_made_stale_by_a_newer_click_is_never_computed(notebook):
     assert not kernel_free(page)
     page.wait_for_function(_PRINTED, arg="kernel free", timeout=60_000)
     expect(root.locator('[data-testid="predictions"] .lw-pred-title')).to_contain_text("#5", timeout=30_000)
-    log = json.loads(nb.kernel_exec("import json; print(json.dumps([k for kind, k in ex._server.log if kind == 'urgent']))"))
+    log = json.loads(
+        nb.kernel_exec("import json; print(json.dumps([k for kind, k in ex._server.log if kind == 'urgent']))")
+    )
     asked = [json.loads(k) for k in log]
     positions = [a.get("position") for a in asked if a["what"] in ("predictions", "cell", "column")]
     assert 5 in positions and 4 not in positions, asked

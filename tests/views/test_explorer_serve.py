@@ -10,9 +10,9 @@ import time
 import pytest
 
 import llmasos_widgets as lw
-from llmasos_widgets.views.export import request_key
 from llmasos_widgets.views import explorer
 from llmasos_widgets.views.explorer import FOLD_SALIENCY_ABOVE
+from llmasos_widgets.views.export import request_key
 from llmasos_widgets.views.serve import order_around
 
 TEXT = "Le café est très bon 大型 🤖 and the rest"
@@ -38,7 +38,7 @@ def sent(monkeypatch):
 
 
 def wait_for(sent, test, start=0, timeout=60.0):
-    """The first message sent (from the ``start``-th on) that passes ``test`` (the worker thread answers a moment later)."""
+    """The first message sent (from the ``start``-th on) that passes ``test`` (the worker answers a moment later)."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         for content, buffers in list(sent)[start:]:
@@ -112,7 +112,9 @@ def test_the_prefetch_files_the_panels_answers_by_the_keys_an_exported_file_uses
     # Asked again, nothing is computed twice; what the page forgot is sent again.
     n = len(sent)
     forgot = want[0]
-    ex._on_custom_msg(ex, {"type": "prefetch", "position": 0, "panels": ex.panels, "budget": 64e6, "forget": [forgot]}, [])
+    ex._on_custom_msg(
+        ex, {"type": "prefetch", "position": 0, "panels": ex.panels, "budget": 64e6, "forget": [forgot]}, []
+    )
     wait_for(sent, lambda c: c["type"] == "stored" and c["done"], start=n)
     again = [e["key"] for c, _ in sent[n:] if c["type"] == "stored" for e in c["entries"]]
     assert again == [forgot]
