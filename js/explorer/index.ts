@@ -14,6 +14,8 @@ import "./style.css";
 
 /** A panel this close to the visible part of the page counts as seen (mounted, and so fetching). */
 const SEEN_MARGIN = "400px 0px";
+/** From this width on (px) the panels sit in a grid of two columns; below it, in one. */
+const WIDE_FROM = 880;
 
 function mount(view: View): void {
   const selection = el("div", "lw-selection");
@@ -22,6 +24,25 @@ function mount(view: View): void {
   const panels = el("div", "lw-panels");
   view.root.append(selection, notes, panels);
   const open = new Map<string, () => void>(); // mounted panels and how to remove them
+  // A wide cell lays the panels out in two columns (each spans 1 or 2: `panel_spans`); a narrow one in one.
+  const layout = (): void => {
+    const wide = view.root.clientWidth >= WIDE_FROM;
+    panels.classList.toggle("lw-wide", wide);
+    view.root.dataset.layout = wide ? "grid" : "column";
+  };
+  if (typeof ResizeObserver !== "undefined") {
+    const sizes = new ResizeObserver(layout);
+    sizes.observe(view.root);
+    view.onDispose(() => sizes.disconnect());
+  }
+  /** Move a panel to where another is (its order is the widget's state: Python keeps it). */
+  const move = (name: string, to: number): void => {
+    const order = view.list<string>("panels").filter((p) => p !== name);
+    order.splice(Math.max(0, Math.min(order.length, to)), 0, name);
+    view.set({ panels: order });
+  };
+  const spans = (): Record<string, number> => (view.get("panel_spans") ?? {}) as Record<string, number>;
+  let dragged = "";
   const seen = new Set<string>(); // panels that have been in view: the others wait, unmounted
   /** The mounted panels in their order on screen. */
   const order = (): string[] =>
@@ -120,11 +141,44 @@ function mount(view: View): void {
           else now.add(name);
           view.set({ collapsed: shown.filter((p) => now.has(p)) });
         });
-        section.append(toggle, el("div", "lw-panel-body"));
+        // Arrange: ◀ ▶ move it (or drag its title onto another panel), ⇔ makes it span one or two columns.
+        const tools = el("span", "lw-panel-tools");
+        const tool = (label: string, testid: string, tip: string, act: () => void): HTMLButtonElement => {
+          const b = el("button", "lw-panel-tool", label);
+          b.type = "button";
+          b.title = tip;
+          b.dataset.testid = testid;
+          b.addEventListener("click", act);
+          return b;
+        };
+        tools.append(
+          tool("◀", `move-back-${name}`, "move this panel back", () => move(name, view.list<string>("panels").indexOf(name) - 1)),
+          tool("▶", `move-on-${name}`, "move this panel on", () => move(name, view.list<string>("panels").indexOf(name) + 1)),
+          tool("⇔", `span-${name}`, "one column or two (in a wide cell)", () =>
+            view.set({ panel_spans: { ...spans(), [name]: spans()[name] === 2 ? 1 : 2 } }),
+          ),
+        );
+        toggle.draggable = true;
+        toggle.addEventListener("dragstart", (e) => {
+          dragged = name;
+          e.dataTransfer?.setData("text/plain", name);
+        });
+        section.addEventListener("dragover", (e) => {
+          if (dragged && dragged !== name) e.preventDefault();
+        });
+        section.addEventListener("drop", (e) => {
+          e.preventDefault();
+          if (dragged && dragged !== name) move(dragged, view.list<string>("panels").indexOf(name));
+          dragged = "";
+        });
+        const head = el("div", "lw-panel-head");
+        head.append(toggle, tools);
+        section.append(head, el("div", "lw-panel-body"));
       }
+      section.dataset.span = String(spans()[name] === 1 ? 1 : 2);
       const folded = collapsed.has(name);
       section.classList.toggle("lw-folded", folded);
-      section.firstElementChild!.setAttribute("aria-expanded", String(!folded));
+      section.querySelector(".lw-panel-title")!.setAttribute("aria-expanded", String(!folded));
       section.querySelector<HTMLElement>(".lw-panel-cost")?.toggleAttribute("hidden", !folded);
       if (!folded && !seen.has(name)) {
         if (observer) observer.observe(section);
@@ -150,7 +204,7 @@ function mount(view: View): void {
   view.on(["tokens", "model_name"], renderHeader);
   view.on(["selected_token", "selected_layer", "selected_head"], renderSelection);
   view.on(["panel_notes", "panel_titles"], renderNotes);
-  view.on(["panels", "collapsed", "panel_links"], renderPanels);
+  view.on(["panels", "collapsed", "panel_links", "panel_spans"], renderPanels);
   view.onDispose(() => {
     for (const name of Array.from(open.keys())) close(name);
   });
@@ -158,6 +212,7 @@ function mount(view: View): void {
   renderSelection();
   renderNotes();
   renderPanels();
+  layout();
 }
 
 export default defineView({ name: "explorer", selectionStrip: "click one, or use the arrow keys: every panel follows", mount });

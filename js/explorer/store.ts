@@ -202,8 +202,8 @@ export class Hub {
 
   private prefetch(): void {
     if (this.disposed || this.store.budget <= 0) return;
-    if (this.unacked || this.waiting.length) {
-      this.idle(); // the click's requests leave first
+    if (this.unacked || this.waiting.length || this.recording.size) {
+      this.idle(); // the first draw, or the click, is answered first
       return;
     }
     this.host.send({ type: "prefetch", ...this.prefetchAsk() });

@@ -28,6 +28,7 @@ from .serve import Server
 FOLD_SALIENCY_ABOVE = 512
 
 _WIDGET_OWN = ("layout", "tabbable", "tooltip")
+_WIDE = ("attention", "lens", "features")  # panels that span both columns of a wide cell at first
 
 
 class Explorer(ViewBase):
@@ -91,6 +92,9 @@ class Explorer(ViewBase):
     panel_notes = traitlets.Dict().tag(sync=True)  # panel left out -> why
     panel_titles = traitlets.Dict().tag(sync=True)  # panel -> its title (its registration's)
     panel_costs = traitlets.Dict().tag(sync=True)  # panel -> what opening it costs, shown on its fold
+    # In a wide cell the panels sit in a grid of two columns: how many each spans (1 or 2). The page moves
+    # and widens panels by setting `panels` (a new order of the same panels) and this.
+    panel_spans = traitlets.Dict(traitlets.Int()).tag(sync=True)
     # The page's cache of answers (MB): what the kernel fills ahead of a click; 0: every click asks the kernel.
     cache_mb = traitlets.Float(64.0).tag(sync=True)
 
@@ -148,6 +152,7 @@ class Explorer(ViewBase):
             panel_titles={name: registry[name].title for name in wanted},
             panel_notes=notes,
             panel_costs={k: v for k, v in costs.items() if k in self._views},
+            panel_spans={name: 2 if name in _WIDE else 1 for name in self._views},
             panel_states={name: self._own_state(name) for name in self._views},
             selected_layer=trace.check_layer(trace.n_layers // 2 if layer is None else layer),
             **kwargs,
@@ -158,6 +163,23 @@ class Explorer(ViewBase):
             self._push(name, {key: getattr(self, key) for key in self._links[name]})
         self.observe(self._lead, names=list(SELECTION))
         self._server = Server(self)
+
+    @traitlets.validate("panels")
+    def _check_order(self, proposal: Any) -> list[str]:
+        """After the first draw the page may reorder the panels, never change which there are."""
+        value = list(proposal["value"])
+        views = self.__dict__.get("_views")
+        if views is not None and self.panels and sorted(value) != sorted(self.panels):
+            raise traitlets.TraitError(f"panels can be reordered, not changed: {sorted(self.panels)}; got {value}")
+        return value
+
+    @traitlets.validate("panel_spans")
+    def _check_spans(self, proposal: Any) -> dict[str, int]:
+        value = dict(proposal["value"])
+        bad = {k: v for k, v in value.items() if v not in (1, 2)}
+        if bad:
+            raise traitlets.TraitError(f"a panel spans 1 or 2 columns; got {bad}")
+        return value
 
     def close(self) -> None:
         """Close the widget and end its worker thread."""

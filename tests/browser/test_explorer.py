@@ -276,3 +276,38 @@ def test_a_request_made_stale_by_a_newer_click_is_never_computed(notebook):
     positions = [a.get("position") for a in asked if a["what"] in ("predictions", "cell", "column")]
     assert 5 in positions and 4 not in positions, asked
     assert nb.errors == [], f"page errors: {nb.errors}"
+
+
+def test_a_wide_cell_lays_the_panels_out_in_a_grid_the_reader_rearranges_and_python_keeps(notebook):
+    nb = notebook(
+        [
+            "import llmasos_widgets as lw\nmodel = lw.load_model('tiny-llama')",
+            f"ex = lw.Explorer(model, {TEXT!r})\nex",
+        ]
+    )
+    page = nb.page
+    root = page.locator(".lw-explorer")
+    expect(root).to_have_attribute("data-layout", "grid", timeout=120_000)  # the page is 1,400 px wide
+
+    def box(name):
+        return root.locator(f'[data-testid="panel-{name}"]').bounding_box()
+
+    tokens, saliency, attention = box("tokens"), box("saliency"), box("attention")
+    assert attention["width"] > 1.8 * tokens["width"]  # attention spans both columns, tokens one
+    # Saliency and neurons share a row: side by side.
+    neurons = box("neurons")
+    assert abs(saliency["y"] - neurons["y"]) < 2 and neurons["x"] > saliency["x"] + saliency["width"] - 1
+    root.locator('[data-testid="span-attention"]').click()
+    expect(root.locator('[data-testid="panel-attention"]')).to_have_attribute("data-span", "1")
+    root.locator('[data-testid="move-back-lens"]').click()
+    expected = "['tokens', 'attention', 'saliency', 'lens', 'neurons']"
+    assert nb.kernel_value("print(ex.panels)", expected) == expected
+    assert nb.kernel_value("print(ex.panel_spans['attention'])", "1") == "1"
+    order = root.locator(":scope > .lw-panels > section").evaluate_all("(s) => s.map((x) => x.dataset.panel)")
+    assert order == ["tokens", "attention", "saliency", "lens", "neurons"]
+    # A narrow cell keeps one column.
+    page.set_viewport_size({"width": 700, "height": 1000})
+    expect(root).to_have_attribute("data-layout", "column", timeout=10_000)
+    tokens, attention = box("tokens"), box("attention")
+    assert attention["y"] > tokens["y"] + tokens["height"] - 1 and abs(attention["width"] - tokens["width"]) < 2
+    assert nb.errors == [], f"page errors: {nb.errors}"

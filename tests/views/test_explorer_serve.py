@@ -8,6 +8,7 @@ import threading
 import time
 
 import pytest
+import traitlets
 
 import llmasos_widgets as lw
 from llmasos_widgets.views import explorer
@@ -100,7 +101,7 @@ def test_the_prefetch_files_the_panels_answers_by_the_keys_an_exported_file_uses
     keys = list(entries)
     want = [request_key({"what": "predictions", "position": p, "k": 5, "panel": "tokens"}) for p in range(T)]
     want += [request_key({"what": "token", "position": p, "direction": "from", "panel": "attention"}) for p in range(T)]
-    want += [request_key({"what": "column", "position": p, "panel": "lens"}) for p in range(T)]
+    want += [request_key({"what": "column", "position": p, "panel": "lens"}) for p in range(T) if abs(p - 3) <= 16]
     want += [request_key({"what": "layer", "layer": ex.selected_layer, "k": 20, "panel": "neurons"})]
     assert set(want) <= set(keys)
     # Nearest first: the selected token's answers come before any other position's.
@@ -160,3 +161,15 @@ def test_the_saliency_panel_starts_folded_above_its_length_with_its_cost(model, 
     assert lw.Explorer(long, collapsed=[]).collapsed == []
     assert lw.Explorer(short).collapsed == []
     assert lw.Explorer(long, attribution=lw.attribute(model, long, method="saliency")).panel_costs == {}
+
+
+def test_the_page_may_reorder_and_widen_panels_never_change_them(model):
+    ex = lw.Explorer(model, TEXT)
+    assert ex.panel_spans == {"tokens": 1, "attention": 2, "saliency": 1, "neurons": 1, "lens": 2}
+    ex.panels = ["lens", "tokens", "attention", "saliency", "neurons"]
+    ex.panel_spans = {**ex.panel_spans, "lens": 1}
+    assert ex.panels[0] == "lens" and ex.panel_spans["lens"] == 1
+    with pytest.raises(traitlets.TraitError, match="reordered, not changed"):
+        ex.panels = ["lens", "tokens"]
+    with pytest.raises(traitlets.TraitError, match="1 or 2 columns"):
+        ex.panel_spans = {"lens": 3}
