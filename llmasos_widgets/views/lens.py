@@ -93,18 +93,14 @@ class LensView(ViewBase):
         return requests, f"{lens} is recorded; a cell's top-k needs the kernel (too many cells to record them all)"
 
     def _prefetch(self, order: list[int], budget: int) -> list[tuple[int, dict[str, Any]]]:
-        """Every token's cell top-k at the selected layer; the columns and blocks near the selection only.
+        """Every token's cell top-k at the selected layer; the columns near the selection only.
 
         A cell is one unembedding; a column (what a click draws first) is one per layer, and every column of
-        1,024 tokens is a minute of a 2-core machine's time taken from the clicks.
+        1,024 tokens is a minute of a 2-core machine's time taken from the clicks. The grid's blocks (8
+        columns each, half a second on a loaded machine) are not prefetched: a click's request would wait
+        behind one on the worker; the page asks for them itself, a moment after the click.
         """
         asked: list[tuple[int, dict[str, Any]]] = []
-        if order:  # the blocks the grid shows around the selection
-            first, n_blocks = order[0], math.ceil(len(self.trace) / BLOCK)
-            for b in range(
-                max(0, (first - PREFETCH_COLUMNS) // BLOCK), min(n_blocks, (first + PREFETCH_COLUMNS) // BLOCK + 1)
-            ):
-                asked.append((abs(b * BLOCK + BLOCK // 2 - first), {"what": "lens", "block": b}))
         for d, p in enumerate(order):
             if d <= 2 * PREFETCH_COLUMNS:
                 asked.append((d, {"what": "column", "position": p}))
