@@ -10,10 +10,14 @@ saliency scores) keep their own threads, as in a single view; a dropped one is c
 
 After the first draw the page sends ``prefetch`` with the selected position, its open panels in order and
 its cache's budget in bytes; a batch carries the same, re-centred on its click. The Explorer asks each panel
-what it would be asked around that position (``ViewBase._prefetch``), nearest first, and the worker answers
-them when nothing else waits, in groups of ``stored`` messages the page files by request key, the key an
-exported file replays by (:func:`~.export.request_key`). A newer ``prefetch`` replaces what is left of the
-older.
+what it would be asked around that position (``ViewBase._prefetch``) and orders it by :func:`tier`: every
+token's cheap answers first (top predictions, the selected layer's neurons), then what is near the
+selection (lens columns and attention rows of the ``NEAR`` nearest tokens), then the rest, the far attention rows
+last. The worker answers one request at a time, and only when the kernel is quiet: no click's request
+queued, no streamed answer running (a panel's first draw), and ``QUIET_S`` since the last of them, so a click
+waits for one prefetched request at most; what it computed leaves in groups of ``stored`` messages the page
+files by request key, the key an exported file replays by (:func:`~.export.request_key`). A newer
+``prefetch`` replaces what is left of the older; a batch's is listed by the worker after the click's answers.
 """
 
 from __future__ import annotations
@@ -31,6 +35,11 @@ if TYPE_CHECKING:
 
 GROUP_BYTES = 2**20  # a "stored" message holds about this much, or what GROUP_SECONDS computed
 GROUP_SECONDS = 0.05
+QUIET_S = 0.4  # the prefetch waits this long after a click's last answer (the page draws it meanwhile)
+NEAR = 8  # the lens columns and attention rows of the selection and its NEAR nearest positions (4 a side) come early
+CHEAP = frozenset({"predictions", "layer"})  # a few bytes and milliseconds each: the whole text first
+LARGE = frozenset({"token"})  # an attention row: every head's weights, half a megabyte at 1,024 tokens
+FAR_LARGE = True  # whether the large answers of tokens beyond NEAR are prefetched at all (last)
 LOG_LENGTH = 4096
 
 
@@ -54,6 +63,24 @@ def order_around(position: int, n: int) -> list[int]:
     return out
 
 
+def tier(what: str, distance: int) -> int:
+    """When a prefetched request comes: 0 the cheap (every token's), 1 what is near, 2 the rest, 3 far rows.
+
+    ``distance`` is the position's rank in :func:`order_around` (0 the selection, 1 the next, 2 the one before).
+
+    Examples
+    --------
+    >>> [tier("predictions", 900), tier("token", 3), tier("cell", 40), tier("token", 40)]
+    [0, 1, 2, 3]
+
+    """
+    if what in CHEAP:
+        return 0
+    if distance <= NEAR:
+        return 1
+    return 3 if what in LARGE else 2
+
+
 class Server:
     """An Explorer's worker: clicks' requests first, in order, stale ones skipped; then the prefetch."""
 
@@ -66,6 +93,8 @@ class Server:
         self._held: set[str] = set()  # keys of what the page holds, as far as the kernel knows
         self._thread: threading.Thread | None = None
         self._stopped = False
+        self._quiet_at = 0.0  # perf_counter time before which nothing prefetched starts (a click is drawn)
+        self._recentre: dict[str, Any] | None = None  # a batch's prefetch, listed by the worker once quiet
         self.log: collections.deque[tuple[str, str]] = collections.deque(maxlen=LOG_LENGTH)  # ("urgent"|"ahead", key)
 
     # -- from the page (the kernel's main thread) -------------------------------------------------------
@@ -78,6 +107,7 @@ class Server:
                 if reply.id in dropped:
                     reply.cancelled = True
         with self._cond:
+            self._quiet_at = time.perf_counter() + QUIET_S
             self._dropped |= dropped
             self._urgent = collections.deque(r for r in self._urgent if r.get("id") not in self._dropped)
             for request in content.get("requests") or []:
@@ -90,10 +120,11 @@ class Server:
                     view._on_custom_msg(view, {k: v for k, v in request.items() if k != "panel"}, [])
                 else:
                     self._urgent.append(request)
+            if isinstance(content.get("prefetch"), dict):  # re-centred on the click: listed once it is answered
+                self._recentre = content["prefetch"]
+                self._ahead.clear()
             self._cond.notify()
         self._start()
-        if isinstance(content.get("prefetch"), dict):  # re-centred on the click, served after it
-            self.prefetch(content["prefetch"])
 
     def prefetch(self, content: dict[str, Any]) -> None:
         """Fill the page's cache around ``position`` for ``panels`` within ``budget`` bytes (replaces the last)."""
@@ -108,7 +139,9 @@ class Server:
             for rank, name in enumerate(panels):  # the small answers take little; the attention rows half at most
                 for distance, request in self.host._views[name]._prefetch(order, budget):
                     wanted.append((distance, rank, {**request, "panel": name}))
-        wanted.sort(key=lambda w: (w[0], w[1]))
+        wanted.sort(key=lambda w: (tier(w[2]["what"], w[0]), w[0], w[1]))
+        if not FAR_LARGE:
+            wanted = [w for w in wanted if tier(w[2]["what"], w[0]) < 3]
         with self._cond:
             self._ahead = collections.deque(r for _, _, r in wanted if request_key(r) not in self._held)
             if not self._ahead:
@@ -132,38 +165,67 @@ class Server:
             self._thread = threading.Thread(target=self._work, daemon=True, name="llmasos-explorer")
             self._thread.start()
 
-    def _next(self) -> tuple[str, dict[str, Any]] | None:
+    def _streaming(self) -> bool:
+        """Whether a streamed answer (an overview, a lens block, saliency) is still being computed."""
+        return any(
+            not (r.answered or r.cancelled)
+            for view in list(self.host._views.values())
+            for r in list(view._streams.values())
+        )
+
+    def _next(self, holding: bool) -> tuple[str, dict[str, Any] | None] | None:
+        """The next thing to do: a click's request; else, once quiet, a prefetched one or ``holding``'s send."""
         with self._cond:
-            while not self._urgent and not self._ahead and not self._stopped:
-                self._cond.wait()
-            if self._stopped:
-                return None
-            if self._urgent:
-                return "urgent", self._urgent.popleft()
-            return "ahead", self._ahead.popleft()
+            while not self._stopped:
+                if self._urgent:
+                    return "urgent", self._urgent.popleft()
+                if self._ahead or holding or self._recentre is not None:
+                    now = time.perf_counter()
+                    if self._streaming():  # a panel's first draw, or a click's stream: it goes first
+                        self._quiet_at = now + QUIET_S
+                    if now >= self._quiet_at:
+                        if self._recentre is not None:
+                            recentre, self._recentre = self._recentre, None
+                            return "recentre", recentre
+                        return ("ahead", self._ahead.popleft()) if self._ahead else ("send", None)
+                    self._cond.wait(timeout=max(self._quiet_at - now, 0.01))
+                else:
+                    self._cond.wait()
+            return None
 
     def _work(self) -> None:
         group: list[tuple[str, list[dict[str, Any]]]] = []
         size, started = 0, time.perf_counter()
         while True:
-            found = self._next()
+            found = self._next(bool(group))
             if found is None:
                 return
             kind, request = found
             if kind == "urgent":
-                self._answer(request)
+                assert request is not None
+                self._answer(request)  # what was grouped waits: the click's answers leave first
+                with self._cond:
+                    self._quiet_at = time.perf_counter() + QUIET_S
                 continue
-            key = request_key(request)
-            messages = None if key in self._held else self._record(request)
-            if messages is not None:
-                self._held.add(key)
-                self.log.append(("ahead", key))
-                group.append((key, messages))
-                size += sum(len(b) for m in messages for b in m["buffers"])
+            if kind == "recentre":
+                assert request is not None
+                self.prefetch(request)  # listing a few thousand requests: off the kernel's thread, after the click
+                continue
+            if kind == "ahead":
+                assert request is not None
+                key = request_key(request)
+                messages = None if key in self._held else self._record(request)
+                if messages is not None:
+                    self._held.add(key)
+                    self.log.append(("ahead", key))
+                    group.append((key, messages))
+                    size += sum(len(b) for m in messages for b in m["buffers"])
             with self._cond:
                 last = not self._ahead
                 waiting = bool(self._urgent)
-            if last or (group and (waiting or size >= GROUP_BYTES or time.perf_counter() - started >= GROUP_SECONDS)):
+            if not waiting and (
+                last or kind == "send" or size >= GROUP_BYTES or time.perf_counter() - started >= GROUP_SECONDS
+            ):
                 self._send_group(group, done=last)
                 group, size, started = [], 0, time.perf_counter()
 

@@ -4,6 +4,7 @@ exported file's records are; and the saliency panel folded above its length."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -11,7 +12,7 @@ import pytest
 import traitlets
 
 import llmasos_widgets as lw
-from llmasos_widgets.views import explorer
+from llmasos_widgets.views import explorer, protocol, serve
 from llmasos_widgets.views.explorer import FOLD_SALIENCY_ABOVE
 from llmasos_widgets.views.export import request_key
 from llmasos_widgets.views.serve import order_around
@@ -119,6 +120,30 @@ def test_the_prefetch_files_the_panels_answers_by_the_keys_an_exported_file_uses
     wait_for(sent, lambda c: c["type"] == "stored" and c["done"], start=n)
     again = [e["key"] for c, _ in sent[n:] if c["type"] == "stored" for e in c["entries"]]
     assert again == [forgot]
+
+
+def test_the_prefetch_sends_the_cheap_answers_first_then_the_near_then_the_far_rows(model, sent):
+    ex = lw.Explorer(model, TEXT, panels=["tokens", "attention", "neurons", "lens"])
+    T = len(ex.tokens)
+    assert T > serve.NEAR + 4
+    ex._on_custom_msg(ex, {"type": "prefetch", "position": 3, "panels": ex.panels, "budget": 64e6, "forget": []}, [])
+    wait_for(sent, lambda c: c["type"] == "stored" and c["done"])
+    asked = [json.loads(key) for kind, key in ex._server.log if kind == "ahead"]  # in the order computed
+    rank = order_around(3, T)
+    tiers = [serve.tier(r["what"], rank.index(r.get("position", 3))) for r in asked]
+    assert tiers == sorted(tiers) and set(tiers) == {0, 1, 2, 3}  # every prediction before any row, far rows last
+
+
+def test_nothing_is_prefetched_while_a_streamed_answer_is_computed(model, sent):
+    ex = lw.Explorer(model, TEXT, panels=["tokens"])
+    running = protocol.Reply(ex.panel("tokens"), 99, "overview")  # as a panel's first draw streams its answer
+    ex.panel("tokens")._streams["overview"] = running
+    ex._on_custom_msg(ex, {"type": "prefetch", "position": 0, "panels": ["tokens"], "budget": 64e6}, [])
+    time.sleep(4 * serve.QUIET_S)
+    assert not [k for k, _ in ex._server.log if k == "ahead"]
+    running.answered = True  # the stream ends: the prefetch starts a moment later
+    wait_for(sent, lambda c: c["type"] == "stored" and c["done"])
+    assert len([k for k, _ in ex._server.log if k == "ahead"]) == len(ex.tokens)
 
 
 def test_the_attention_rows_prefetched_fit_half_the_budget(model, sent):
