@@ -2,7 +2,10 @@
 
 (a) Python: the cell's work (trace + every panel) at each T;
 (b) JupyterLab + Chromium: the cell finished -> every panel drawn (targets 3 s at 256, 10 s at 2,048);
-(c) a click on the shared strip -> every panel updated for that token, median of 20 (target 200 ms at 256);
+(c) a click on the shared strip -> every panel updated for that token, median of 20 (target 100 ms at 1,024),
+    beside the floor measured in the same page: a bare anywidget's round trip (a message to the kernel and
+    back, no work), so each figure reads as a ratio on any machine; then 10 clicks while the kernel is busy
+    (an integrated-gradients attribution running in another cell);
 (d) an exported file with the attention and saliency panels against bertviz's model_view HTML of the
     same text (two layers, and all of them);
 (e) lines of TypeScript and CSS in js/ now and at the commit before the scaffold.
@@ -88,7 +91,8 @@ def browser_times(sizes: list[int], collapsed: list[str]) -> dict:
     with _lab.lab_and_browser() as (lab, browser):
         for n in sizes:
             cells = [SETUP_CELL, f"text = text_of(model, {n})"]
-            nb = _lab.open_notebook(lab, browser, f"explorer-{n}.ipynb", cells, timeout=600)
+            # A page tall enough to show every panel at once: a panel mounts (and fetches) when it is first seen.
+            nb = _lab.open_notebook(lab, browser, f"explorer-{n}.ipynb", cells, timeout=600, viewport=VIEWPORT)
             page = nb.page
             # Run the Explorer's cell from the page, as a user does, and time it there.
             page.evaluate("() => window.__lw_t0 = performance.now()")
@@ -99,9 +103,91 @@ def browser_times(sizes: list[int], collapsed: list[str]) -> dict:
             cell_done = page.evaluate("() => performance.now() - window.__lw_t0") / 1000
             page.wait_for_function(ALL_DRAWN, arg=-1, timeout=600_000, polling=100)
             drawn = page.evaluate("() => performance.now() - window.__lw_t0") / 1000
-            results[n] = {"cell_s": cell_done, "drawn_s": drawn - cell_done, "clicks_ms": clicks(page, n)}
+            cached = cache_filled(page)
+            floor = round_trips(nb)
+            quiet = clicks(page, n)
+            keys = clicks(page, n, step=1)
+            busy = busy_clicks(nb, n)
+            results[n] = {"cell_s": cell_done, "drawn_s": drawn - cell_done, "clicks_ms": quiet, "keys_ms": keys}
+            results[n] |= {"floor_ms": floor, "busy": busy, "cache": cached}
             nb.close()
     return results
+
+
+# A bare anywidget: the page sends a message, the kernel sends one back, nothing else (the floor of a click
+# that needs the kernel). `window.__lw_echo()` resolves with one round trip's milliseconds.
+ECHO_CELL = '''
+import anywidget
+class _Echo(anywidget.AnyWidget):
+    _esm = """export default { render({ model, el }) {
+      el.textContent = "echo";
+      window.__lw_echo = () => new Promise((resolve) => {
+        const t0 = performance.now();
+        const on = (msg) => { if (msg && msg.echo) { model.off("msg:custom", on); resolve(performance.now() - t0); } };
+        model.on("msg:custom", on);
+        model.send({ ping: 1 });
+      });
+    } }"""
+    def __init__(self):
+        super().__init__()
+        self.on_msg(lambda widget, content, buffers: self.send({"echo": 1}))
+_Echo()
+'''
+
+# What keeps the kernel busy in the busy case: a long attribution in another cell (about 40 s here).
+BUSY_CELL = "busy = lw.attribute(model, text_of(model, 48), method='integrated_gradients', n_steps=512)"
+_BUSY_MARK = "print('kernel busy', flush=True)\n"  # printed first: the cell runs from then on
+
+
+VIEWPORT = (1400, 6000)
+
+
+def cache_filled(page, limit_s: float = 120) -> dict:
+    """Seconds after every panel was drawn until the kernel said the page's cache is full (None: no cache,
+    or not within limit_s), and what it holds."""
+    t0 = time.perf_counter()
+    has = page.evaluate("() => document.querySelector('.lw-explorer').dataset.prefetchDone !== undefined")
+    done = None
+    if has:
+        try:
+            page.wait_for_function(
+                "() => document.querySelector('.lw-explorer').dataset.prefetchDone === 'true'",
+                timeout=limit_s * 1000,
+                polling=250,
+            )
+            done = time.perf_counter() - t0
+        except Exception:
+            pass
+    held = page.evaluate("() => document.querySelector('.lw-explorer').dataset.prefetched ?? '0'")
+    return {"s": done, "entries": int(held), "has": has}
+
+
+def round_trips(nb, count: int = 20) -> list[float]:
+    """Bare anywidget round trips (ms), measured in the page."""
+    page = nb.page
+    _lab_add_cell(nb, ECHO_CELL)
+    page.wait_for_function("() => typeof window.__lw_echo === 'function'", timeout=120_000, polling=100)
+    page.evaluate("() => window.__lw_echo()")  # warm
+    return [page.evaluate("() => window.__lw_echo()") for _ in range(count)]
+
+
+_KERNEL = "window.jupyterapp.shell.currentWidget.sessionContext.kernelDisplayStatus"
+
+
+def busy_clicks(nb, n: int, count: int = 10, limit_ms: float = 3000) -> dict:
+    """Clicks while another cell keeps the kernel busy: their times (inf: not drawn within limit_ms)."""
+    page = nb.page
+    _lab_add_cell(nb, _BUSY_MARK + BUSY_CELL)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.jp-OutputArea-output')]"
+        ".some(o => o.textContent.includes('kernel busy'))",
+        timeout=120_000,
+    )
+    time.sleep(1.0)
+    times = clicks(page, n, count, limit_ms=limit_ms, offset=7)
+    still = page.evaluate(f"() => {_KERNEL} === 'busy'")
+    page.wait_for_function(f"() => {_KERNEL} === 'idle'", timeout=600_000, polling=250)
+    return {"clicks_ms": times, "busy_throughout": still, "limit_ms": limit_ms}
 
 
 def _lab_add_cell(nb, source: str) -> None:
@@ -119,10 +205,12 @@ def _lab_add_cell(nb, source: str) -> None:
     )
 
 
-def clicks(page, n: int, count: int = 20) -> list[dict[str, float]]:
-    """Click -> each panel drawn for that token (ms, measured in the page), and "all"."""
+def clicks(
+    page, n: int, count: int = 20, limit_ms: float = 60000, offset: int = 13, step: int = 97
+) -> list[dict[str, float]]:
+    """Click -> each panel drawn for that token (ms, measured in the page), and "all" (inf: not within limit_ms)."""
     script = (
-        """async (i) => {
+        """async ([i, limit]) => {
         const drawn = """
         + PANELS_DRAWN
         + """;
@@ -134,15 +222,23 @@ def clicks(page, n: int, count: int = 20) -> list[dict[str, float]]:
           const now = performance.now() - t0;
           for (const [panel, done] of Object.entries(drawn(i))) if (done && at[panel] === undefined) at[panel] = now;
           if (Object.keys(at).length === 5) break;
-          if (now > 60000) throw new Error('not drawn after 60 s: ' + JSON.stringify(drawn(i)));
+          if (now > limit) {
+            if (limit >= 60000) throw new Error('not drawn after 60 s: ' + JSON.stringify(drawn(i)));
+            for (const panel of Object.keys(drawn(i))) if (at[panel] === undefined) at[panel] = -1;
+            break;
+          }
           await new Promise(r => setTimeout(r, 4));
         }
-        at.all = Math.max(...Object.values(at));
+        at.all = Object.values(at).includes(-1) ? -1 : Math.max(...Object.values(at));
         return at;
     }"""
     )
-    positions = [(97 * k + 13) % n for k in range(count)]
-    return [page.evaluate(script, i) for i in positions]
+    positions = [(step * k + offset) % n for k in range(count)]
+    out = []
+    for i in positions:
+        at = page.evaluate(script, [i, limit_ms])
+        out.append({k: (float("inf") if v < 0 else v) for k, v in at.items()})  # -1: not drawn in time
+    return out
 
 
 def main() -> None:
@@ -183,19 +279,59 @@ def main() -> None:
 
 
 def report_browser(sizes: list[int], collapsed: list[str]) -> None:
+    before = _load()
     times = browser_times(sizes, collapsed)
     folded = f" ({', '.join(collapsed)} folded)" if collapsed else ""
     print(f"\n(b) JupyterLab + Chromium: cell run -> every panel drawn; (c) click -> every panel updated{folded}")
+    print(f"  load average before: {before}")
     for n, r in times.items():
         c = r["clicks_ms"]
+        floor = statistics.median(r["floor_ms"])
         med = {k: statistics.median(x[k] for x in c) for k in c[0]}
         alls = [x["all"] for x in c]
         print(
             f"  T = {n:>5}: cell {r['cell_s']:.2f} s, then drawn in {r['drawn_s']:.2f} s "
-            f"(total {r['cell_s'] + r['drawn_s']:.2f} s); click median {med['all']:.0f} ms, "
-            f"min {min(alls):.0f}, max {max(alls):.0f}; median per panel: "
-            + ", ".join(f"{k} {v:.0f}" for k, v in med.items() if k != "all")
+            f"(total {r['cell_s'] + r['drawn_s']:.2f} s)\n"
+            f"    bare anywidget round trip (the floor): median {floor:.1f} ms, min {min(r['floor_ms']):.1f}, "
+            f"max {max(r['floor_ms']):.1f}\n"
+            f"    click median {med['all']:.0f} ms = {med['all'] / floor:.1f}x the floor, "
+            f"min {min(alls):.0f}, max {max(alls):.0f}; median per panel (x the floor): "
+            + ", ".join(f"{k} {v:.0f} ({v / floor:.1f}x)" for k, v in med.items() if k != "all")
         )
+        k = r["keys_ms"]
+        kmed = statistics.median(x["all"] for x in k)
+        print(
+            f"    clicks on the next token (as the arrow key steps): median {kmed:.0f} ms "
+            f"= {kmed / floor:.1f}x the floor, "
+            f"max {max(x['all'] for x in k):.0f}"
+        )
+        cache = r["cache"]
+        if cache["has"]:
+            filled = "not within 120 s" if cache["s"] is None else f"{cache['s']:.1f} s"
+            print(f"    page cache filled by the kernel {filled} after the draw ({cache['entries']} answers held)")
+        b = r["busy"]
+        bc = b["clicks_ms"]
+        answered = [x["all"] for x in bc if x["all"] != float("inf")]
+        bmed = {k: statistics.median(x[k] for x in bc) for k in bc[0]}
+        print(
+            f"    kernel busy (another cell: {BUSY_CELL}; still busy after the clicks: {b['busy_throughout']}): "
+            f"{len(answered)} of {len(bc)} clicks drawn within {b['limit_ms'] / 1000:.0f} s"
+            + (f", median {statistics.median(answered):.0f} ms" if answered else "")
+            + "; median per panel: "
+            + ", ".join(f"{k} {_ms(v)}" for k, v in bmed.items() if k != "all")
+        )
+    print(f"  load average after: {_load()}")
+
+
+def _ms(v: float) -> str:
+    return "not drawn" if v == float("inf") else f"{v:.0f}"
+
+
+def _load() -> str:
+    """The 1, 5 and 15 minute load averages (the machine is shared: read figures beside them)."""
+    import os
+
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@
 import { type Callback, Events } from "../shared/events";
 import { TEXT_TRAITS } from "../shared/tokens";
 import type { ViewModel } from "../shared/view";
+import type { Hub } from "./store";
 
 
 export class PanelModel extends Events implements ViewModel {
@@ -19,6 +20,7 @@ export class PanelModel extends Events implements ViewModel {
     private readonly host: ViewModel,
     readonly name: string,
     links: readonly string[],
+    private readonly hub?: Hub,
   ) {
     super();
     this.shared = new Set([...TEXT_TRAITS, ...links]);
@@ -30,7 +32,11 @@ export class PanelModel extends Events implements ViewModel {
       if (msg["type"] === "panel_state") this.replace((msg["state"] as Record<string, unknown>) ?? {});
       else this.emit("msg:custom", msg, buffers);
     });
+    const detach = hub?.attach(name, (msg, buffers) => this.emit("msg:custom", msg, buffers));
+    if (detach) this.detach = detach;
   }
+
+  private detach: () => void = () => undefined;
 
   get(key: string): any {
     return this.shared.has(key) ? this.host.get(key) : this.state[key];
@@ -56,12 +62,18 @@ export class PanelModel extends Events implements ViewModel {
   }
 
   send(content: any, callbacks?: any, buffers?: ArrayBuffer[] | ArrayBufferView[]): void {
-    this.host.send({ ...content, panel: this.name }, callbacks, buffers);
+    if (this.hub) this.hub.send(this.name, content, callbacks, buffers);
+    else this.host.send({ ...content, panel: this.name }, callbacks, buffers);
+  }
+
+  dropped(id: number): void {
+    this.hub?.dropped(id);
   }
 
   /** Stop listening to the host (the panel was folded or the Explorer removed). */
   dispose(): void {
     for (const [event, fn] of this.hostHandlers) this.host.off(event, fn);
+    this.detach();
     this.off();
   }
 

@@ -9,6 +9,8 @@ export interface MessageModel {
   send(content: any, callbacks?: any, buffers?: ArrayBuffer[] | ArrayBufferView[]): void;
   on(eventName: "msg:custom", callback: (msg: any, buffers: DataView[]) => void): void;
   off(eventName?: "msg:custom" | null, callback?: ((...args: any[]) => void) | null): void;
+  /** Told when a sent request went stale (an Explorer's panel: the kernel then never computes it). */
+  dropped?(id: number): void;
 }
 
 /** A kernel's answer: the JSON message and its arrays decoded by name. */
@@ -151,6 +153,7 @@ export class Client {
     if (id === undefined) return;
     const entry = this.pending.get(id);
     this.forget(id);
+    if (entry) this.model.dropped?.(id);
     entry?.resolve(null);
   }
 

@@ -3,24 +3,14 @@
 // recorded at export. A request nobody recorded gets an error message the view shows in place.
 
 import { Events } from "../shared/events";
+import { replayKey } from "../shared/recorded";
+
+export { replayKey };
 
 /** One recorded answer: the messages the kernel sent (chunks, progress, then response or error). */
 export interface Recorded {
   /** Each message's buffers as [offset, length] in the file's binary part. */
   messages: { content: Record<string, unknown>; buffers: [number, number][] }[];
-}
-
-/**
- * The key of a request: its `what` and parameters (not its id), keys sorted, as compact JSON.
- * Python writes the same string (json.dumps(..., sort_keys=True, separators=(",", ":"))).
- */
-export function replayKey(content: Record<string, unknown>): string {
-  const params: Record<string, unknown> = {};
-  for (const key of Object.keys(content).sort()) {
-    if (key === "type" || key === "id") continue;
-    params[key] = content[key];
-  }
-  return JSON.stringify(params);
 }
 
 export class ReplayModel extends Events {
@@ -49,6 +39,17 @@ export class ReplayModel extends Events {
 
   /** Answer a view's request, later (as a kernel would), from what was recorded. */
   send(content: Record<string, unknown>): void {
+    if (content?.["type"] === "batch") {
+      // An Explorer's click: acknowledged, then each request answered as if sent alone.
+      setTimeout(() => this.emit("msg:custom", { type: "ack", batch: content["batch"] }, []), 0);
+      for (const request of (content["requests"] as Record<string, unknown>[] | undefined) ?? []) this.send(request);
+      return;
+    }
+    if (content?.["type"] === "prefetch") {
+      // Everything this file answers is already in the page.
+      setTimeout(() => this.emit("msg:custom", { type: "stored", entries: [], done: true }, []), 0);
+      return;
+    }
     if (content?.["type"] !== "request") return; // snapshots and the like need a kernel
     const id = content["id"];
     const record = this.recorded[replayKey(content)];

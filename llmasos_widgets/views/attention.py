@@ -212,6 +212,15 @@ class AttentionView(ViewBase):
             rows = f"where every token looks and who looks at {which(kept['to'])}"
         return requests, f"the overview and {rows} are recorded; head patterns and zoomed matrices need the kernel"
 
+    def _prefetch(self, order: list[int], budget: int) -> list[tuple[int, dict[str, Any]]]:
+        """The rows of the tokens nearest the selection, as many as half the ``budget`` holds (float16, every head)."""
+        T, L, H = len(self.trace), self.trace.n_layers, self.trace.n_heads
+        row = 2 * L * H * T + 4 * L * H + (2 * L * T if T <= self._index.rollout_limit else 0) + 512
+        return [
+            (d, {"what": "token", "position": p, "direction": self.direction})
+            for d, p in enumerate(order[: budget // 2 // row])
+        ]
+
     @request("overview", stream=True)
     def _stream_overview(self, reply: Reply, size: int) -> None:
         size = checks.int_in("size", size, 1, 256)

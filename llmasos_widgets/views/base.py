@@ -222,6 +222,16 @@ class ViewBase(anywidget.AnyWidget):
         """One number per token to shade the static summary's tokens by (None: no shading)."""
         return None
 
+    # -- an Explorer's page cache (views/serve.py) ----------------------------------------------------
+    def _prefetch(self, order: list[int], budget: int) -> list[tuple[int, dict[str, Any]]]:
+        """What the page will likely ask next, as ``(distance, request)``, nearest first.
+
+        ``order`` lists the positions nearest the selection first; ``budget`` is the page's cache in bytes.
+        Each request is ``{"what": ..., **params}`` exactly as the front-end sends it; the Explorer
+        answers them nearest first when its page is idle. A view that asks nothing per click lists nothing.
+        """
+        return []
+
     # -- export --------------------------------------------------------------------------------
     def _export_requests(self) -> tuple[list[dict[str, Any]], str]:
         """The requests an exported file answers, and a sentence on what they cover and leave out.

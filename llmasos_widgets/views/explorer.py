@@ -4,7 +4,9 @@ Each panel is the view itself (TokensView, AttentionView, FeatureView, ...) buil
 messages travel through the Explorer's, tagged with the panel's name, and its own synced traits are
 mirrored in ``panel_states``. The selection (``selected_token``, ``selected_layer``, ``selected_head``)
 is the Explorer's: in the page every panel reads it from the Explorer's model, so a click redraws all
-panels without a round trip to the kernel; each panel still asks the kernel for its own data.
+panels without a round trip to the kernel. The page keeps the answers it is likely to need, filled by the
+kernel ahead of the click (``cache_mb``); a click that misses asks for every open panel in one message
+(``views/serve.py``).
 """
 
 from __future__ import annotations
@@ -19,8 +21,14 @@ from ..core.models import LanguageModel
 from ..core.trace import Trace
 from .base import TEXT_TRAITS, ViewBase
 from .panels import SELECTION, registered_panels
+from .serve import Server
+
+# Above this many tokens the saliency panel starts folded (unless ``collapsed=`` says otherwise): its first
+# draw is a backward pass over the text (about 11 s at 2,048 tokens of smollm2-135m on 2 cores).
+FOLD_SALIENCY_ABOVE = 512
 
 _WIDGET_OWN = ("layout", "tabbable", "tooltip")
+_WIDE = ("attention", "lens", "features")  # panels that span both columns of a wide cell at first
 
 
 class Explorer(ViewBase):
@@ -36,8 +44,10 @@ class Explorer(ViewBase):
         Which panels, in order (default: every registered panel that applies to the model, see
         :func:`~llmasos_widgets.views.panels.registered_panels`). A panel that does not apply says why in
         ``panel_notes`` and in the page.
-    collapsed : list of str
-        Panels shown folded; a folded panel fetches nothing until it is opened.
+    collapsed : list of str, optional
+        Panels shown folded; a folded panel fetches nothing until it is opened. By default none is, but
+        for the saliency panel above ``FOLD_SALIENCY_ABOVE`` (512) tokens when it must compute its own
+        attribution (a backward pass): its fold says so, and opening it starts the work.
     layer : int, optional
         The layer selected at first (default: the middle one).
     attribution : Attribution, optional
@@ -85,6 +95,12 @@ class Explorer(ViewBase):
     panel_links = traitlets.Dict().tag(sync=True)  # panel -> the selection traits it follows
     panel_notes = traitlets.Dict().tag(sync=True)  # panel left out -> why
     panel_titles = traitlets.Dict().tag(sync=True)  # panel -> its title (its registration's)
+    panel_costs = traitlets.Dict().tag(sync=True)  # panel -> what opening it costs, shown on its fold
+    # In a wide cell the panels sit in a grid of two columns: how many each spans (1 or 2). The page moves
+    # and widens panels by setting `panels` (a new order of the same panels) and this.
+    panel_spans = traitlets.Dict(traitlets.Int()).tag(sync=True)
+    # The page's cache of answers (MB): what the kernel fills ahead of a click; 0: every click asks the kernel.
+    cache_mb = traitlets.Float(64.0).tag(sync=True)
 
     def __init__(
         self,
@@ -92,7 +108,7 @@ class Explorer(ViewBase):
         text: str | None = None,
         *,
         panels: list[str] | tuple[str, ...] | None = None,
-        collapsed: list[str] | tuple[str, ...] = (),
+        collapsed: list[str] | tuple[str, ...] | None = None,
         layer: int | None = None,
         **kwargs: Any,
     ) -> None:
@@ -111,6 +127,9 @@ class Explorer(ViewBase):
         if trace is source:  # a trace already held: what the panels add must fit
             require(estimate_tokens(trace.model, len(trace), "explorer").minus(trace_estimate(trace.model, len(trace))))
         wanted = list(registry if panels is None else panels)
+        costs = _costs(trace, inputs)
+        if collapsed is None:
+            collapsed = [p for p in costs if len(trace) > FOLD_SALIENCY_ABOVE]
         bad = [p for p in [*wanted, *collapsed] if p not in registry]
         if bad or not wanted or len(set(wanted)) != len(wanted):
             raise ValueError(f"panels must be distinct names from {', '.join(registry)}; got {list(panels or [])}")
@@ -136,6 +155,8 @@ class Explorer(ViewBase):
             panel_links={name: list(self._links[name]) for name in self._views},
             panel_titles={name: registry[name].title for name in wanted},
             panel_notes=notes,
+            panel_costs={k: v for k, v in costs.items() if k in self._views},
+            panel_spans={name: 2 if name in _WIDE else 1 for name in self._views},
             panel_states={name: self._own_state(name) for name in self._views},
             selected_layer=trace.check_layer(trace.n_layers // 2 if layer is None else layer),
             **kwargs,
@@ -145,6 +166,31 @@ class Explorer(ViewBase):
             view.observe(self._follow, names=list(self._links[name]))
             self._push(name, {key: getattr(self, key) for key in self._links[name]})
         self.observe(self._lead, names=list(SELECTION))
+        self._server = Server(self)
+
+    @traitlets.validate("panels")
+    def _check_order(self, proposal: Any) -> list[str]:
+        """After the first draw the page may reorder the panels, never change which there are."""
+        value = list(proposal["value"])
+        views = self.__dict__.get("_views")
+        if views is not None and self.panels and sorted(value) != sorted(self.panels):
+            raise traitlets.TraitError(f"panels can be reordered, not changed: {sorted(self.panels)}; got {value}")
+        return value
+
+    @traitlets.validate("panel_spans")
+    def _check_spans(self, proposal: Any) -> dict[str, int]:
+        value = dict(proposal["value"])
+        bad = {k: v for k, v in value.items() if v not in (1, 2)}
+        if bad:
+            raise traitlets.TraitError(f"a panel spans 1 or 2 columns; got {bad}")
+        return value
+
+    def close(self) -> None:
+        """Close the widget and end its worker thread."""
+        server = self.__dict__.get("_server")  # absent when __init__ refused its arguments
+        if server is not None:
+            server.stop()
+        super().close()
 
     def panel(self, name: str) -> ViewBase:
         """The view behind a panel (e.g. ``ex.panel("attention").heads = [0, 3]``)."""
@@ -186,6 +232,12 @@ class Explorer(ViewBase):
 
     # -- messages --------------------------------------------------------------------------------
     def _on_custom_msg(self, widget: Any, content: Any, buffers: Any) -> None:
+        if isinstance(content, dict) and content.get("type") == "batch":
+            self._server.batch(content)
+            return
+        if isinstance(content, dict) and content.get("type") == "prefetch":
+            self._server.prefetch(content)
+            return
         if not isinstance(content, dict) or "panel" not in content:
             super()._on_custom_msg(widget, content, buffers)
             return
@@ -235,6 +287,15 @@ class Explorer(ViewBase):
             requests += [{**r, "panel": name} for r in panel_requests]
             notes.append(f"{name}: {note}")
         return requests, "; ".join(notes)
+
+
+def _costs(trace: Trace, inputs: dict[str, Any]) -> dict[str, str]:
+    """What opening a panel costs, where its first draw is long: the saliency panel's backward pass."""
+    if inputs.get("attribution") is not None:
+        return {}
+    return {
+        "saliency": f"input × gradient over {len(trace):,} tokens: one backward pass per generated token, or one in all"
+    }
 
 
 def _trace_of(source: Any, text: str | None) -> Trace:

@@ -38,7 +38,7 @@ _POLICY = "default-src 'none'; script-src 'unsafe-inline' blob:; style-src 'unsa
 _ABOUT = "Exported by llmasos_widgets: works offline, with no kernel. Clicks are answered from what was recorded."
 
 
-class _Recording(Reply):
+class Recording(Reply):
     """A Reply that keeps the messages it would send (for replay) instead of sending them."""
 
     def __init__(self, view: ViewBase, what: str) -> None:
@@ -76,7 +76,7 @@ def record(view: ViewBase) -> tuple[dict[str, Any], str]:
     for request in requests:
         what = request["what"]
         params = {k: v for k, v in request.items() if k != "what"}
-        reply = _Recording(view, what)
+        reply = Recording(view, what)
         handler = view._handler(what)
         if handler is None:
             raise ValueError(f"{type(view).__name__} cannot answer {what!r}")

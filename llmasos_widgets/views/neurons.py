@@ -171,6 +171,27 @@ class NeuronView(ViewBase):
             "and a neuron's details need the kernel"
         )
 
+    def _prefetch(self, order: list[int], budget: int) -> list[tuple[int, dict[str, Any]]]:
+        """The selected layer's top neurons at every token (one answer); contributions too when ranked so."""
+        if self.selected_layer < 0:
+            return []
+        asked: list[tuple[int, dict[str, Any]]] = [(0, {"what": "layer", "layer": self.selected_layer, "k": self.k})]
+        if self.rank_by == "contribution":
+            asked += [
+                (
+                    d,
+                    {
+                        "what": "contributions",
+                        "layer": self.selected_layer,
+                        "position": p,
+                        "target": self.target,
+                        "k": self.k,
+                    },
+                )
+                for d, p in enumerate(order)
+            ]
+        return asked
+
     @request("layer")
     def _serve_layer(self, layer: int, k: int = 20) -> tuple[dict[str, Any], Arrays]:
         """Each token's top-k neurons in ``layer`` and each neuron's peak over the text."""

@@ -64,6 +64,10 @@ class TokensView(ViewBase):
         requests = [{"what": "predictions", "position": p, "k": self.k} for p in range(len(self.trace))]
         return requests, f"the top-{self.k} next tokens at every token are recorded"
 
+    def _prefetch(self, order: list[int], budget: int) -> list[tuple[int, dict[str, Any]]]:
+        """Every token's top-k (a few bytes each): the whole text, nearest first."""
+        return [(d, {"what": "predictions", "position": p, "k": self.k}) for d, p in enumerate(order)]
+
     @request("predictions")
     def _serve_predictions(self, position: int, k: int = 5) -> tuple[dict[str, Any], Arrays]:
         checks.int_in("k", k, 1, 50)

@@ -156,3 +156,158 @@ def test_the_features_panel_follows_the_strip_and_a_feature_click_draws_its_dash
     expect(result.locator('[data-testid="steered"] [data-testid="gen-token"]')).to_have_count(len(ref))
     assert result.locator('[data-testid="steered"] [data-changed="true"]').count() == sum(ref)
     assert nb.errors == [], f"page errors: {nb.errors}"
+
+
+_RUN_CELL = """(source) => {
+  const nb = window.jupyterapp.shell.currentWidget.content;
+  nb.activeCellIndex = nb.widgets.length - 1;
+  window.jupyterapp.commands.execute('notebook:insert-cell-below');
+  nb.activeCell.model.sharedModel.setSource(source);
+  window.jupyterapp.commands.execute('notebook:run-cell');
+}"""
+
+
+def run_busy_cell(page, seconds: float) -> None:
+    """Run a cell that holds the kernel for ``seconds``, from the page, and wait until it has started.
+
+    The cell computes in pure Python with a long GIL switch interval: no other thread of the kernel runs
+    meanwhile (ipykernel 7 reads comm messages on another thread; a sleeping cell would leave it free).
+    """
+    page.evaluate(_RUN_CELL, BUSY_CELL.format(seconds=seconds))
+    page.wait_for_function(_PRINTED, arg="kernel busy", timeout=30_000)
+    page.wait_for_timeout(1000)  # past the cell's half-second sleep: in the loop
+
+
+BUSY_CELL = """import sys, time
+print('kernel busy', flush=True)
+time.sleep(0.5)  # the output leaves
+sys.setswitchinterval({seconds})
+end = time.perf_counter() + {seconds}
+while time.perf_counter() < end:
+    pass
+sys.setswitchinterval(0.005)
+print('kernel free')"""
+_PRINTED = "(s) => [...document.querySelectorAll('.jp-OutputArea-output')].some(o => o.textContent.includes(s))"
+
+
+def kernel_free(page) -> bool:
+    """Whether the busy cell has finished."""
+    return page.evaluate(_PRINTED, "kernel free")
+
+
+def every_panel_shows(page, position: int, timeout: float = 10_000) -> None:
+    page.wait_for_function(
+        """(i) => {
+          const q = (panel, s) => document.querySelector(`.lw-explorer [data-testid="panel-${panel}"] ${s}`);
+          return q('tokens', '[data-testid="predictions"]')?.dataset.state === 'ready'
+            && q('tokens', '.lw-pred-title')?.textContent.includes('#' + i)
+            && q('attention', '[data-testid="overview"]')?.dataset.position === String(i)
+            && q('attention', '[data-testid="overview"]')?.dataset.state === 'ready'
+            && q('neurons', '[data-testid="token-neurons"]')?.dataset.position === String(i)
+            && q('neurons', '[data-testid="token-neurons"]')?.dataset.state === 'ready'
+            && !!q('lens', `td.lw-in-col[data-pos="${i}"]`) && !q('lens', `td.lw-in-col.lw-pending[data-pos="${i}"]`)
+            && q('lens', '[data-testid="lens-topk"]')?.dataset.state === 'ready'
+            && !!q('saliency', `.lw-token.lw-selected[data-index="${i}"]`);
+        }""",
+        arg=position,
+        timeout=timeout,
+        polling=50,
+    )
+
+
+def test_cached_clicks_send_no_request_and_are_answered_while_the_kernel_is_busy(notebook):
+    nb = notebook(
+        [
+            "import llmasos_widgets as lw\nmodel = lw.load_model('tiny-llama')",
+            f"ex = lw.Explorer(model, {TEXT!r}, layer=1)\nex",
+        ]
+    )
+    page = nb.page
+    root = page.locator(".lw-explorer")
+    strip = root.locator(':scope > [data-testid="token-strip"] [data-testid="token"]')
+    expect(root.locator('[data-testid="overview"]')).to_have_attribute("data-state", "ready", timeout=120_000)
+    # After the first draw the kernel fills the page's cache around the selection, then says it is done.
+    expect(root.locator('[data-testid="panel-lens"] [data-testid="progress"]')).to_have_attribute(
+        "data-state", "ready", timeout=60_000
+    )
+    expect(root).to_have_attribute("data-prefetch-done", "true", timeout=60_000)
+    before = {k: root.get_attribute(f"data-{k}") for k in ("kernel-batches", "kernel-requests")}
+    hits = int(root.get_attribute("data-cache-hits") or 0)
+
+    run_busy_cell(page, 12)
+    for i in (3, 4, 2):  # near the centre of the prefetch, so not even the prefetch moves
+        strip.nth(i).click()
+        every_panel_shows(page, i)
+    assert not kernel_free(page)  # every answer came from the page
+    assert {k: root.get_attribute(f"data-{k}") for k in ("kernel-batches", "kernel-requests")} == before
+    assert int(root.get_attribute("data-cache-hits")) >= hits + 3 * 3  # tokens, attention, lens (column, cell)
+    page.wait_for_function(_PRINTED, arg="kernel free", timeout=60_000)
+    # Python saw the clicks once the kernel was free.
+    assert nb.kernel_value("print(ex.selected_token)", "2") == "2"
+    assert nb.errors == [], f"page errors: {nb.errors}"
+
+
+def test_a_request_made_stale_by_a_newer_click_is_never_computed(notebook):
+    nb = notebook(
+        [
+            "import llmasos_widgets as lw\nmodel = lw.load_model('tiny-llama')",
+            f"ex = lw.Explorer(model, {TEXT!r}, panels=['tokens', 'lens'], cache_mb=0)\nex",  # no cache: clicks ask
+        ]
+    )
+    page = nb.page
+    root = page.locator(".lw-explorer")
+    strip = root.locator(':scope > [data-testid="token-strip"] [data-testid="token"]')
+    expect(root.locator('[data-testid="panel-lens"] [data-testid="progress"]')).to_have_attribute(
+        "data-state", "ready", timeout=120_000
+    )
+    run_busy_cell(page, 6)
+    strip.nth(3).click()  # leaves at once; the busy kernel reads it later
+    page.wait_for_timeout(300)
+    strip.nth(4).click()  # waits in the page: the kernel has not acknowledged the first
+    page.wait_for_timeout(300)
+    strip.nth(5).click()  # makes the second stale before it ever left
+    assert not kernel_free(page)
+    page.wait_for_function(_PRINTED, arg="kernel free", timeout=60_000)
+    expect(root.locator('[data-testid="predictions"] .lw-pred-title')).to_contain_text("#5", timeout=30_000)
+    log = json.loads(
+        nb.kernel_exec("import json; print(json.dumps([k for kind, k in ex._server.log if kind == 'urgent']))")
+    )
+    asked = [json.loads(k) for k in log]
+    positions = [a.get("position") for a in asked if a["what"] in ("predictions", "cell", "column")]
+    assert 5 in positions and 4 not in positions, asked
+    assert nb.errors == [], f"page errors: {nb.errors}"
+
+
+def test_a_wide_cell_lays_the_panels_out_in_a_grid_the_reader_rearranges_and_python_keeps(notebook):
+    nb = notebook(
+        [
+            "import llmasos_widgets as lw\nmodel = lw.load_model('tiny-llama')",
+            f"ex = lw.Explorer(model, {TEXT!r})\nex",
+        ]
+    )
+    page = nb.page
+    root = page.locator(".lw-explorer")
+    expect(root).to_have_attribute("data-layout", "grid", timeout=120_000)  # the page is 1,400 px wide
+
+    def box(name):
+        return root.locator(f'[data-testid="panel-{name}"]').bounding_box()
+
+    tokens, saliency, attention = box("tokens"), box("saliency"), box("attention")
+    assert attention["width"] > 1.8 * tokens["width"]  # attention spans both columns, tokens one
+    # Saliency and neurons share a row: side by side.
+    neurons = box("neurons")
+    assert abs(saliency["y"] - neurons["y"]) < 2 and neurons["x"] > saliency["x"] + saliency["width"] - 1
+    root.locator('[data-testid="span-attention"]').click()
+    expect(root.locator('[data-testid="panel-attention"]')).to_have_attribute("data-span", "1")
+    root.locator('[data-testid="move-back-lens"]').click()
+    expected = "['tokens', 'attention', 'saliency', 'lens', 'neurons']"
+    assert nb.kernel_value("print(ex.panels)", expected) == expected
+    assert nb.kernel_value("print(ex.panel_spans['attention'])", "1") == "1"
+    order = root.locator(":scope > .lw-panels > section").evaluate_all("(s) => s.map((x) => x.dataset.panel)")
+    assert order == ["tokens", "attention", "saliency", "lens", "neurons"]
+    # A narrow cell keeps one column.
+    page.set_viewport_size({"width": 700, "height": 1000})
+    expect(root).to_have_attribute("data-layout", "column", timeout=10_000)
+    tokens, attention = box("tokens"), box("attention")
+    assert attention["y"] > tokens["y"] + tokens["height"] - 1 and abs(attention["width"] - tokens["width"]) < 2
+    assert nb.errors == [], f"page errors: {nb.errors}"
