@@ -345,64 +345,30 @@ _TCAV_TENSORS = (
 )  # fmt: skip
 
 
+def _fields(obj: Any, names: str) -> dict[str, Any]:
+    """The attributes ``names`` (space-separated) of ``obj``, by name: a file's plain fields."""
+    return {k: getattr(obj, k) for k in names.split()}
+
+
 def _tcav(res: TCAVResult) -> tuple[dict[str, Any], dict[str, torch.Tensor], str]:
-    tensors = {k: getattr(res, k) for k in _TCAV_TENSORS}
+    tensors = _fields(res, " ".join(_TCAV_TENSORS))
     if res.random_directions is not None:
         tensors["random_directions"] = res.random_directions
-    meta = {
-        "fingerprint": _fingerprint(res.model, "TCAVResult"),
-        **{
-            k: getattr(res, k)
-            for k in (
-                "model_name",
-                "concepts",
-                "layers",
-                "target",
-                "contrast",
-                "pooling",
-                "method",
-                "inputs",
-                "alpha",
-                "seed",
-                "random_sets",
-                "test_size",
-            )
-        },  # fmt: skip
-    }
+    names = "model_name concepts layers target contrast pooling method inputs alpha seed random_sets test_size"
+    meta = {"fingerprint": _fingerprint(res.model, "TCAVResult"), **_fields(res, names)}
     return meta, tensors, "llmasos.tcav"
 
 
 def _cav(cav: CAV) -> tuple[dict[str, Any], dict[str, torch.Tensor], str]:
-    meta = {
-        "fingerprint": _fingerprint(cav.model, "CAV"),
-        **{
-            k: getattr(cav, k)
-            for k in ("concept", "against", "layer", "pooling", "method", "accuracy", "stability", "n_train", "n_test")
-        },
-    }
+    names = "concept against layer pooling method accuracy stability n_train n_test"
+    meta = {"fingerprint": _fingerprint(cav.model, "CAV"), **_fields(cav, names)}
     return meta, {"direction": cav.direction}, "llmasos.cav"
 
 
 def _steering(res: SteerResult) -> tuple[dict[str, Any], dict[str, torch.Tensor], str]:
-    meta = {
-        "fingerprint": _fingerprint(res.model, "SteerResult"),
-        **{
-            k: getattr(res, k)
-            for k in (
-                "prompt_tokens",
-                "baseline",
-                "steered",
-                "baseline_ids",
-                "steered_ids",
-                "changed",
-                "alpha",
-                "layer",
-                "direction",
-                "kl_next",
-                "kl_mean",
-                "metric",
-                "metric_change",
-            )
-        },  # fmt: skip
-    }
+    names = (
+        "prompt_tokens baseline steered baseline_ids steered_ids changed alpha layer direction kl_next kl_mean "
+        "metric metric_change"
+    )
+    meta = {"fingerprint": _fingerprint(res.model, "SteerResult"), **_fields(res, names)}
     return meta, {}, "llmasos.steering"
