@@ -186,13 +186,14 @@ class Evaluation:
         metrics = self.metrics
         cols = {m: self.summary(m, n_boot=n_boot, seed=seed) for m in metrics}
         heads = ["method"] + [m + ("↑" if METRICS[m][1] else "↓") for m in metrics]
+
         def num(x: float) -> str:  # rounded first, then + 0.0: a value that rounds to zero prints 0.000, never -0.000
             return f"{round(x, 3) + 0.0:.3f}"
 
-        rows = [
-            [meth] + [f"{num(cols[m][meth].mean)} [{num(cols[m][meth].low)}, {num(cols[m][meth].high)}]" for m in metrics]
-            for meth in self.methods
-        ]
+        def cell(i: Interval) -> str:
+            return f"{num(i.mean)} [{num(i.low)}, {num(i.high)}]"
+
+        rows = [[meth] + [cell(cols[m][meth]) for m in metrics] for meth in self.methods]
         widths = [max(len(r[i]) for r in [heads, *rows]) for i in range(len(heads))]
         return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in [heads, *rows])
 

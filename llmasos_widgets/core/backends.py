@@ -212,7 +212,6 @@ class NNsightBackend:
                     grid[layer, done] = values[layer].float()
         return grid, clean_metric, corrupt_metric
 
-
     def serves_attention(self, model: _Model) -> bool:
         """Whether :meth:`attention_overview` can run for this model where it runs (a remote model's overview).
 
@@ -225,7 +224,7 @@ class NNsightBackend:
             attn is not None
             and hasattr(attn, "q_proj")
             and not hasattr(attn, "q_norm")
-            and all(adapter.window(l) is None and adapter.attn_softcap(l) is None for l in range(model.n_layers))
+            and all(adapter.window(i) is None and adapter.attn_softcap(i) is None for i in range(model.n_layers))
         )
 
     def attention_overview(
