@@ -3,6 +3,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { GAMMA_STEPS, colorOf, drawPattern, drawStrip, gammaTable, meanOfHeads, maxOf } from "./draw";
+import { maxPool } from "./pool";
 import { buildLut, packRgb } from "./scale";
 
 const lut = buildLut();
@@ -22,6 +23,20 @@ test("a strip: bar heights √w, background above, marker column", () => {
   );
   assert.ok(column(2).every((c) => c === style.background));
   assert.ok(column(5).every((c) => c === style.marker));
+});
+
+test("a row the kernel pooled to the strip's width draws the pixels the whole row draws", () => {
+  // AttentionView sends a clicked token's rows max-pooled to the thumbnails' width (views/attention.py).
+  const T = 1023;
+  const row = new Float32Array(T);
+  for (let i = 0; i < T; i++) row[i] = ((i * 7919) % 1000) / 1000 / (1 + (i % 13)) ** 2;
+  for (const D of [32, 40]) {
+    const whole = new Uint32Array(D * D);
+    const fromPooled = new Uint32Array(D * D);
+    drawStrip(whole, D, row, 0, T, 700, style);
+    drawStrip(fromPooled, D, maxPool(row, 0, T, D), 0, D, 700, style, new Float32Array(D), T);
+    assert.deepEqual(fromPooled, whole);
+  }
 });
 
 test("the marker stays behind a bar in its column, except for its cap", () => {

@@ -63,7 +63,8 @@ export interface StripStyle {
 }
 
 /**
- * A token's row (or column) in one head as a D × D bar plot: the T weights from `values[base]`
+ * A token's row (or column) in one head as a D × D bar plot: the `width` weights from `values[base]`
+ * (the T weights of a T-token text, or them already max-pooled into `width` bins by the kernel)
  * max-pooled into D columns, each a bar of height √w · D (weights are absolute, 0..1, so heads
  * compare), coloured by weight; a vertical marker at `marker` (the selected token, -1 for none)
  * drawn behind the bars — at T = 1024 a previous-token peak shares the token's pixel column — with a
@@ -74,12 +75,13 @@ export function drawStrip(
   D: number,
   values: ArrayLike<number>,
   base: number,
-  T: number,
+  width: number,
   marker: number,
   style: StripStyle,
   pooled: Float32Array = new Float32Array(D),
+  T: number = width,
 ): void {
-  maxPool(values, base, T, D, pooled);
+  maxPool(values, base, width, D, pooled);
   // Height (from the bottom) and colour of each column's bar.
   const heights = new Int32Array(D);
   const colors = new Uint32Array(D);

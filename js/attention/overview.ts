@@ -52,19 +52,44 @@ interface LayerThumbs {
   rolloutCols: number;
 }
 
-/** A token's attention in every layer and head. */
+/** A token's attention in every layer and head: whole rows, or max-pooled to `width` bins by the kernel. */
 export interface TokenRows {
   position: number;
   direction: "from" | "to";
   T: number;
-  /** [layer, head, T] */
+  /** Values per row: T, or the bins the kernel pooled them to (the thumbnails' width). */
+  width: number;
+  /** [layer, head, width] */
   rows: Float32Array;
-  /** [layer, head] */
+  /** [layer, head] each row's largest weight */
   sharpness: Float32Array;
-  /** [layer, T] mean over heads */
+  /** [layer, width] mean over heads */
   mean: Float32Array;
-  /** [layer, T] when T ≤ rollout_limit */
+  /** [layer, width] when T ≤ rollout_limit */
   rollout: Float32Array | undefined;
+  /** [layer] the largest value of each layer's mean and rollout */
+  meanMax: Float32Array;
+  rolloutMax: Float32Array | undefined;
+}
+
+/** Bins a clicked token's rows are pooled to: the thumbnails' width, at most T (AttentionView.token_bins). */
+export function tokenBins(T: number, thumbSize: number): number {
+  return Math.max(1, Math.min(thumbSize, T));
+}
+
+/** Weights sent as their square roots (uint8: bar heights stay exact to the pixel), squared back. */
+function squared(arrays: Record<string, DecodedArray>, name: string): Float32Array {
+  const root = floats(arrays, name);
+  const out = new Float32Array(root.length);
+  for (let i = 0; i < root.length; i++) out[i] = root[i]! * root[i]!;
+  return out;
+}
+
+/** The largest of each of `n` runs of `len` values. */
+function maxima(data: Float32Array, n: number, len: number): Float32Array {
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = maxOf(data, i * len, len);
+  return out;
 }
 
 /** An optional array of an answer. */
@@ -72,7 +97,7 @@ function floatsOf(arrays: Record<string, DecodedArray>, name: string): Float32Ar
   return arrays[name] ? floats(arrays, name) : undefined;
 }
 
-/** Check a token answer against the model's shape and turn it into TokenRows. */
+/** Check a token answer (whole rows, or pooled: `root`, `root_mean`, ...) against the model's shape. */
 export function tokenRowsOf(
   arrays: Record<string, DecodedArray>,
   position: number,
@@ -81,19 +106,30 @@ export function tokenRowsOf(
   nHeads: number,
   T: number,
 ): TokenRows {
-  const rows = floats(arrays, "rows");
-  const shape = arrays["rows"]!.shape;
-  const [L, H, n] = shape;
-  if (L !== nLayers || H !== nHeads || n !== T) {
-    throw new Error(`"rows" has shape [${shape.join(", ")}], expected [${nLayers}, ${nHeads}, ${T}]`);
+  const pooled = arrays["root"] !== undefined;
+  const name = pooled ? "root" : "rows";
+  const shape = arrays[name]?.shape ?? [];
+  const [L, H, width] = shape;
+  if (L !== nLayers || H !== nHeads || !width || width > T || (!pooled && width !== T)) {
+    throw new Error(`"${name}" has shape [${shape.join(", ")}], expected [${nLayers}, ${nHeads}, ${pooled ? "bins ≤ " : ""}${T}]`);
   }
+  const rows = pooled ? squared(arrays, "root") : floats(arrays, "rows");
   const sharpness = floats(arrays, "sharpness");
   if (sharpness.length !== L * H) throw new Error(`"sharpness" has ${sharpness.length} values, expected ${L * H}`);
+  if (pooled) {
+    const mean = squared(arrays, "root_mean");
+    const rollout = arrays["root_rollout"] ? squared(arrays, "root_rollout") : undefined;
+    if (mean.length !== L * width) throw new Error(`"root_mean" has ${mean.length} values, expected ${L * width}`);
+    const meanMax = floats(arrays, "mean_max");
+    const rolloutMax = floatsOf(arrays, "rollout_max");
+    const ok = rollout && rolloutMax && rollout.length === L * width;
+    return { position, direction, T, width, rows, sharpness, mean, rollout: ok ? rollout : undefined, meanMax, rolloutMax: ok ? rolloutMax : undefined };
+  }
   let rollout = floatsOf(arrays, "rollout");
   if (rollout && rollout.length !== L * T) rollout = undefined;
   const mean = new Float32Array(L * T);
   for (let l = 0; l < L; l++) mean.set(meanOfHeads(rows.subarray(l * H * T, (l + 1) * H * T), H, T), l * T);
-  return { position, direction, T, rows, sharpness, mean, rollout };
+  return { position, direction, T, width: T, rows, sharpness, mean, rollout, meanMax: maxima(mean, L, T), rolloutMax: rollout && maxima(rollout, L, T) };
 }
 
 const LUT = buildLut();
@@ -265,16 +301,16 @@ export class OverviewPanel implements Panel {
   private tokenKey(): string | null {
     const pos = this.ctx.selectedToken();
     if (pos < 0) return null;
-    return `${this.ctx.version}:${pos}:${this.ctx.direction()}`;
+    return `${this.ctx.version}:${pos}:${this.ctx.direction()}:${tokenBins(this.ctx.T, this.ctx.thumbSize())}`;
   }
 
   private async fetchToken(key: string): Promise<TokenRows | null> {
-    const [version, pos, direction] = key.split(":");
+    const [version, pos, direction, bins] = key.split(":");
     const ctx = this.ctx;
     if (Number(version) !== ctx.version) return null;
     const position = Number(pos);
     const dir = direction === "to" ? "to" : "from";
-    const r = await ctx.view.client.request("token", "token", { position, direction: dir });
+    const r = await ctx.view.client.request("token", "token", { position, direction: dir, bins: Number(bins) });
     if (r === null) return null;
     return tokenRowsOf(r.arrays, position, dir, ctx.nLayers(), ctx.nHeads(), ctx.T);
   }
@@ -476,14 +512,14 @@ export class OverviewPanel implements Panel {
       const cell = cellOf(g, [row], 0, col);
       if (!cell) continue;
       if (data) {
-        const T = data.T;
+        const { T, width } = data;
         const marker = data.position;
         if (cell.kind === "head") {
-          drawStrip(px, D, data.rows, (l * g.nHeads + cell.head) * T, T, marker, style, this.pooled);
+          drawStrip(px, D, data.rows, (l * g.nHeads + cell.head) * width, width, marker, style, this.pooled, T);
         } else if (cell.kind === "mean") {
-          drawStrip(px, D, data.mean, l * T, T, marker, style, this.pooled);
+          drawStrip(px, D, data.mean, l * width, width, marker, style, this.pooled, T);
         } else if (data.rollout) {
-          drawStrip(px, D, data.rollout, l * T, T, marker, style, this.pooled);
+          drawStrip(px, D, data.rollout, l * width, width, marker, style, this.pooled, T);
         } else fillSolid(px, D, PLACEHOLDER);
       } else if (!layer) {
         fillSolid(px, D, PLACEHOLDER);
@@ -631,11 +667,7 @@ export class OverviewPanel implements Panel {
       return thumbTooltip(cell.layer, cell.head, scores, sharp);
     }
     let sharp: number | undefined;
-    if (data) {
-      const T = data.T;
-      const src = cell.kind === "mean" ? data.mean : data.rollout;
-      if (src) sharp = maxOf(src, cell.layer * T, T);
-    }
+    if (data) sharp = (cell.kind === "mean" ? data.meanMax : data.rolloutMax)?.[cell.layer];
     return thumbTooltip(cell.layer, cell.kind, undefined, sharp);
   }
 

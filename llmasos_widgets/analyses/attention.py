@@ -23,6 +23,8 @@ from ..core.pooling import pooling_matrix
 from ..core.trace import Trace
 
 SCORE_NAMES = ("entropy", "prev_token", "sink")
+POOL_BLOCK = 16  # tokens pooled together (pooled_token): one product per layer for all of them
+POOL_BLOCKS_KEPT = 8
 AGGREGATES = ("mean", "rollout")
 
 
@@ -34,6 +36,36 @@ class LayerOverview:
     thumbs: Tensor  # [head, size, size] mean-pooled pattern
     scores: Tensor  # [score, head] in SCORE_NAMES order
     rollout: Tensor | None  # [size, size] pooled rollout up to this layer, if T <= rollout_limit
+
+
+@dataclass
+class PooledToken:
+    """One token's attention in every layer, max-pooled to what a thumbnail draws (see :func:`max_pool`)."""
+
+    heads: Tensor  # [layer, head, bins]
+    mean: Tensor  # [layer, bins] the mean over heads of the full rows, then pooled
+    rollout: Tensor | None  # [layer, bins], if T <= rollout_limit
+
+
+def max_pool(values: Tensor, bins: int) -> Tensor:
+    """The largest of each of ``bins`` runs of the last dim: run ``b`` holds ``⌊b·n/bins⌋ .. ⌊(b+1)·n/bins⌋``.
+
+    The runs of the page's ``maxPool`` (js/attention/pool.ts), so a row pooled here draws the bars the page
+    would draw from the whole row; the largest value of a row is kept. ``bins`` must not exceed ``n``.
+
+    Examples
+    --------
+    >>> max_pool(torch.tensor([0.1, 0.7, 0.2, 0.0, 0.4]), 2)
+    tensor([0.7000, 0.4000])
+
+    """
+    n = values.shape[-1]
+    if not 1 <= bins <= n:
+        raise ValueError(f"bins must be between 1 and the {n} values pooled, not {bins}")
+    starts = torch.arange(bins) * n // bins
+    which = torch.searchsorted(starts, torch.arange(n), right=True) - 1  # the run of each value
+    out = values.new_zeros(*values.shape[:-1], bins)
+    return out.scatter_reduce_(-1, which.expand(values.shape), values, "amax", include_self=False)
 
 
 def pool(pattern: Tensor, size: int) -> Tensor:
@@ -94,6 +126,7 @@ class AttentionIndex:
         self._lse: dict[int, Tensor] = {}  # [head, query]
         self._rollout: list[Tensor] = []  # rollout up to layer l, for l = 0.. (T <= rollout_limit)
         self._served: tuple[int, Tensor, Tensor, Tensor | None] | None = None  # a remote model's overview, by size
+        self._pooled: dict[tuple[str, int, int], list[PooledToken]] = {}  # (direction, bins, block) -> tokens
         self._lock = threading.RLock()
 
     @property
@@ -169,6 +202,75 @@ class AttentionIndex:
                 column[:, ~allowed[:, 0]] = 0.0
             out.append(column)
         return torch.stack(out)
+
+    def pooled_token(self, pos: int, direction: str, bins: int) -> PooledToken:
+        """Token ``pos``'s row (``"from"``) or column (``"to"``) in every layer and head, max-pooled to ``bins``.
+
+        What a thumbnail draws, a fiftieth of the row at 1,024 tokens. Tokens are computed ``POOL_BLOCK`` at a
+        time, every head of a layer in one product (a block costs about what one token's full rows do), and
+        the last few blocks are kept: a page that asks for the tokens around a selection finds them here.
+
+        Examples
+        --------
+        >>> from llmasos_widgets import load_model
+        >>> index = AttentionIndex(load_model("tiny-gpt2").trace("one two three four"))
+        >>> p = index.pooled_token(3, "from", 2)
+        >>> bool(torch.equal(p.heads, max_pool(index.rows(3), 2)))
+        True
+
+        """
+        pos = self.trace.check_position(pos)
+        bins = checks.int_in("bins", bins, 1, self.n_tokens)
+        block = pos // POOL_BLOCK
+        key = (direction, bins, block)
+        with self._lock:
+            if key not in self._pooled:
+                positions = range(block * POOL_BLOCK, min(self.n_tokens, (block + 1) * POOL_BLOCK))
+                self._pooled[key] = self._pool_block(positions, direction, bins)
+                while len(self._pooled) > POOL_BLOCKS_KEPT:
+                    del self._pooled[next(iter(self._pooled))]
+            return self._pooled[key][pos - block * POOL_BLOCK]
+
+    def _pool_block(self, positions: range, direction: str, bins: int) -> list[PooledToken]:
+        p0, p1, n = positions.start, positions.stop, self.n_tokens
+        if self._served_here():  # a remote model serves one token's rows at a time
+            full = [self.rows(p) if direction == "from" else self.columns(p) for p in positions]
+            heads = torch.stack(full)  # [token, layer, head, T]
+            mean = heads.mean(2)
+        else:
+            per_layer, per_layer_mean = [], []
+            for layer in range(self.trace.n_layers):
+                q, k, scale = self.qk(layer)
+                if direction == "from":  # [head, token, key]: rows, softmax over the keys
+                    keys = p1 if self.adapter.causal else n
+                    weights = torch.bmm(q[:, p0:p1], k[:, :keys].transpose(1, 2)).mul_(scale)
+                    self.adapter.softmax_(weights, layer, p0)
+                else:  # [head, token, query]: columns, each weight exp(score - the query's lse)
+                    scores = self.adapter.cap_(torch.bmm(q, k[:, p0:p1].transpose(1, 2)).mul_(scale), layer)
+                    weights = (scores - self.lse(layer)[:, :, None]).exp_()
+                    allowed = self.adapter.allowed(layer, torch.arange(n), torch.arange(p0, p1))
+                    if allowed is not None:
+                        weights[:, ~allowed] = 0.0
+                    weights = weights.transpose(1, 2)
+                if weights.shape[-1] < n:  # a causal row stops at its token: the rest is zero
+                    weights = F.pad(weights, (0, n - weights.shape[-1]))
+                per_layer.append(max_pool(weights, bins))
+                per_layer_mean.append(max_pool(weights.mean(0), bins))
+            heads = torch.stack(per_layer).permute(2, 0, 1, 3)  # [token, layer, head, bins]
+            mean = torch.stack(per_layer_mean).transpose(0, 1)  # [token, layer, bins]
+            return self._pooled_tokens(positions, direction, bins, heads, mean)
+        return self._pooled_tokens(positions, direction, bins, max_pool(heads, bins), max_pool(mean, bins))
+
+    def _pooled_tokens(
+        self, positions: range, direction: str, bins: int, heads: Tensor, mean: Tensor
+    ) -> list[PooledToken]:
+        rollout = None
+        if self.n_tokens <= self.rollout_limit:
+            self.rollout(self.trace.n_layers - 1)
+            p0, p1 = positions.start, positions.stop
+            parts = [r[p0:p1] if direction == "from" else r[:, p0:p1].T for r in self._rollout]
+            rollout = max_pool(torch.stack(parts, 1), bins)  # [token, layer, bins]
+        return [PooledToken(heads[i], mean[i], None if rollout is None else rollout[i]) for i in range(len(positions))]
 
     # -- overview ------------------------------------------------------------------------------
     def overview(self, layer: int, size: int, block: int = 64) -> LayerOverview:
@@ -284,9 +386,8 @@ class AttentionIndex:
     def token_rollout(self, pos: int, direction: str) -> Tensor:  # [layer, T]
         """The rollout row (``"from"``) or column (``"to"``) of token ``pos`` up to every layer."""
         pos = self.trace.check_position(pos)
-        self.rollout(self.trace.n_layers - 1)
-        stacked = torch.stack(self._rollout)
-        return stacked[:, pos] if direction == "from" else stacked[:, :, pos]
+        self.rollout(self.trace.n_layers - 1)  # one token's slices, not a stack of every layer's T x T
+        return torch.stack([r[pos] if direction == "from" else r[:, pos] for r in self._rollout])
 
     # -- windows, for the head and matrix views ------------------------------------------------
     def window(

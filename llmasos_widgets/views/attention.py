@@ -1,7 +1,8 @@
 """AttentionView: every layer and head at a glance, click a token to drill in, click a head for its pattern.
 
 The kernel sends only what is on screen: thumbnails streamed layer by layer, one token's rows when
-it is clicked, a window of one pattern at the resolution it is drawn. See DESIGN.md for the requests.
+it is clicked (max-pooled to the thumbnails' width), a window of one pattern at the resolution it is
+drawn. See DESIGN.md for the requests.
 """
 
 from __future__ import annotations
@@ -164,12 +165,26 @@ class AttentionView(ViewBase):
         assert self.index is not None
         return self.index
 
-    # -- requests ------------------------------------------------------------------------------
-    # An exported file keeps token rows for as many tokens as fit in this many bytes of weights a row
-    # can hold (float16; in a causal model token p looks at p + 1 keys and is looked at by T - p
-    # queries, and the zeros after them cost next to nothing once gzipped): where each token looks
-    # ("from") first, then who looks at it ("to"), since "from" is what a click shows first.
+    # -- requests ----------------------------------------------------------------------------------
+    # An exported file keeps the tokens' pooled rows (what the overview draws for a clicked token) for as
+    # many tokens as fit in this many bytes: where each token looks ("from") first, then who looks at it
+    # ("to"), since "from" is what a click shows first.
     export_token_bytes = 3 * 2**20
+
+    @property
+    def token_bins(self) -> int:
+        """Bins a clicked token's rows are max-pooled to for the overview: its thumbnails' width, at most T.
+
+        The page asks for this many (js/attention/overview.ts) and the prefetch and an exported file record
+        the same, so their answers are found by the same key.
+        """
+        return max(1, min(self.thumb_size, len(self.trace)))
+
+    def _token_bytes(self) -> int:
+        """What one pooled token answer weighs: the heads' and aggregates' bins (uint8) and their maxima."""
+        L, H = self.trace.n_layers, self.trace.n_heads
+        aggregates = 2 if len(self.trace) <= self._index.rollout_limit else 1
+        return (L * H + L * aggregates) * (self.token_bins + 4) + 512
 
     def _summary(self) -> list[str]:
         lines = [f"{self.n_layers} layers x {self.n_heads} heads; panel: {self.panel}"]
@@ -186,20 +201,14 @@ class AttentionView(ViewBase):
         return lines
 
     def _export_requests(self) -> tuple[list[dict[str, Any]], str]:
-        T, n = len(self.trace), self.trace.n_layers * (self.trace.n_heads + 1)  # + 1: the rollout row
-        causal = self.trace.model.is_causal
-        kept, spent = {"from": 0, "to": 0}, 0
-        for d in DIRECTIONS:
-            for p in range(T):
-                cost = 2 * n * ((p + 1 if d == "from" else T - p) if causal else T)
-                if spent + cost > self.export_token_bytes:
-                    break
-                spent += cost
-                kept[d] += 1
-            if kept[d] < T:
-                break
+        T = len(self.trace)
+        fit = self.export_token_bytes // self._token_bytes()  # tokens' answers, "from" ones first
+        kept = {d: min(T, max(0, fit - i * T)) for i, d in enumerate(DIRECTIONS)}
         requests: list[dict[str, Any]] = [{"what": "overview", "size": self.thumb_size}]
-        requests += [{"what": "token", "position": p, "direction": d} for d in DIRECTIONS for p in range(kept[d])]
+        bins = self.token_bins
+        requests += [
+            {"what": "token", "position": p, "direction": d, "bins": bins} for d in DIRECTIONS for p in range(kept[d])
+        ]
 
         def which(k: int) -> str:
             return "every token" if k == T else f"tokens 0..{k - 1}"
@@ -213,12 +222,11 @@ class AttentionView(ViewBase):
         return requests, f"the overview and {rows} are recorded; head patterns and zoomed matrices need the kernel"
 
     def _prefetch(self, order: list[int], budget: int) -> list[tuple[int, dict[str, Any]]]:
-        """The rows of the tokens nearest the selection, as many as half the ``budget`` holds (float16, every head)."""
-        T, L, H = len(self.trace), self.trace.n_layers, self.trace.n_heads
-        row = 2 * L * H * T + 4 * L * H + (2 * L * T if T <= self._index.rollout_limit else 0) + 512
+        """Every token's pooled rows nearest the selection first, as many as half the ``budget`` holds."""
+        bins, direction = self.token_bins, self.direction
         return [
-            (d, {"what": "token", "position": p, "direction": self.direction})
-            for d, p in enumerate(order[: budget // 2 // row])
+            (d, {"what": "token", "position": p, "direction": direction, "bins": bins})
+            for d, p in enumerate(order[: budget // 2 // self._token_bytes()])
         ]
 
     @request("overview", stream=True)
@@ -242,9 +250,28 @@ class AttentionView(ViewBase):
         reply.done({"layers": n_layers}, [])
 
     @request("token")
-    def _serve_token(self, position: int, direction: str = "from") -> tuple[dict[str, Any], Arrays]:
+    def _serve_token(
+        self, position: int, direction: str = "from", bins: int | None = None
+    ) -> tuple[dict[str, Any], Arrays]:
+        """A token's attention in every layer and head: whole rows (float16), or max-pooled to ``bins``.
+
+        Pooled, each head's bins go as the square root of the weight in uint8 (a thumbnail's bar is √weight
+        high, so the error stays under half a pixel for bars up to 255 px) with each row's exact maximum.
+        """
         direction = _one_of("direction", direction, DIRECTIONS)
         position = self.trace.check_position(position)
+        if bins is not None:
+            pooled = self._index.pooled_token(position, direction, min(bins, len(self.trace)))
+            arrays = [
+                wire.encode("root", pooled.heads.sqrt(), "uint8"),
+                wire.encode("sharpness", pooled.heads.amax(-1), "float32"),
+                wire.encode("root_mean", pooled.mean.sqrt(), "uint8"),
+                wire.encode("mean_max", pooled.mean.amax(-1), "float32"),
+            ]
+            if pooled.rollout is not None:
+                arrays.append(wire.encode("root_rollout", pooled.rollout.sqrt(), "uint8"))
+                arrays.append(wire.encode("rollout_max", pooled.rollout.amax(-1), "float32"))
+            return {"position": position, "direction": direction, "bins": pooled.mean.shape[-1]}, arrays
         values = self._index.rows(position) if direction == "from" else self._index.columns(position)
         arrays = [
             wire.encode("rows", values, "float16"),

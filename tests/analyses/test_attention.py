@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import llmasos_widgets as lw
-from llmasos_widgets.analyses.attention import AttentionIndex, head_scores, pool
+from llmasos_widgets.analyses.attention import POOL_BLOCK, AttentionIndex, head_scores, max_pool, pool
 
 TEXT = "The capital of France is Paris, and the capital of Italy is Rome. The cat sat on the mat."
 
@@ -87,3 +87,29 @@ def test_head_scores_on_known_patterns():
     assert s[2, 1].item() == 1.0 and s[0, 0].item() == 0.0  # sink weight; a one-hot row has no entropy
     expected_entropy = torch.log(torch.arange(1, n + 1).float()).mean()
     assert s[0, 2].item() == pytest.approx(expected_entropy.item(), rel=1e-5)
+
+
+def test_max_pool_takes_the_runs_the_page_draws():
+    values = torch.rand(3, 37)
+    for bins in (1, 5, 16, 37):
+        # js/attention/pool.ts, maxPool: bin b holds floor(b*n/bins) .. max(lo + 1, floor((b+1)*n/bins))
+        runs = [(b * 37 // bins, max(b * 37 // bins + 1, (b + 1) * 37 // bins)) for b in range(bins)]
+        want = torch.stack([values[:, lo:hi].amax(-1) for lo, hi in runs], -1)
+        assert torch.equal(max_pool(values, bins), want)
+    with pytest.raises(ValueError, match="bins must be between 1 and the 37 values pooled, not 38"):
+        max_pool(values, 38)
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-bert", "tiny-gemma2"])  # causal, not, sliding + softcap
+def test_pooled_tokens_are_the_full_patterns_max_pooled(name):
+    model = lw.load_model(name)
+    index = AttentionIndex(model.trace(" ".join([TEXT] * 3)))
+    n = index.n_tokens
+    patterns = torch.stack([index.trace.attention(layer) for layer in range(index.trace.n_layers)])
+    rollout = torch.stack([index.rollout(layer) for layer in range(index.trace.n_layers)])
+    for pos in (0, POOL_BLOCK + 1, n - 1):  # blocks computed whole: the first, another, the last
+        for direction, pick in (("from", lambda a, p=pos: a[..., p, :]), ("to", lambda a, p=pos: a[..., p])):
+            pooled = index.pooled_token(pos, direction, 8)
+            assert torch.allclose(pooled.heads, max_pool(pick(patterns), 8), atol=1e-6)
+            assert torch.allclose(pooled.mean, max_pool(pick(patterns).mean(1), 8), atol=1e-6)
+            assert torch.allclose(pooled.rollout, max_pool(pick(rollout), 8), atol=1e-6)

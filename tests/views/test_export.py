@@ -55,16 +55,22 @@ def test_several_views_share_one_file_and_each_says_what_it_recorded(trace, tmp_
     assert len(data) == 3 and "<title>France &amp; co</title>" in page
     attention = data[0]["recorded"]
     assert export.request_key({"what": "overview", "size": views[0].thumb_size}) in attention
-    assert export.request_key({"what": "token", "position": len(trace) - 1, "direction": "to"}) in attention
+    last = {"what": "token", "position": len(trace) - 1, "direction": "to", "bins": views[0].token_bins}
+    assert export.request_key(last) in attention
     assert "where every token looks and who looks at every token are recorded" in html.unescape(page)
 
 
 def test_attention_rows_are_bounded_and_the_note_says_which(trace, monkeypatch):
     view = lw.AttentionView(trace)
-    T, n = len(trace), 2 * (4 + 1)  # tiny-llama: 2 layers x (4 heads + the rollout row)
+    T = len(trace)
+    reply = export.Recording(view, "token")
+    reply.run(view._handler("token"), {"position": 0, "direction": "from", "bins": view.token_bins})
+    one = view._token_bytes()
+    # The stated cost covers what an answer carries (pooled bins, maxima) and its message.
+    assert sum(len(b) for m in reply.messages for b in m["buffers"]) <= one
 
-    def cost(positions, direction):  # float16 weights each row can hold in a causal model
-        return sum(2 * n * (p + 1 if direction == "from" else T - p) for p in positions)
+    def cost(positions, direction):
+        return one * len(positions)
 
     every_from = cost(range(T), "from")
     for budget, n_from, n_to, said in [
