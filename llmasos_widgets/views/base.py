@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anywidget
 import traitlets
@@ -19,6 +19,9 @@ from ..core.trace import Trace
 from . import export, summary
 from .assets import bundle, stylesheet
 from .protocol import Reply, RequestSpec, requests_of, watch_interrupts
+
+if TYPE_CHECKING:
+    from .serve import Turns
 
 # The synced traits that describe a trace's text (an Explorer's panels share them with it).
 # A chat's (trace.chat) travel too: each token's message, role, template flag and offsets into its message's
@@ -89,6 +92,7 @@ class ViewBase(anywidget.AnyWidget):
         super().__init_subclass__(**kwargs)
 
     _host: Any = None  # (explorer, panel name) for a panel of an Explorer: it speaks through the host's comm
+    _turns: Turns | None = None  # an Explorer's panels share one: their streamed answers compute in turn
 
     @classmethod
     def for_explorer(cls, host: Any, name: str, trace: Trace, **inputs: Any) -> ViewBase:
@@ -185,9 +189,18 @@ class ViewBase(anywidget.AnyWidget):
                 previous.cancelled = True
             self._streams[reply.what] = reply
             watch_interrupts()
-            threading.Thread(target=reply.run, args=(handler, params), daemon=True).start()
+            ticket = self._turns.ticket() if self._turns is not None else None  # in the order they came
+            threading.Thread(target=self._run_stream, args=(reply, handler, params, ticket), daemon=True).start()
         else:
             reply.run(handler, params)
+
+    def _run_stream(self, reply: Reply, handler: Any, params: dict[str, Any], ticket: object | None) -> None:
+        if self._turns is None or ticket is None:  # a view alone
+            reply.run(handler, params)
+            return
+        with self._turns.turn(ticket):  # an Explorer's panels: one stream computes at a time (serve.Turns)
+            if not reply.cancelled:  # a newer request of its kind came while it waited
+                reply.run(handler, params)
 
     def _spec(self, what: str) -> RequestSpec:
         return requests_of(type(self))[what][1]

@@ -21,7 +21,7 @@ from ..core.models import LanguageModel
 from ..core.trace import Trace
 from .base import TEXT_TRAITS, ViewBase
 from .panels import SELECTION, registered_panels
-from .serve import Server
+from .serve import Server, Turns
 
 # Above this many tokens the saliency panel starts folded (unless ``collapsed=`` says otherwise): its first
 # draw is a backward pass over the text (about 11 s at 2,048 tokens of smollm2-135m on 2 cores).
@@ -167,6 +167,9 @@ class Explorer(ViewBase):
             self._push(name, {key: getattr(self, key) for key in self._links[name]})
         self.observe(self._lead, names=list(SELECTION))
         self._server = Server(self)
+        turns = Turns()
+        for view in self._views.values():
+            view._turns = turns
 
     @traitlets.validate("panels")
     def _check_order(self, proposal: Any) -> list[str]:

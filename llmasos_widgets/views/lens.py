@@ -27,7 +27,6 @@ from .wire import Arrays
 # token first (a block of SmolLM2 is 30 x 8 unembeddings, about 0.1 s on 2 cores, so a click does
 # not wait long behind the block before it).
 BLOCK = 8
-PREFETCH_COLUMNS = 16  # an Explorer's page is sent the columns this far either side of the selection
 EXPORT_ALL_BLOCKS = 512  # up to this many tokens an exported file holds the whole lens
 
 
@@ -104,17 +103,15 @@ class LensView(ViewBase):
         return requests, f"{lens} is recorded; a cell's top-k needs the kernel (too many cells to record them all)"
 
     def _prefetch(self, order: list[int], budget: int) -> list[tuple[int, dict[str, Any]]]:
-        """Every token's cell top-k at the selected layer; the columns near the selection only.
+        """Every token's column (what a click draws first), and its cell top-k at the selected layer.
 
-        A cell is one unembedding; a column (what a click draws first) is one per layer, and every column of
-        1,024 tokens is a minute of a 2-core machine's time taken from the clicks. The grid's blocks (8
-        columns each, half a second on a loaded machine) are not prefetched: a click's request would wait
-        behind one on the worker; the page asks for them itself, a moment after the click.
+        A column is one unembedding per layer (about 11 ms on 2 cores for SmolLM2): the worker computes one
+        at a time while the page is quiet, so a click waits behind one at most. The grid's blocks (8 columns
+        each) are not prefetched: the page asks for them itself, a moment after the click.
         """
         asked: list[tuple[int, dict[str, Any]]] = []
         for d, p in enumerate(order):
-            if d <= 2 * PREFETCH_COLUMNS:
-                asked.append((d, {"what": "column", "position": p}))
+            asked.append((d, {"what": "column", "position": p}))
             if self.selected_layer >= 0:
                 asked.append((d, {"what": "cell", "layer": self.selected_layer, "position": p, "k": self.k}))
         return asked

@@ -6,25 +6,28 @@ the kernel, in the order the panels are on screen, and the ids it made stale (``
 the batch at once and queues the requests on one worker thread, which answers each (a plain ``response``,
 tagged with its panel, as ever) before it starts anything prefetched, and skips a request whose id was
 dropped: a stale request is never computed. Streamed requests (an attention overview, a lens block, the
-saliency scores) keep their own threads, as in a single view; a dropped one is cancelled.
+saliency scores) keep their own threads, as in a single view, but compute one at a time in the order they came
+(:class:`Turns`); a dropped one is cancelled.
 
-After the first draw the page sends ``prefetch`` with the selected position, its open panels in order and
-its cache's budget in bytes; a batch carries the same, re-centred on its click. The Explorer asks each panel
-what it would be asked around that position (``ViewBase._prefetch``) and orders it by :func:`tier`: every
-token's cheap answers first (top predictions, the selected layer's neurons), then what is near the
-selection (lens columns and attention rows of the ``NEAR`` nearest tokens), then the rest, the far attention rows
-last. The worker answers one request at a time, and only when the kernel is quiet: no click's request
-queued, no streamed answer running (a panel's first draw), and ``QUIET_S`` since the last of them, so a click
-waits for one prefetched request at most; what it computed leaves in groups of ``stored`` messages the page
-files by request key, the key an exported file replays by (:func:`~.export.request_key`). A newer
-``prefetch`` replaces what is left of the older; a batch's is listed by the worker after the click's answers.
+After the first draw the page sends ``prefetch`` with the selected position, its open panels in order and its
+cache's budget in bytes; a batch carries the same, re-centred on its click. The Explorer asks each panel what it
+would be asked around that position (``ViewBase._prefetch``) and orders it by :func:`tier`: every token's cheap
+answers first (top predictions, the selected layer's neurons), then what is near the selection (lens columns and
+pooled attention rows of the ``NEAR`` nearest tokens), then the rest, outwards. The worker answers one request at a
+time, and only when the kernel is quiet: no click's request queued, no streamed answer running (a panel's first
+draw), and ``QUIET_S`` since the last of them, so a click waits for one prefetched request at most; what it computed
+leaves in groups of ``stored`` messages the page files by request key, the key an exported file replays by
+(:func:`~.export.request_key`). A newer ``prefetch`` replaces what is left of the older; a batch's is listed by the
+worker after the click's answers.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from .export import Recording, request_key
@@ -38,9 +41,48 @@ GROUP_SECONDS = 0.05
 QUIET_S = 0.4  # the prefetch waits this long after a click's last answer (the page draws it meanwhile)
 NEAR = 8  # the lens columns and attention rows of the selection and its NEAR nearest positions (4 a side) come early
 CHEAP = frozenset({"predictions", "layer"})  # a few bytes and milliseconds each: the whole text first
-LARGE = frozenset({"token"})  # an attention row: every head's weights, half a megabyte at 1,024 tokens
-FAR_LARGE = True  # whether the large answers of tokens beyond NEAR are prefetched at all (last)
 LOG_LENGTH = 4096
+
+
+class Turns:
+    """The panels' streamed answers of one Explorer compute one at a time, in the order they were asked.
+
+    Three first draws computing at once on a 2-core machine (the attention overview, the saliency's backward
+    pass, the lens blocks) each ask torch for both cores: the overview's 0.13 s of work at 256 tokens took
+    2.8 s beside the others. In turn, in on-screen order, each is drawn as soon as its own work is done.
+
+    Examples
+    --------
+    >>> turns = Turns()
+    >>> first, second = turns.ticket(), turns.ticket()
+    >>> with turns.turn(first):
+    ...     print("first computes; second waits")
+    first computes; second waits
+
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._queue: collections.deque[object] = collections.deque()
+
+    def ticket(self) -> object:
+        """A place in the line (taken on the kernel's thread, in the order the requests came)."""
+        ticket = object()
+        with self._cond:
+            self._queue.append(ticket)
+        return ticket
+
+    @contextlib.contextmanager
+    def turn(self, ticket: object) -> Iterator[None]:
+        """Wait until every earlier ticket's work is done, then do this one's."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._queue[0] is ticket)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._queue.remove(ticket)
+                self._cond.notify_all()
 
 
 def order_around(position: int, n: int) -> list[int]:
@@ -64,21 +106,21 @@ def order_around(position: int, n: int) -> list[int]:
 
 
 def tier(what: str, distance: int) -> int:
-    """When a prefetched request comes: 0 the cheap (every token's), 1 what is near, 2 the rest, 3 far rows.
+    """When a prefetched request comes: 0 the cheap (every token's), 1 what is near, 2 the rest.
 
     ``distance`` is the position's rank in :func:`order_around` (0 the selection, 1 the next, 2 the one before).
 
     Examples
     --------
-    >>> [tier("predictions", 900), tier("token", 3), tier("cell", 40), tier("token", 40)]
-    [0, 1, 2, 3]
+    >>> [tier("predictions", 900), tier("token", 3), tier("column", 40)]
+    [0, 1, 2]
 
     """
     if what in CHEAP:
         return 0
     if distance <= NEAR:
         return 1
-    return 3 if what in LARGE else 2
+    return 2
 
 
 class Server:
@@ -136,12 +178,10 @@ class Server:
         wanted: list[tuple[int, int, dict[str, Any]]] = []
         if budget > 0:
             order = order_around(position, len(self.host.trace))
-            for rank, name in enumerate(panels):  # the small answers take little; the attention rows half at most
+            for rank, name in enumerate(panels):  # each panel keeps its share of the budget (attention: half)
                 for distance, request in self.host._views[name]._prefetch(order, budget):
                     wanted.append((distance, rank, {**request, "panel": name}))
         wanted.sort(key=lambda w: (tier(w[2]["what"], w[0]), w[0], w[1]))
-        if not FAR_LARGE:
-            wanted = [w for w in wanted if tier(w[2]["what"], w[0]) < 3]
         with self._cond:
             self._ahead = collections.deque(r for _, _, r in wanted if request_key(r) not in self._held)
             if not self._ahead:

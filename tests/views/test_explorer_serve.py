@@ -101,8 +101,12 @@ def test_the_prefetch_files_the_panels_answers_by_the_keys_an_exported_file_uses
                 entries[e["key"]] = [(m["content"], [buffers[i] for i in m["buffers"]]) for m in e["messages"]]
     keys = list(entries)
     want = [request_key({"what": "predictions", "position": p, "k": 5, "panel": "tokens"}) for p in range(T)]
-    want += [request_key({"what": "token", "position": p, "direction": "from", "panel": "attention"}) for p in range(T)]
-    want += [request_key({"what": "column", "position": p, "panel": "lens"}) for p in range(T) if abs(p - 3) <= 16]
+    bins = ex.panel("attention").token_bins
+    want += [
+        request_key({"what": "token", "position": p, "direction": "from", "bins": bins, "panel": "attention"})
+        for p in range(T)
+    ]
+    want += [request_key({"what": "column", "position": p, "panel": "lens"}) for p in range(T)]
     want += [request_key({"what": "layer", "layer": ex.selected_layer, "k": 20, "panel": "neurons"})]
     assert set(want) <= set(keys)
     # Nearest first: the selected token's answers come before any other position's.
@@ -122,7 +126,7 @@ def test_the_prefetch_files_the_panels_answers_by_the_keys_an_exported_file_uses
     assert again == [forgot]
 
 
-def test_the_prefetch_sends_the_cheap_answers_first_then_the_near_then_the_far_rows(model, sent):
+def test_the_prefetch_sends_the_cheap_answers_first_then_the_near_then_the_rest(model, sent):
     ex = lw.Explorer(model, TEXT, panels=["tokens", "attention", "neurons", "lens"])
     T = len(ex.tokens)
     assert T > serve.NEAR + 4
@@ -131,7 +135,9 @@ def test_the_prefetch_sends_the_cheap_answers_first_then_the_near_then_the_far_r
     asked = [json.loads(key) for kind, key in ex._server.log if kind == "ahead"]  # in the order computed
     rank = order_around(3, T)
     tiers = [serve.tier(r["what"], rank.index(r.get("position", 3))) for r in asked]
-    assert tiers == sorted(tiers) and set(tiers) == {0, 1, 2, 3}  # every prediction before any row, far rows last
+    assert tiers == sorted(tiers) and set(tiers) == {0, 1, 2}  # every prediction before any row, the far last
+    far = [rank.index(r["position"]) for r, t in zip(asked, tiers, strict=True) if t == 2]
+    assert far == sorted(far)  # outwards from the selection
 
 
 def test_nothing_is_prefetched_while_a_streamed_answer_is_computed(model, sent):
@@ -149,7 +155,10 @@ def test_nothing_is_prefetched_while_a_streamed_answer_is_computed(model, sent):
 def test_the_attention_rows_prefetched_fit_half_the_budget(model, sent):
     ex = lw.Explorer(model, TEXT, panels=["attention"])
     T = len(ex.tokens)
-    messages = ex._server._record({"what": "token", "position": 4, "direction": "from", "panel": "attention"})
+    bins = ex.panel("attention").token_bins
+    messages = ex._server._record(
+        {"what": "token", "position": 4, "direction": "from", "bins": bins, "panel": "attention"}
+    )
     # What one row weighs in the page (js/explorer/store.ts, weight): its buffers and 512 bytes for the message.
     row = sum(len(b) for m in messages for b in m["buffers"]) + 512 * len(messages)
     for budget in (6 * row, 20 * row):
@@ -198,3 +207,50 @@ def test_the_page_may_reorder_and_widen_panels_never_change_them(model):
         ex.panels = ["lens", "tokens"]
     with pytest.raises(traitlets.TraitError, match="1 or 2 columns"):
         ex.panel_spans = {"lens": 3}
+
+
+def test_the_panels_streamed_answers_compute_one_at_a_time_in_the_order_asked(model, sent, monkeypatch):
+    ex = lw.Explorer(model, TEXT, panels=["attention", "lens"])
+    running, order, overlap = [], [], []
+    slow_overview, slow_lens = ex.panel("attention").index.overview, ex.panel("lens")._stream_lens
+
+    def watched(name, compute):
+        def run(*args, **kwargs):
+            overlap.append(bool(running))
+            running.append(name)
+            order.append(name)
+            time.sleep(0.05)  # long enough for another thread to start if nothing held it back
+            try:
+                return compute(*args, **kwargs)
+            finally:
+                running.remove(name)
+
+        return run
+
+    monkeypatch.setattr(ex.panel("attention").index, "overview", watched("overview", slow_overview))
+    monkeypatch.setattr(ex.panel("lens"), "_stream_lens", watched("lens", slow_lens))
+    requests = [
+        {"type": "request", "id": 1, "what": "overview", "size": 8, "panel": "attention"},
+        {"type": "request", "id": 2, "what": "lens", "block": 0, "panel": "lens"},
+    ]
+    ex._on_custom_msg(ex, {"type": "batch", "batch": 1, "requests": requests, "drop": []}, [])
+    for i in (1, 2):
+        wait_for(sent, lambda c, i=i: c.get("id") == i and c["type"] in ("response", "error"))
+    n_layers = ex.trace.n_layers
+    assert order == ["overview"] * n_layers + ["lens"] and not any(overlap)  # every layer, then the lens
+
+
+def test_turns_go_in_ticket_order():
+    turns, done = serve.Turns(), []
+    tickets = [turns.ticket() for _ in range(4)]
+
+    def work(i):
+        with turns.turn(tickets[i]):
+            done.append(i)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in (3, 1, 2, 0)]  # started out of order
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert done == [0, 1, 2, 3]
