@@ -63,6 +63,7 @@ class LensView(ViewBase):
         self._check_trace(trace)
         if trace.model.adapter.unembed() is None:
             raise ValueError(f"{trace.model.name} has no language-model head: the logit lens needs one")
+        self._kept: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # position -> its column (_columns)
         super().__init__(trace, n_layers=trace.n_layers, k=k, **kwargs)
         if layer is not None:
             self.selected_layer = self.trace.check_layer(layer)
@@ -103,18 +104,45 @@ class LensView(ViewBase):
         return requests, f"{lens} is recorded; a cell's top-k needs the kernel (too many cells to record them all)"
 
     def _prefetch(self, order: list[int], budget: int) -> list[tuple[int, dict[str, Any]]]:
-        """Every token's column (what a click draws first), and its cell top-k at the selected layer.
+        """Every token's column (what a click draws first), the grid's blocks, and the cells at the selected layer.
 
         A column is one unembedding per layer (about 11 ms on 2 cores for SmolLM2): the worker computes one
-        at a time while the page is quiet, so a click waits behind one at most. The grid's blocks (8 columns
-        each) are not prefetched: the page asks for them itself, a moment after the click.
+        at a time while the page is quiet, so a click waits behind one at most. A block comes right after the
+        last of its columns, and is made of them (``_columns``): the grid is drawn from the page too.
         """
         asked: list[tuple[int, dict[str, Any]]] = []
+        last_of_block: dict[int, int] = {}
         for d, p in enumerate(order):
             asked.append((d, {"what": "column", "position": p}))
+            last_of_block[p // BLOCK] = d
             if self.selected_layer >= 0:
                 asked.append((d, {"what": "cell", "layer": self.selected_layer, "position": p, "k": self.k}))
+        asked += [(d, {"what": "lens", "block": b}) for b, d in last_of_block.items()]
         return asked
+
+    def _columns(self, positions: range, reply: Reply | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The top token and its probability after every layer at ``positions`` (``[layer, position]``).
+
+        Each position's column is computed once and kept (a few hundred bytes), so the grid's blocks and the
+        clicks' columns share the work. None if ``reply`` was cancelled (checked every 8 layers).
+        """
+        missing = [p for p in positions if p not in self._kept]
+        if missing:
+            computed = range(min(missing), max(missing) + 1)
+            parts = []
+            for first in range(0, self.trace.n_layers, 8):
+                if reply is not None and reply.cancelled:
+                    return None
+                layers = range(first, min(first + 8, self.trace.n_layers))
+                parts.append(logit_lens_block(self.trace, slice(computed.start, computed.stop), layers))
+            ids, probs = torch.cat([i for i, _ in parts]), torch.cat([p for _, p in parts])
+            for j, p in enumerate(computed):
+                self._kept[p] = (ids[:, j].clone(), probs[:, j].clone())
+        kept = [self._kept[p] for p in positions]
+        return torch.stack([i for i, _ in kept], 1), torch.stack([p for _, p in kept], 1)
+
+    def _vocab(self, ids: torch.Tensor) -> dict[str, str]:
+        return {str(i): self.trace.model.decode_token(i) for i in sorted(set(ids.flatten().tolist()))}
 
     @request("lens", stream=True)
     def _stream_lens(self, reply: Reply, block: int = 0) -> None:
@@ -122,25 +150,23 @@ class LensView(ViewBase):
         T = len(self.trace)
         n_blocks = math.ceil(T / BLOCK)
         block = checks.index(block, n_blocks, "block", f"{T} tokens make lens blocks")
-        positions = slice(block * BLOCK, min(T, (block + 1) * BLOCK))
-        parts = []
-        for first in range(0, self.trace.n_layers, 8):  # a newer lens request stops this within 8 layers
-            if reply.cancelled:
-                return
-            parts.append(logit_lens_block(self.trace, positions, range(first, min(first + 8, self.trace.n_layers))))
-        ids, probs = torch.cat([i for i, _ in parts]), torch.cat([p for _, p in parts])  # [layer, position]
-        vocab = {str(i): self.trace.model.decode_token(i) for i in sorted(set(ids.flatten().tolist()))}
+        positions = range(block * BLOCK, min(T, (block + 1) * BLOCK))
+        columns = self._columns(positions, reply)  # a newer lens request stops this within 8 layers
+        if columns is None:
+            return
+        ids, probs = columns
         arrays = [wire.encode("ids", ids, "int32"), wire.encode("probs", probs, "float16")]
-        reply.done({"block": block, "start": positions.start, "vocab": vocab}, arrays)
+        reply.done({"block": block, "start": positions.start, "vocab": self._vocab(ids)}, arrays)
 
     @request("column")
     def _serve_column(self, position: int) -> tuple[dict[str, Any], Arrays]:
         """The top token after every layer at one position: what a click needs first (30 unembeddings)."""
         position = self.trace.check_position(position)
-        ids, probs = logit_lens_block(self.trace, slice(position, position + 1))
-        vocab = {str(i): self.trace.model.decode_token(i) for i in sorted(set(ids.flatten().tolist()))}
-        fields = {"position": position, "vocab": vocab}
-        return fields, [wire.encode("ids", ids[:, 0], "int32"), wire.encode("probs", probs[:, 0], "float16")]
+        columns = self._columns(range(position, position + 1))
+        assert columns is not None
+        ids, probs = columns[0][:, 0], columns[1][:, 0]
+        fields = {"position": position, "vocab": self._vocab(ids)}
+        return fields, [wire.encode("ids", ids, "int32"), wire.encode("probs", probs, "float16")]
 
     @request("cell")
     def _serve_cell(self, layer: int, position: int, k: int = 10) -> tuple[dict[str, Any], Arrays]:

@@ -6,6 +6,7 @@ import torch
 
 import llmasos_widgets as lw
 from llmasos_widgets.analyses.neuron_index import NeuronIndex
+from llmasos_widgets.views import lens as lens_view
 from llmasos_widgets.views.lens import BLOCK
 from tests._numbers import assert_ranked
 from tests._views import arrays, ask, capture, wait_for
@@ -196,6 +197,21 @@ def test_lens_column_is_the_blocks_column(model):
     assert content["position"] == 9 and all(str(i) in content["vocab"] for i in got["ids"].tolist())
     content, _ = ask(view, what="column", position=99)
     assert content["type"] == "error" and "position 99 is out of range" in content["message"]
+
+
+def test_a_lens_block_is_made_of_the_columns_already_computed(model, monkeypatch):
+    trace = model.trace("one two three four five six seven eight nine ten " * 2)
+    view = capture(lw.LensView(trace))
+    columns = [arrays(*ask(view, what="column", position=p)) for p in range(BLOCK, 2 * BLOCK)]
+    calls = []
+    monkeypatch.setattr(lens_view, "logit_lens_block", lambda *a, **k: calls.append(a) or None)
+    view.sent.clear()
+    view._on_custom_msg(view, {"type": "request", "id": 1, "what": "lens", "block": 1}, [])
+    ((content, buffers),) = wait_for(view, "response")
+    got = arrays(content, buffers)
+    assert calls == []  # no unembedding: the block is the columns the clicks (or the prefetch) computed
+    assert [got["ids"][:, j].tolist() for j in range(BLOCK)] == [c["ids"].tolist() for c in columns]
+    np.testing.assert_array_equal(got["probs"], np.stack([c["probs"] for c in columns], 1))
 
 
 # -- a mixture of experts: neurons are experts' units, and the router is shown per token --------------------
