@@ -124,18 +124,15 @@ class LensView(ViewBase):
         """The top token and its probability after every layer at ``positions`` (``[layer, position]``).
 
         Each position's column is computed once and kept (a few hundred bytes), so the grid's blocks and the
-        clicks' columns share the work. None if ``reply`` was cancelled (checked every 8 layers).
+        clicks' columns share the work. Every layer in one unembedding (in chunks of layers it took three times
+        as long). None if ``reply`` was cancelled before it started.
         """
         missing = [p for p in positions if p not in self._kept]
         if missing:
+            if reply is not None and reply.cancelled:
+                return None
             computed = range(min(missing), max(missing) + 1)
-            parts = []
-            for first in range(0, self.trace.n_layers, 8):
-                if reply is not None and reply.cancelled:
-                    return None
-                layers = range(first, min(first + 8, self.trace.n_layers))
-                parts.append(logit_lens_block(self.trace, slice(computed.start, computed.stop), layers))
-            ids, probs = torch.cat([i for i, _ in parts]), torch.cat([p for _, p in parts])
+            ids, probs = logit_lens_block(self.trace, slice(computed.start, computed.stop))
             for j, p in enumerate(computed):
                 self._kept[p] = (ids[:, j].clone(), probs[:, j].clone())
         kept = [self._kept[p] for p in positions]
@@ -151,7 +148,7 @@ class LensView(ViewBase):
         n_blocks = math.ceil(T / BLOCK)
         block = checks.index(block, n_blocks, "block", f"{T} tokens make lens blocks")
         positions = range(block * BLOCK, min(T, (block + 1) * BLOCK))
-        columns = self._columns(positions, reply)  # a newer lens request stops this within 8 layers
+        columns = self._columns(positions, reply)  # a newer lens request skips this if it has not started
         if columns is None:
             return
         ids, probs = columns
