@@ -216,8 +216,16 @@ function mount(view: View): void {
     } catch (e) {
       showError(e);
     } finally {
-      if (first && !view.client.isPending("scores")) progress.hidden = true;
+      settle();
     }
+  }
+
+  /**
+   * Hide the progress line once nothing is being computed. (The first result's `version` bump asks for the
+   * scores again while the first request is out: the line must go when that second answer comes.)
+   */
+  function settle(): void {
+    if (!view.client.isPending("scores") && !view.client.isPending("recompute")) progress.hidden = true;
   }
 
   function showProgress(text: string): void {
@@ -243,7 +251,7 @@ function mount(view: View): void {
     } catch (e) {
       showError(e);
     } finally {
-      if (!view.client.isPending("recompute")) progress.hidden = true;
+      settle();
     }
   }
 

@@ -77,3 +77,19 @@ def test_generation_matrix_click_an_output_token_shows_its_row(notebook):
     shown = [s for s in scores(page) if s is not None]
     assert len(shown) == n_prompt + 2  # the prompt and the two tokens generated before it
     assert nb.errors == []
+
+
+def test_a_view_on_a_trace_computes_its_first_result_then_its_progress_line_goes(notebook):
+    nb = notebook(
+        [
+            "import llmasos_widgets as lw\nmodel = lw.load_model('tiny-llama')",
+            "view = lw.SaliencyView(model.trace('Le café 大型 🤖 naïve'))\nview",
+        ]
+    )
+    page = nb.page
+    expect(page.locator('[data-testid="overlay"]')).to_have_attribute("data-state", "ready", timeout=120_000)
+    # The first result bumps `version`, which asks for the scores again while the first request is out:
+    # the progress line must still go once they are drawn.
+    expect(page.locator('[data-testid="progress"]')).to_be_hidden(timeout=30_000)
+    assert nb.kernel_value("print(view.version)", "1") == "1"
+    assert nb.errors == []
