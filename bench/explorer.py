@@ -15,6 +15,7 @@
     python bench/explorer.py                   # T = 256 and 2048
     python bench/explorer.py --tokens 256 --no-browser
     python bench/explorer.py --browser-only --tokens 1024 --width 800   # the one-column layout
+    python bench/explorer.py --browser-only --tokens 1024 --cache-mb 0  # every click asks the kernel
 """
 
 from __future__ import annotations
@@ -86,12 +87,13 @@ def ts_lines(commit: str | None) -> tuple[int, int]:
     return ts, css
 
 
-def browser_times(sizes: list[int], collapsed: list[str] | None, width: int) -> dict:
+def browser_times(sizes: list[int], collapsed: list[str] | None, width: int, cache_mb: int | None) -> dict:
     """Cell -> all panels drawn, and click latencies, for each size, in one JupyterLab session."""
     import _lab
 
     results: dict = {}
     folding = "" if collapsed is None else f", collapsed={collapsed!r}"  # None: the Explorer's own default
+    folding += "" if cache_mb is None else f", cache_mb={cache_mb}"
     with _lab.lab_and_browser() as (lab, browser):
         for n in sizes:
             cells = [SETUP_CELL, f"text = text_of(model, {n})"]
@@ -112,7 +114,7 @@ def browser_times(sizes: list[int], collapsed: list[str] | None, width: int) -> 
             folded = page.evaluate(
                 "() => [...document.querySelectorAll('.lw-explorer section.lw-folded')].map(s => s.dataset.panel)"
             )
-            cached = cache_filled(page)
+            cached = cache_filled(page) if cache_mb != 0 else {"s": None, "entries": 0, "has": False}
             floor = round_trips(nb)
             quiet = clicks(page, n)
             keys = clicks(page, n, step=1)
@@ -279,6 +281,7 @@ def main() -> None:
     parser.add_argument(
         "--collapsed", nargs="*", default=None, help="panels folded in (b) and (c) (default: the Explorer's own)"
     )
+    parser.add_argument("--cache-mb", type=int, default=None, help="the page's cache (0: off, every click asks)")
     parser.add_argument("--width", type=int, default=VIEWPORT[0], help="page width: 1400 a grid, 800 one column")
     args = parser.parse_args()
 
@@ -289,7 +292,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
     model = lw.load_model("smollm2-135m")
     if args.browser_only:
-        report_browser(args.tokens, args.collapsed, args.width)
+        report_browser(args.tokens, args.collapsed, args.width, args.cache_mb)
         return
     print(f"(a) Python: Explorer(model, text) with every panel, {model.name}")
     for n in args.tokens:
@@ -307,14 +310,15 @@ def main() -> None:
     print(f"now {ts_now} + {css_now} (CSS was inside TypeScript strings before)")
 
     if not args.no_browser:
-        report_browser(args.tokens, args.collapsed, args.width)
+        report_browser(args.tokens, args.collapsed, args.width, args.cache_mb)
 
 
-def report_browser(sizes: list[int], collapsed: list[str] | None, width: int) -> None:
+def report_browser(sizes: list[int], collapsed: list[str] | None, width: int, cache_mb: int | None = None) -> None:
     before = _load()
-    times = browser_times(sizes, collapsed, width)
+    times = browser_times(sizes, collapsed, width, cache_mb)
     print("\n(b) JupyterLab + Chromium: cell run -> every panel drawn; (c) click -> every panel updated")
-    print(f"  page {width} px wide; load average before: {before}")
+    cache = "" if cache_mb is None else f"; the page's cache {cache_mb} MB"
+    print(f"  page {width} px wide{cache}; load average before: {before}")
     for n, r in times.items():
         c = r["clicks_ms"]
         floor = statistics.median(r["floor_ms"])
