@@ -17,6 +17,38 @@ const SEEN_MARGIN = "400px 0px";
 /** From this width on (px) the panels sit in a grid of two columns; below it, in one. */
 const WIDE_FROM = 880;
 
+/**
+ * Keep the shared strip at the top of what is visible of the Explorer as the page scrolls (a translation, so the
+ * layout never moves): whichever element scrolls (the notebook, the page, VS Code's output), the strip stays
+ * between the Explorer's top and its bottom.
+ */
+function keepInView(view: View): void {
+  const strip = view.root.querySelector<HTMLElement>(":scope > .lw-strip");
+  if (!strip) return;
+  let frame = 0;
+  let scroller: Element | null = null;
+  const place = (): void => {
+    frame = 0;
+    strip.style.transform = "";
+    const root = view.root.getBoundingClientRect();
+    const top = scroller ? Math.max(0, scroller.getBoundingClientRect().top) : 0;
+    const shift = Math.min(Math.max(0, top - strip.getBoundingClientRect().top), root.bottom - strip.offsetHeight - strip.getBoundingClientRect().top);
+    if (shift > 0) strip.style.transform = `translateY(${shift}px)`;
+    view.root.dataset.stripShift = String(Math.round(Math.max(0, shift)));
+  };
+  const onScroll = (e: Event): void => {
+    const target = e.target;
+    if (target instanceof Element && !target.contains(view.root)) return; // something else scrolled
+    scroller = target instanceof Element ? target : null;
+    if (!frame) frame = requestAnimationFrame(place);
+  };
+  document.addEventListener("scroll", onScroll, { capture: true, passive: true });
+  view.onDispose(() => {
+    document.removeEventListener("scroll", onScroll, { capture: true });
+    cancelAnimationFrame(frame);
+  });
+}
+
 function mount(view: View): void {
   const selection = el("div", "lw-selection");
   selection.dataset.testid = "selection";
@@ -213,6 +245,7 @@ function mount(view: View): void {
   renderNotes();
   renderPanels();
   layout();
+  keepInView(view);
 }
 
 export default defineView({ name: "explorer", selectionStrip: "click one, or use the arrow keys: every panel follows", mount });

@@ -20,8 +20,11 @@ export interface ViewModel {
   send(content: any, callbacks?: any, buffers?: ArrayBuffer[] | ArrayBufferView[]): void;
 }
 
-/** Above this many tokens a strip becomes a scrolling box of fixed height. */
-const STRIP_SCROLL_AT = 300;
+/**
+ * Above this many tokens a strip becomes a scrolling box of fixed height (9em, about six lines): the Explorer keeps
+ * its strip in view as the reader scrolls, and a 300-token strip was a quarter of a laptop's screen.
+ */
+const STRIP_SCROLL_AT = 120;
 
 /** What a mounted view works with. Everything registered through it is undone when it is removed. */
 export class View {

@@ -311,4 +311,15 @@ def test_a_wide_cell_lays_the_panels_out_in_a_grid_the_reader_rearranges_and_pyt
     expect(root).to_have_attribute("data-layout", "column", timeout=10_000)
     tokens, attention = box("tokens"), box("attention")
     assert attention["y"] > tokens["y"] + tokens["height"] - 1 and abs(attention["width"] - tokens["width"]) < 2
+    # Scrolled down into the panels, the shared strip stays at the top of what is visible of the Explorer.
+    strip = root.locator(':scope > [data-testid="token-strip"]')
+    scroller = page.locator(".jp-WindowedPanel-outer")
+    top = scroller.bounding_box()["y"]
+    scroller.evaluate("(s, y) => s.scrollBy(0, y)", box("lens")["y"] - top - 100)
+    expect(root).not_to_have_attribute("data-strip-shift", "0", timeout=10_000)
+    assert abs(strip.bounding_box()["y"] - top) < 2
+    strip.locator('[data-testid="token"]').nth(4).click()  # still usable there
+    assert nb.kernel_value("print(ex.selected_token)", "4") == "4"
+    scroller.evaluate("(s) => s.scrollTo(0, 0)")
+    expect(root).to_have_attribute("data-strip-shift", "0", timeout=10_000)
     assert nb.errors == [], f"page errors: {nb.errors}"
