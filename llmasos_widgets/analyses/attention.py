@@ -11,6 +11,7 @@ products, never a recomputation of every T × T pattern.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -232,45 +233,43 @@ class AttentionIndex:
             return self._pooled[key][pos - block * POOL_BLOCK]
 
     def _pool_block(self, positions: range, direction: str, bins: int) -> list[PooledToken]:
-        p0, p1, n = positions.start, positions.stop, self.n_tokens
-        if self._served_here():  # a remote model serves one token's rows at a time
-            full = [self.rows(p) if direction == "from" else self.columns(p) for p in positions]
-            heads = torch.stack(full)  # [token, layer, head, T]
-            mean = heads.mean(2)
-        else:
-            per_layer, per_layer_mean = [], []
-            for layer in range(self.trace.n_layers):
-                q, k, scale = self.qk(layer)
-                if direction == "from":  # [head, token, key]: rows, softmax over the keys
-                    keys = p1 if self.adapter.causal else n
-                    weights = torch.bmm(q[:, p0:p1], k[:, :keys].transpose(1, 2)).mul_(scale)
-                    self.adapter.softmax_(weights, layer, p0)
-                else:  # [head, token, query]: columns, each weight exp(score - the query's lse)
-                    scores = self.adapter.cap_(torch.bmm(q, k[:, p0:p1].transpose(1, 2)).mul_(scale), layer)
-                    weights = (scores - self.lse(layer)[:, :, None]).exp_()
-                    allowed = self.adapter.allowed(layer, torch.arange(n), torch.arange(p0, p1))
-                    if allowed is not None:
-                        weights[:, ~allowed] = 0.0
-                    weights = weights.transpose(1, 2)
-                if weights.shape[-1] < n:  # a causal row stops at its token: the rest is zero
-                    weights = F.pad(weights, (0, n - weights.shape[-1]))
-                per_layer.append(max_pool(weights, bins))
-                per_layer_mean.append(max_pool(weights.mean(0), bins))
-            heads = torch.stack(per_layer).permute(2, 0, 1, 3)  # [token, layer, head, bins]
-            mean = torch.stack(per_layer_mean).transpose(0, 1)  # [token, layer, bins]
-            return self._pooled_tokens(positions, direction, bins, heads, mean)
-        return self._pooled_tokens(positions, direction, bins, max_pool(heads, bins), max_pool(mean, bins))
-
-    def _pooled_tokens(
-        self, positions: range, direction: str, bins: int, heads: Tensor, mean: Tensor
-    ) -> list[PooledToken]:
+        heads, mean = [], []
+        for weights in self._block_weights(positions, direction):  # one layer at a time: [head, token, T]
+            heads.append(max_pool(weights, bins))
+            mean.append(max_pool(weights.mean(0), bins))
         rollout = None
         if self.n_tokens <= self.rollout_limit:
             self.rollout(self.trace.n_layers - 1)
             p0, p1 = positions.start, positions.stop
             parts = [r[p0:p1] if direction == "from" else r[:, p0:p1].T for r in self._rollout]
             rollout = max_pool(torch.stack(parts, 1), bins)  # [token, layer, bins]
-        return [PooledToken(heads[i], mean[i], None if rollout is None else rollout[i]) for i in range(len(positions))]
+        by_token = torch.stack(heads).permute(2, 0, 1, 3), torch.stack(mean).transpose(0, 1)  # token first
+        return [
+            PooledToken(by_token[0][i], by_token[1][i], None if rollout is None else rollout[i])
+            for i in range(len(positions))
+        ]
+
+    def _block_weights(self, positions: range, direction: str) -> Iterator[Tensor]:
+        """Each layer's rows (or columns) of ``positions`` in every head, ``[head, token, T]``."""
+        p0, p1, n = positions.start, positions.stop, self.n_tokens
+        if self._served_here():  # a remote model serves one token's rows at a time
+            full = torch.stack([self.rows(p) if direction == "from" else self.columns(p) for p in positions])
+            yield from full.permute(1, 2, 0, 3)  # [token, layer, head, T] -> per layer [head, token, T]
+            return
+        for layer in range(self.trace.n_layers):
+            q, k, scale = self.qk(layer)
+            if direction == "from":  # rows: softmax over the keys
+                keys = p1 if self.adapter.causal else n
+                weights = torch.bmm(q[:, p0:p1], k[:, :keys].transpose(1, 2)).mul_(scale)
+                self.adapter.softmax_(weights, layer, p0)
+            else:  # columns: each weight exp(score - the query's lse)
+                scores = self.adapter.cap_(torch.bmm(q, k[:, p0:p1].transpose(1, 2)).mul_(scale), layer)
+                weights = (scores - self.lse(layer)[:, :, None]).exp_()
+                allowed = self.adapter.allowed(layer, torch.arange(n), torch.arange(p0, p1))
+                if allowed is not None:
+                    weights[:, ~allowed] = 0.0
+                weights = weights.transpose(1, 2)
+            yield F.pad(weights, (0, n - weights.shape[-1]))  # a causal row stops at its token: the rest is zero
 
     # -- overview ------------------------------------------------------------------------------
     def overview(self, layer: int, size: int, block: int = 64) -> LayerOverview:

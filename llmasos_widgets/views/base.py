@@ -195,7 +195,7 @@ class ViewBase(anywidget.AnyWidget):
             reply.run(handler, params)
 
     def _run_stream(self, reply: Reply, handler: Any, params: dict[str, Any], ticket: object | None) -> None:
-        if self._turns is None or ticket is None:  # a view alone
+        if self._turns is None or ticket is None:  # a view alone (an Explorer's panels have a ticket)
             reply.run(handler, params)
             return
         with self._turns.turn(ticket):  # an Explorer's panels: one stream computes at a time (serve.Turns)

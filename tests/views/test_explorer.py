@@ -17,14 +17,6 @@ def model():
     return lw.load_model("tiny-llama")
 
 
-@pytest.fixture
-def sent(monkeypatch):
-    """Messages the Explorer sends to its page."""
-    out: list[tuple[dict, list]] = []
-    monkeypatch.setattr(lw.Explorer, "send", lambda self, content, buffers=None: out.append((content, buffers)))
-    return out
-
-
 def test_panels_share_one_selection_both_ways(model):
     ex = lw.Explorer(model, TEXT)
     assert ex.panels == ["tokens", "attention", "saliency", "neurons", "lens"]

@@ -25,20 +25,6 @@ def model():
     return lw.load_model("tiny-llama")
 
 
-@pytest.fixture
-def sent(monkeypatch):
-    """Messages the Explorer sends to its page (from any thread)."""
-    out: list[tuple[dict, list]] = []
-    lock = threading.Lock()
-
-    def send(self, content, buffers=None):
-        with lock:
-            out.append((content, list(buffers or [])))
-
-    monkeypatch.setattr(lw.Explorer, "send", send)
-    return out
-
-
 def wait_for(sent, test, start=0, timeout=60.0):
     """The first message sent (from the ``start``-th on) that passes ``test`` (the worker answers a moment later)."""
     end = time.monotonic() + timeout
