@@ -43,8 +43,14 @@ function keepInView(view: View): void {
     if (!frame) frame = requestAnimationFrame(place);
   };
   document.addEventListener("scroll", onScroll, { capture: true, passive: true });
+  // Panels mounting as they come into view change the Explorer's height: place the strip again.
+  const sizes = typeof ResizeObserver === "undefined" ? null : new ResizeObserver(() => {
+    if (!frame) frame = requestAnimationFrame(place);
+  });
+  sizes?.observe(view.root);
   view.onDispose(() => {
     document.removeEventListener("scroll", onScroll, { capture: true });
+    sizes?.disconnect();
     cancelAnimationFrame(frame);
   });
 }
